@@ -1,0 +1,203 @@
+// Command mamori is the single binary of the mamori mail server: it sets up
+// (init), checks (check-config) and runs (serve) the server, manages users,
+// domains, aliases and the queue while it runs, and probes any SMTP server
+// for open relay (relaytest). All logic lives in internal/; this package
+// only parses arguments and prints results.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/server"
+)
+
+const usage = `mamori — a self-defending mail server
+
+Usage:
+  mamori init --dir DIR --domain DOMAIN [--hostname H] [--listen-host IP]
+              [--smtp-port N] [--submission-port N] [--submissions-port N] [--admin-port N]
+  mamori serve --config FILE
+  mamori check-config --config FILE
+  mamori user add ADDRESS [--password-stdin] --config FILE
+  mamori user list|del ADDRESS|passwd ADDRESS [--password-stdin] --config FILE
+  mamori domain add|del DOMAIN --config FILE;  mamori domain list --config FILE
+  mamori alias add ALIAS TARGET... --config FILE;  mamori alias list|del ALIAS --config FILE
+  mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
+  mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
+
+Management commands talk to the running server's admin API; when no server
+is running they change the data directory directly.
+`
+
+// exitError carries an exit status other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+
+func main() {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintln(os.Stderr, "mamori:", err)
+		}
+		os.Exit(code)
+	}
+}
+
+// errSilent: the command already reported; just exit non-zero.
+var errSilent = errors.New("failed")
+
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{stdin, stdout, stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{2, errors.New("no command given")}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "init":
+		return e.cmdInit(rest)
+	case "serve":
+		return e.cmdServe(rest)
+	case "check-config":
+		return e.cmdCheckConfig(rest)
+	case "user":
+		return e.cmdUser(rest)
+	case "domain":
+		return e.cmdDomain(rest)
+	case "alias":
+		return e.cmdAlias(rest)
+	case "queue":
+		return e.cmdQueue(rest)
+	case "relaytest":
+		return e.cmdRelaytest(rest)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return &exitError{2, fmt.Errorf("unknown command %q", cmd)}
+}
+
+// parse parses flags that may come before, between or after positional
+// arguments ("user add ADDR --config F" as well as "user add --config F ADDR"),
+// and returns the positionals.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, &exitError{2, fmt.Errorf("%s: %w", fs.Name(), err)}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", "", "path to mamori.toml")
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, &exitError{2, errors.New("--config FILE is required")}
+	}
+	return config.Load(path)
+}
+
+func (e *env) cmdInit(args []string) error {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	var o config.InitOptions
+	fs.StringVar(&o.Dir, "dir", "", "directory to create the config and data in")
+	fs.StringVar(&o.Domain, "domain", "", "first local mail domain")
+	fs.StringVar(&o.Hostname, "hostname", "", "server host name (default mail.DOMAIN)")
+	fs.StringVar(&o.ListenHost, "listen-host", "", "address to listen on (default 0.0.0.0; admin API on 127.0.0.1)")
+	fs.IntVar(&o.SMTPPort, "smtp-port", 0, "MX port (default 25)")
+	fs.IntVar(&o.SubmissionPort, "submission-port", 0, "submission port (default 587)")
+	fs.IntVar(&o.SubmissionsPort, "submissions-port", 0, "submissions port (default 465)")
+	fs.IntVar(&o.AdminPort, "admin-port", 0, "admin API port (default 8025)")
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return &exitError{2, fmt.Errorf("init: unexpected argument %q", pos[0])}
+	}
+	res, err := config.Init(o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote %s\n", res.ConfigPath)
+	fmt.Fprintf(e.stdout, "admin token file: %s\n", res.TokenFile)
+	fmt.Fprintf(e.stdout, "next: mamori user add postmaster@%s --password-stdin --config %s\n", strings.ToLower(o.Domain), res.ConfigPath)
+	fmt.Fprintf(e.stdout, "      mamori serve --config %s\n", res.ConfigPath)
+	fmt.Fprintf(e.stdout, "admin token: %s\n", res.Token)
+	return nil
+}
+
+func (e *env) cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := server.NewLogger(c, e.stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return server.Run(ctx, c, log, server.Options{})
+}
+
+func (e *env) cmdCheckConfig(args []string) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if c.TLS.Cert != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+	}
+	if c.Listen.Admin != "" {
+		if _, err := server.ReadToken(c); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.stdout, "%s: OK (domains: %s)\n", c.Path, strings.Join(c.Domains, ", "))
+	return nil
+}

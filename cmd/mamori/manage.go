@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/server"
+	"github.com/mamori-mail/mamori/internal/store"
+)
+
+// manager returns the running server's API client, or — when no server
+// answers — a Local manager over the data directory, plus a close func.
+func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
+	if c.Listen.Admin != "" {
+		tok, err := server.ReadToken(c)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cl := admin.NewClient(c.Listen.Admin, tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		err = cl.Ping(ctx)
+		cancel()
+		if err == nil {
+			return cl, cl, func() {}, nil
+		}
+		if !errors.Is(err, admin.ErrUnreachable) {
+			return nil, nil, nil, err
+		}
+	}
+	st, err := store.Open(server.StorePath(c), store.Options{LockTimeout: time.Second})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, nil, nil, fmt.Errorf("the server seems to be running (its database is locked) but its admin API at %s does not answer", c.Listen.Admin)
+		}
+		return nil, nil, nil, err
+	}
+	dir, err := mailbox.OpenDirectory(st, c.Domains)
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return admin.Local{Dir: dir}, nil, func() { st.Close() }, nil
+}
+
+// withManager loads the config named by --config and runs fn with a manager.
+func withManager(cfgPath string, fn func(admin.Manager) error) error {
+	c, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	m, _, closeFn, err := manager(c)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return fn(m)
+}
+
+func (e *env) readPassword(fromStdin bool) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(io.LimitReader(e.stdin, 4096)).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", errors.New("empty password on standard input")
+		}
+		return pw, nil
+	}
+	f, ok := e.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", errors.New("no terminal to prompt for the password: use --password-stdin")
+	}
+	fmt.Fprint(e.stderr, "Password: ")
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(e.stderr)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprint(e.stderr, "Again: ")
+	b2, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(e.stderr)
+	if err != nil {
+		return "", err
+	}
+	if string(b) != string(b2) {
+		return "", errors.New("passwords do not match")
+	}
+	return string(b), nil
+}
+
+func (e *env) cmdUser(args []string) error {
+	if len(args) == 0 {
+		return &exitError{2, errors.New("user: want add, list, del or passwd")}
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	pwStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	need := func(n int, what string) error {
+		if len(pos) != n {
+			return &exitError{2, fmt.Errorf("user %s: want %s", sub, what)}
+		}
+		return nil
+	}
+	return withManager(*cfgPath, func(m admin.Manager) error {
+		switch sub {
+		case "add":
+			if err := need(1, "ADDRESS"); err != nil {
+				return err
+			}
+			pw, err := e.readPassword(*pwStdin)
+			if err != nil {
+				return err
+			}
+			if err := m.AddUser(pos[0], pw); err != nil {
+				return fmt.Errorf("user add %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "added user %s\n", pos[0])
+		case "passwd":
+			if err := need(1, "ADDRESS"); err != nil {
+				return err
+			}
+			pw, err := e.readPassword(*pwStdin)
+			if err != nil {
+				return err
+			}
+			if err := m.SetPassword(pos[0], pw); err != nil {
+				return fmt.Errorf("user passwd %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "password changed for %s\n", pos[0])
+		case "del":
+			if err := need(1, "ADDRESS"); err != nil {
+				return err
+			}
+			if err := m.DelUser(pos[0]); err != nil {
+				return fmt.Errorf("user del %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "deleted user %s (mailbox files are kept)\n", pos[0])
+		case "list":
+			users, err := m.Users()
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e.stdout, users)
+			}
+			for _, u := range users {
+				flags := ""
+				if u.Disabled {
+					flags = "\tdisabled"
+				}
+				fmt.Fprintf(e.stdout, "%s%s\n", u.Address, flags)
+			}
+		default:
+			return &exitError{2, fmt.Errorf("user: unknown subcommand %q", sub)}
+		}
+		return nil
+	})
+}
+
+func (e *env) cmdDomain(args []string) error {
+	if len(args) == 0 {
+		return &exitError{2, errors.New("domain: want add, list or del")}
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("domain "+sub, flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	return withManager(*cfgPath, func(m admin.Manager) error {
+		switch sub {
+		case "add", "del":
+			if len(pos) != 1 {
+				return &exitError{2, fmt.Errorf("domain %s: want DOMAIN", sub)}
+			}
+			if sub == "add" {
+				if err := m.AddDomain(pos[0]); err != nil {
+					return fmt.Errorf("domain add %s: %w", pos[0], err)
+				}
+				fmt.Fprintf(e.stdout, "added domain %s\n", pos[0])
+				return nil
+			}
+			if err := m.DelDomain(pos[0]); err != nil {
+				return fmt.Errorf("domain del %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "deleted domain %s\n", pos[0])
+		case "list":
+			ds, err := m.Domains()
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e.stdout, ds)
+			}
+			for _, d := range ds {
+				fmt.Fprintln(e.stdout, d)
+			}
+		default:
+			return &exitError{2, fmt.Errorf("domain: unknown subcommand %q", sub)}
+		}
+		return nil
+	})
+}
+
+func (e *env) cmdAlias(args []string) error {
+	if len(args) == 0 {
+		return &exitError{2, errors.New("alias: want add, list or del")}
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("alias "+sub, flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := parse(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	return withManager(*cfgPath, func(m admin.Manager) error {
+		switch sub {
+		case "add":
+			if len(pos) < 2 {
+				return &exitError{2, errors.New("alias add: want ALIAS and at least one TARGET")}
+			}
+			if err := m.AddAlias(pos[0], pos[1:]); err != nil {
+				return fmt.Errorf("alias add %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "alias %s -> %s\n", pos[0], strings.Join(pos[1:], ", "))
+		case "del":
+			if len(pos) != 1 {
+				return &exitError{2, errors.New("alias del: want ALIAS")}
+			}
+			if err := m.DelAlias(pos[0]); err != nil {
+				return fmt.Errorf("alias del %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "deleted alias %s\n", pos[0])
+		case "list":
+			as, err := m.Aliases()
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e.stdout, as)
+			}
+			for _, a := range as {
+				fmt.Fprintf(e.stdout, "%s -> %s\n", a.Alias, strings.Join(a.Targets, ", "))
+			}
+		default:
+			return &exitError{2, fmt.Errorf("alias: unknown subcommand %q", sub)}
+		}
+		return nil
+	})
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,394 @@
+// Package admin is mamori's management surface: an HTTP API on loopback,
+// authenticated by the bearer token that `mamori init` writes, and the
+// client the CLI uses to talk to it.
+//
+// Management commands go through the running server (rather than opening
+// its database) because the server holds the embedded store's lock and its
+// in-memory indexes; going through the API keeps one writer and makes a
+// change visible at once. When no server answers, the CLI falls back to a
+// Local manager over the store itself.
+package admin
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/queue"
+)
+
+// Manager is the management surface shared by the HTTP API, the Client
+// and the offline Local manager.
+type Manager interface {
+	Users() ([]mailbox.User, error)
+	AddUser(addr, password string) error
+	DelUser(addr string) error
+	SetPassword(addr, password string) error
+	Domains() ([]string, error)
+	AddDomain(domain string) error
+	DelDomain(domain string) error
+	Aliases() ([]mailbox.Alias, error)
+	AddAlias(alias string, targets []string) error
+	DelAlias(alias string) error
+}
+
+// Queue is what the API needs of the spool. *queue.Queue implements it.
+type Queue interface {
+	List(f queue.Filter) []queue.Meta
+	Count(f queue.Filter) int
+	Get(id string) (queue.Meta, bool)
+	Body(id string) ([]byte, error)
+	Hold(f queue.Filter, rule string) (int, error)
+	Release(f queue.Filter) (int, error)
+	Delete(f queue.Filter) (int, error)
+	Retry(f queue.Filter) (int, error)
+}
+
+// QueueItem is the JSON shape of a queued message (DESIGN.md contract).
+type QueueItem struct {
+	ID          string       `json:"id"`
+	From        string       `json:"from"`
+	To          []string     `json:"to"`
+	ClientIP    string       `json:"client_ip"`
+	User        string       `json:"user"`
+	State       queue.State  `json:"state"`
+	Subject     string       `json:"subject"`
+	Size        int64        `json:"size"`
+	AgeS        int64        `json:"age_s"`
+	Rule        string       `json:"rule,omitempty"`
+	Received    time.Time    `json:"received"`
+	Origin      queue.Origin `json:"origin"`
+	Attempts    int          `json:"attempts"`
+	NextAttempt *time.Time   `json:"next_attempt,omitempty"`
+	LastError   string       `json:"last_error,omitempty"`
+	Rcpts       []queue.Rcpt `json:"rcpts"`
+}
+
+// ItemOf converts queue metadata to its API shape.
+func ItemOf(m queue.Meta, now time.Time) QueueItem {
+	it := QueueItem{
+		ID: m.ID, From: m.From, ClientIP: m.ClientIP, User: m.User, State: m.State,
+		Subject: m.Subject, Size: m.Size, AgeS: int64(now.Sub(m.Received) / time.Second),
+		Rule: m.Rule, Received: m.Received, Origin: m.Origin, Attempts: m.Attempts,
+		LastError: m.LastError, Rcpts: m.Rcpts, To: make([]string, 0, len(m.Rcpts)),
+	}
+	for _, r := range m.Rcpts {
+		if r.Status == queue.RcptPending {
+			it.To = append(it.To, r.Addr)
+		}
+	}
+	if !m.NextAttempt.IsZero() {
+		t := m.NextAttempt
+		it.NextAttempt = &t
+	}
+	return it
+}
+
+// Server serves the API.
+type Server struct {
+	mgr   Manager
+	queue Queue
+	token string
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// maxBody bounds request bodies.
+const maxBody = 1 << 20
+
+// NewServer returns the API handler. token must be non-empty.
+func NewServer(mgr Manager, q Queue, token string, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{mgr: mgr, queue: q, token: token, log: log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// Handle adds another authenticated endpoint (metrics, later dashboards).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		w.Write([]byte("ok\n"))
+		return
+	}
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
+		writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || s.token == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.token)) == 1
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.mgr.Users()
+		reply(w, v, err)
+	})
+	m.HandleFunc("POST /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Address, Password string }
+		if !decode(w, r, &req) {
+			return
+		}
+		s.audit(r, "user add", req.Address)
+		done(w, s.mgr.AddUser(req.Address, req.Password))
+	})
+	m.HandleFunc("DELETE /api/v1/users/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		s.audit(r, "user del", r.PathValue("addr"))
+		done(w, s.mgr.DelUser(r.PathValue("addr")))
+	})
+	m.HandleFunc("PUT /api/v1/users/{addr}/password", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Password string }
+		if !decode(w, r, &req) {
+			return
+		}
+		s.audit(r, "user passwd", r.PathValue("addr"))
+		done(w, s.mgr.SetPassword(r.PathValue("addr"), req.Password))
+	})
+	m.HandleFunc("GET /api/v1/domains", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.mgr.Domains()
+		reply(w, v, err)
+	})
+	m.HandleFunc("POST /api/v1/domains", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Domain string }
+		if !decode(w, r, &req) {
+			return
+		}
+		s.audit(r, "domain add", req.Domain)
+		done(w, s.mgr.AddDomain(req.Domain))
+	})
+	m.HandleFunc("DELETE /api/v1/domains/{domain}", func(w http.ResponseWriter, r *http.Request) {
+		s.audit(r, "domain del", r.PathValue("domain"))
+		done(w, s.mgr.DelDomain(r.PathValue("domain")))
+	})
+	m.HandleFunc("GET /api/v1/aliases", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.mgr.Aliases()
+		reply(w, v, err)
+	})
+	m.HandleFunc("POST /api/v1/aliases", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Alias   string
+			Targets []string
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		s.audit(r, "alias add", req.Alias)
+		done(w, s.mgr.AddAlias(req.Alias, req.Targets))
+	})
+	m.HandleFunc("DELETE /api/v1/aliases/{alias}", func(w http.ResponseWriter, r *http.Request) {
+		s.audit(r, "alias del", r.PathValue("alias"))
+		done(w, s.mgr.DelAlias(r.PathValue("alias")))
+	})
+
+	m.HandleFunc("GET /api/v1/queue", func(w http.ResponseWriter, r *http.Request) {
+		f, err := FilterFromQuery(r.URL.Query())
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		if r.URL.Query().Get("count") != "" {
+			writeJSON(w, map[string]int{"count": s.queue.Count(f)})
+			return
+		}
+		now := time.Now()
+		list := s.queue.List(f)
+		items := make([]QueueItem, len(list))
+		for i, m := range list {
+			items[i] = ItemOf(m, now)
+		}
+		writeJSON(w, items)
+	})
+	m.HandleFunc("GET /api/v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) {
+		m, ok := s.queue.Get(r.PathValue("id"))
+		if !ok {
+			writeErr(w, http.StatusNotFound, fmt.Errorf("no message %q in the queue", r.PathValue("id")))
+			return
+		}
+		if r.URL.Query().Get("body") != "" {
+			b, err := s.queue.Body(m.ID)
+			if err != nil {
+				writeErr(w, http.StatusInternalServerError, err)
+				return
+			}
+			w.Header().Set("Content-Type", "message/rfc822")
+			w.Write(b)
+			return
+		}
+		writeJSON(w, ItemOf(m, time.Now()))
+	})
+	m.HandleFunc("POST /api/v1/queue/{op}", func(w http.ResponseWriter, r *http.Request) {
+		f, err := FilterFromQuery(r.URL.Query())
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		var n int
+		op := r.PathValue("op")
+		switch op {
+		case "hold":
+			rule := r.URL.Query().Get("reason")
+			if rule == "" {
+				rule = "admin"
+			}
+			n, err = s.queue.Hold(f, rule)
+		case "release":
+			n, err = s.queue.Release(f)
+		case "delete":
+			n, err = s.queue.Delete(f)
+		case "retry":
+			n, err = s.queue.Retry(f)
+		default:
+			writeErr(w, http.StatusNotFound, fmt.Errorf("unknown queue operation %q", op))
+			return
+		}
+		s.log.Info("admin queue "+op, "filter", r.URL.RawQuery, "count", n, "remote", r.RemoteAddr)
+		if err != nil {
+			writeErr(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, map[string]int{"count": n})
+	})
+}
+
+func (s *Server) audit(r *http.Request, what, subject string) {
+	s.log.Info("admin", "op", what, "subject", subject, "remote", r.RemoteAddr)
+}
+
+// FilterFromQuery reads a queue filter from URL query parameters.
+func FilterFromQuery(q url.Values) (queue.Filter, error) {
+	f := queue.Filter{
+		From: q.Get("from"), To: q.Get("to"), ClientIP: q.Get("client_ip"), User: q.Get("user"),
+		Subject: q.Get("subject"), Rule: q.Get("rule"), State: queue.State(q.Get("state")),
+		IDs: q["id"],
+	}
+	switch f.State {
+	case "", queue.StateActive, queue.StateDeferred, queue.StateHeld:
+	default:
+		return f, fmt.Errorf("state %q: want active, deferred or held", f.State)
+	}
+	if v := q.Get("older_than"); v != "" {
+		d, err := ParseAge(v)
+		if err != nil {
+			return f, err
+		}
+		f.OlderThan = d
+	}
+	return f, nil
+}
+
+// FilterQuery is the inverse of FilterFromQuery.
+func FilterQuery(f queue.Filter) url.Values {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("from", f.From)
+	set("to", f.To)
+	set("client_ip", f.ClientIP)
+	set("user", f.User)
+	set("subject", f.Subject)
+	set("rule", f.Rule)
+	set("state", string(f.State))
+	if f.OlderThan > 0 {
+		v.Set("older_than", f.OlderThan.String())
+	}
+	for _, id := range f.IDs {
+		v.Add("id", id)
+	}
+	return v
+}
+
+// ParseAge accepts Go durations plus a "d" suffix for days ("2d", "36h").
+func ParseAge(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(d, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad age %q", s)
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad age %q: use e.g. 30m, 12h or 2d", s)
+	}
+	return d, nil
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return false
+	}
+	return true
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, v)
+}
+
+func done(w http.ResponseWriter, err error) {
+	if err != nil {
+		writeErr(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, mailbox.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, mailbox.ErrExists), errors.Is(err, mailbox.ErrInUse), errors.Is(err, mailbox.ErrStatic):
+		return http.StatusConflict
+	case errors.Is(err, mailbox.ErrUnknownDomain), errors.Is(err, mailbox.ErrWeakPassword):
+		return http.StatusBadRequest
+	}
+	var ve interface{ Invalid() bool }
+	if errors.As(err, &ve) && ve.Invalid() {
+		return http.StatusBadRequest
+	}
+	return http.StatusUnprocessableEntity
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}

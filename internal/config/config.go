@@ -1,0 +1,388 @@
+// Package config loads, validates and writes mamori's single TOML
+// configuration file.
+//
+// Validation is where "closed relay by construction" starts: a config that
+// would let the whole Internet relay (a trusted network such as 0.0.0.0/0 or
+// a public range) is refused, not warned about. Relative paths are resolved
+// against the directory of the config file, so a data folder can be moved
+// with its config.
+//
+// github.com/BurntSushi/toml is used because it reports undecoded (misspelt)
+// keys, which lets check-config refuse a typo instead of silently ignoring it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. Field tags are the TOML keys of the
+// interface contract in DESIGN.md; keep them stable.
+type Config struct {
+	Hostname   string   `toml:"hostname"`
+	DataDir    string   `toml:"data_dir"`
+	Domains    []string `toml:"domains"`
+	Postmaster string   `toml:"postmaster"`
+
+	Listen   Listen   `toml:"listen"`
+	TLS      TLS      `toml:"tls"`
+	Admin    Admin    `toml:"admin"`
+	Relay    Relay    `toml:"relay"`
+	Limits   Limits   `toml:"limits"`
+	Queue    Queue    `toml:"queue"`
+	Delivery Delivery `toml:"delivery"`
+	DNS      DNS      `toml:"dns"`
+	Log      Log      `toml:"log"`
+
+	// Path is the file this config was loaded from (not a TOML key).
+	Path string `toml:"-"`
+}
+
+// Listen holds "HOST:PORT" addresses; an empty value disables the listener.
+type Listen struct {
+	SMTP        string `toml:"smtp"`
+	Submission  string `toml:"submission"`
+	Submissions string `toml:"submissions"`
+	Admin       string `toml:"admin"`
+}
+
+// TLS names the certificate and key used by STARTTLS and implicit TLS.
+type TLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// Admin configures the authenticated HTTP admin API.
+type Admin struct {
+	// TokenFile holds the bearer token (written by init, mode 0600).
+	TokenFile string `toml:"token_file"`
+}
+
+// Relay lists who may relay without authenticating.
+type Relay struct {
+	TrustedNetworks []string `toml:"trusted_networks"`
+}
+
+// Limits bound what one SMTP session may cost.
+type Limits struct {
+	MaxMessageSize int64    `toml:"max_message_size"` // bytes
+	MaxRecipients  int      `toml:"max_recipients"`   // per message
+	MaxLineLength  int      `toml:"max_line_length"`  // command and data lines
+	CommandTimeout Duration `toml:"command_timeout"`  // idle time allowed between commands
+	DataTimeout    Duration `toml:"data_timeout"`     // time allowed for a whole DATA phase
+	MaxReceived    int      `toml:"max_received"`     // Received headers before a loop is declared
+}
+
+// Queue bounds the spool.
+type Queue struct {
+	MaxMessages int `toml:"max_messages"` // beyond it, new mail gets 452 4.3.1
+}
+
+// Delivery configures outbound and local delivery.
+type Delivery struct {
+	Port                 int               `toml:"port"`
+	Concurrency          int               `toml:"concurrency"`
+	PerDomainConcurrency int               `toml:"per_domain_concurrency"`
+	Relayhost            string            `toml:"relayhost"`
+	Routes               map[string]string `toml:"routes"`
+	MaxLifetime          Duration          `toml:"max_lifetime"`
+	MinBackoff           Duration          `toml:"min_backoff"`
+	MaxBackoff           Duration          `toml:"max_backoff"`
+	TLSVerify            bool              `toml:"tls_verify"`
+}
+
+// DNS names the resolver used for MX lookups (and later DNSBL, SPF).
+type DNS struct {
+	Resolver string   `toml:"resolver"` // "host:port"; empty = /etc/resolv.conf
+	Timeout  Duration `toml:"timeout"`
+}
+
+// Log chooses the structured log format.
+type Log struct {
+	Format string `toml:"format"` // "json" (default) or "logfmt"
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Defaults returns a config with every optional value filled in.
+func Defaults() Config {
+	return Config{
+		Listen: Listen{Admin: "127.0.0.1:8025"},
+		Limits: Limits{
+			MaxMessageSize: 25 << 20,
+			MaxRecipients:  100,
+			MaxLineLength:  2000,
+			CommandTimeout: Duration{5 * time.Minute},
+			DataTimeout:    Duration{10 * time.Minute},
+			MaxReceived:    50,
+		},
+		Queue: Queue{MaxMessages: 200000},
+		Delivery: Delivery{
+			Port:                 25,
+			Concurrency:          20,
+			PerDomainConcurrency: 5,
+			MaxLifetime:          Duration{5 * 24 * time.Hour},
+			MinBackoff:           Duration{time.Minute},
+			MaxBackoff:           Duration{time.Hour},
+		},
+		DNS: DNS{Timeout: Duration{5 * time.Second}},
+		Log: Log{Format: "json", Level: "info"},
+	}
+}
+
+// Load reads, fills defaults into, resolves and validates a config file.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c := Defaults()
+	md, err := toml.Decode(string(raw), &c)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("%s: unknown key(s): %s", path, strings.Join(keys, ", "))
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config path: %w", err)
+	}
+	c.Path = abs
+	c.resolvePaths(filepath.Dir(abs))
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) resolvePaths(base string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c.DataDir = abs(c.DataDir)
+	c.TLS.Cert = abs(c.TLS.Cert)
+	c.TLS.Key = abs(c.TLS.Key)
+	c.Admin.TokenFile = abs(c.Admin.TokenFile)
+}
+
+// Validate reports the first problem that would make the server unsafe or
+// unable to start. It also canonicalises domains (lower case, no trailing dot).
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Hostname == "" {
+		errs = append(errs, errors.New("hostname is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is required"))
+	}
+	if len(c.Domains) == 0 {
+		errs = append(errs, errors.New("domains: at least one local domain is required"))
+	}
+	seen := map[string]bool{}
+	for i, d := range c.Domains {
+		cd := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		if cd == "" || strings.ContainsAny(cd, " @/\\") {
+			errs = append(errs, fmt.Errorf("domains: %q is not a domain name", d))
+			continue
+		}
+		if seen[cd] {
+			errs = append(errs, fmt.Errorf("domains: %q listed twice", d))
+		}
+		seen[cd] = true
+		c.Domains[i] = cd
+	}
+	for name, addr := range map[string]string{
+		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
+		"listen.submissions": c.Listen.Submissions, "listen.admin": c.Listen.Admin,
+	} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not HOST:PORT: %v", name, addr, err))
+		}
+	}
+	if c.Listen.SMTP == "" && c.Listen.Submission == "" && c.Listen.Submissions == "" {
+		errs = append(errs, errors.New("listen: no SMTP listener configured"))
+	}
+	if (c.Listen.Submission != "" || c.Listen.Submissions != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls: cert and key are required for submission (AUTH is only offered over TLS)"))
+	}
+	if c.Listen.Admin != "" {
+		if err := checkAdminAddr(c.Listen.Admin); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Admin.TokenFile == "" {
+			errs = append(errs, errors.New("admin.token_file is required when listen.admin is set"))
+		}
+	}
+	if _, err := c.TrustedPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Limits.MaxMessageSize < 1024 {
+		errs = append(errs, fmt.Errorf("limits.max_message_size %d is too small", c.Limits.MaxMessageSize))
+	}
+	if c.Limits.MaxRecipients < 1 || c.Limits.MaxRecipients > 10000 {
+		errs = append(errs, fmt.Errorf("limits.max_recipients %d out of range 1..10000", c.Limits.MaxRecipients))
+	}
+	if c.Limits.MaxLineLength < 1000 {
+		errs = append(errs, fmt.Errorf("limits.max_line_length %d is below RFC 5321's 1000", c.Limits.MaxLineLength))
+	}
+	if c.Delivery.Port < 1 || c.Delivery.Port > 65535 {
+		errs = append(errs, fmt.Errorf("delivery.port %d out of range", c.Delivery.Port))
+	}
+	if c.Delivery.Concurrency < 1 || c.Delivery.PerDomainConcurrency < 1 {
+		errs = append(errs, errors.New("delivery.concurrency and per_domain_concurrency must be at least 1"))
+	}
+	for dom, hp := range c.Delivery.Routes {
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			errs = append(errs, fmt.Errorf("delivery.routes.%q: %q is not HOST:PORT", dom, hp))
+		}
+	}
+	if c.Delivery.Relayhost != "" {
+		if _, _, err := net.SplitHostPort(c.Delivery.Relayhost); err != nil {
+			errs = append(errs, fmt.Errorf("delivery.relayhost: %q is not HOST:PORT", c.Delivery.Relayhost))
+		}
+	}
+	if c.DNS.Resolver != "" {
+		if _, _, err := net.SplitHostPort(c.DNS.Resolver); err != nil {
+			errs = append(errs, fmt.Errorf("dns.resolver: %q is not HOST:PORT", c.DNS.Resolver))
+		}
+	}
+	switch c.Log.Format {
+	case "json", "logfmt", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: want json or logfmt", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// checkAdminAddr refuses an admin API on a wildcard address: the token is
+// the only protection, so it must not be offered to the whole network by
+// accident. Bind a specific address to expose it on purpose.
+func checkAdminAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen.admin: %q is not HOST:PORT: %v", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		return fmt.Errorf("listen.admin: %q listens on every address; bind 127.0.0.1 or a specific management address", addr)
+	}
+	return nil
+}
+
+// The widest trusted network accepted is an IPv4 /8 or an IPv6 /32.
+// Anything wider is an open relay in all but name.
+const (
+	minTrustedBits4 = 8
+	minTrustedBits6 = 32
+)
+
+// TrustedPrefixes parses [relay] trusted_networks. It refuses networks that
+// would make the server an open relay: wider than /8 (IPv4) or /32 (IPv6),
+// and any that covers public address space beyond a /16 (IPv4) or /48 (IPv6).
+func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.Relay.TrustedNetworks {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("relay.trusted_networks: %w", err)
+		}
+		if err := checkTrusted(p); err != nil {
+			return nil, fmt.Errorf("relay.trusted_networks: %s would make this server an open relay: %w", s, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an IP nor a CIDR", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func checkTrusted(p netip.Prefix) error {
+	a := p.Addr()
+	if a.Is4() && p.Bits() < minTrustedBits4 {
+		return fmt.Errorf("wider than /%d", minTrustedBits4)
+	}
+	if !a.Is4() && p.Bits() < minTrustedBits6 {
+		return fmt.Errorf("wider than /%d", minTrustedBits6)
+	}
+	private := a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() || isCGNAT(a)
+	if !private {
+		if a.Is4() && p.Bits() < 16 {
+			return errors.New("a public IPv4 network wider than /16")
+		}
+		if !a.Is4() && p.Bits() < 48 {
+			return errors.New("a public IPv6 network wider than /48")
+		}
+	}
+	return nil
+}
+
+func isCGNAT(a netip.Addr) bool {
+	return netip.MustParsePrefix("100.64.0.0/10").Contains(a)
+}
+
+// RouteDomains returns the routed domains sorted, for stable logs.
+func (c *Config) RouteDomains() []string {
+	out := make([]string, 0, len(c.Delivery.Routes))
+	for d := range c.Delivery.Routes {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Marshal renders the config as TOML (used by init).
+func (c *Config) Marshal() ([]byte, error) {
+	var b strings.Builder
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	return []byte(b.String()), nil
+}

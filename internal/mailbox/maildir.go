@@ -1,0 +1,239 @@
+package mailbox
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Maildir delivers messages into per-user Maildirs under Root
+// (data_dir/mail): Root/DOMAIN/LOCALPART/{tmp,new,cur}.
+type Maildir struct {
+	Root string
+}
+
+// mailboxDir returns Root/DOMAIN/LOCALPART for addr, refusing anything that
+// could escape Root. It is defence in depth: callers only pass addresses that
+// Directory.Lookup returned.
+func (m *Maildir) mailboxDir(addr string) (string, error) {
+	if m.Root == "" {
+		return "", errors.New("maildir root not set")
+	}
+	local, domain, err := splitAddress(addr)
+	if err != nil {
+		return "", err
+	}
+	dom, err := CanonicalDomain(domain)
+	if err != nil {
+		return "", err
+	}
+	local = strings.ToLower(local)
+	if local == "" || local == "." || local == ".." || len(local) > maxLocalLen ||
+		strings.ContainsAny(local, `/\`) || hasControl(local) {
+		return "", fmt.Errorf("local part %q cannot name a mailbox: %w", local, errInvalidAddress)
+	}
+	if !filepath.IsLocal(filepath.Join(dom, local)) {
+		return "", fmt.Errorf("mailbox %q escapes the mail root: %w", addr, errInvalidAddress)
+	}
+	return filepath.Join(m.Root, dom, local), nil
+}
+
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// checkUniq refuses unique parts that would break the file name's structure
+// or the ".<uniq>." search of Delivered.
+func checkUniq(uniq string) error {
+	if uniq == "" || len(uniq) > 128 || strings.ContainsAny(uniq, `/\.:`) || hasControl(uniq) {
+		return fmt.Errorf("bad maildir unique part %q", uniq)
+	}
+	return nil
+}
+
+// maildirHost returns the host name for Maildir file names, with '/' and ':'
+// encoded as the Maildir convention asks.
+func maildirHost() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	return strings.NewReplacer("/", `\057`, ":", `\072`).Replace(h)
+}
+
+// syncDir makes a directory's entries (new files, renames) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return fmt.Errorf("fsync %s: %w", dir, serr)
+	}
+	return cerr
+}
+
+// mkdirDurable creates dir (mode 0700) if missing and, when it did, fsyncs
+// the parent so that the new entry survives a crash.
+func mkdirDurable(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	switch {
+	case err == nil:
+		return syncDir(filepath.Dir(dir))
+	case errors.Is(err, fs.ErrExist):
+		fi, serr := os.Stat(dir)
+		if serr != nil {
+			return serr
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		return nil
+	default:
+		return err
+	}
+}
+
+// ensureMaildir creates base and its tmp, new and cur subdirectories.
+func (m *Maildir) ensureMaildir(base string) error {
+	ready := true
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if fi, err := os.Stat(filepath.Join(base, sub)); err != nil || !fi.IsDir() {
+			ready = false
+			break
+		}
+	}
+	if ready {
+		return nil
+	}
+	if err := os.MkdirAll(m.Root, 0o700); err != nil {
+		return err
+	}
+	for _, dir := range []string{
+		filepath.Dir(base), base,
+		filepath.Join(base, "tmp"), filepath.Join(base, "new"), filepath.Join(base, "cur"),
+	} {
+		if err := mkdirDurable(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Deliver stores header followed by body as a new message for addr and
+// returns the message's path in new/. It follows the Maildir protocol: write
+// tmp/NAME, fsync it, rename it into new/, fsync new/. NAME is
+// "<unix seconds>.<uniq>.<hostname>"; uniq is chosen by the caller (for
+// example "M<queueid>R<n>") and must not contain '.', ':', '/' or '\'. When
+// Deliver returns an error the message may or may not be in new/ (only when
+// the final fsync failed); use Delivered before retrying after a crash.
+func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path string, err error) {
+	if err := checkUniq(uniq); err != nil {
+		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
+	}
+	base, err := m.mailboxDir(addr)
+	if err != nil {
+		return "", fmt.Errorf("maildir deliver: %w", err)
+	}
+	if err := m.ensureMaildir(base); err != nil {
+		return "", fmt.Errorf("maildir deliver to %s: create maildir: %w", addr, err)
+	}
+
+	name := fmt.Sprintf("%d.%s.%s", time.Now().Unix(), uniq, maildirHost())
+	tmpPath := filepath.Join(base, "tmp", name)
+	newPath := filepath.Join(base, "new", name)
+	if err := writeSynced(tmpPath, header, body); err != nil {
+		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
+	}
+	// rename(2) would silently replace an existing message; NAME embeds the
+	// caller's unique id, so an existing one means a caller bug.
+	if _, err := os.Lstat(newPath); err == nil {
+		_ = os.Remove(tmpPath)
+		return "", fmt.Errorf("maildir deliver to %s: %s already exists", addr, newPath)
+	}
+	if err := os.Rename(tmpPath, newPath); err != nil {
+		_ = os.Remove(tmpPath)
+		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
+	}
+	if err := syncDir(filepath.Join(base, "new")); err != nil {
+		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
+	}
+	return newPath, nil
+}
+
+// writeSynced creates path exclusively (mode 0600), writes the parts and
+// fsyncs it. On error the file is removed.
+func writeSynced(path string, parts ...[]byte) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(path)
+		}
+	}()
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
+// Delivered reports whether addr's new/ or cur/ already holds a message whose
+// name contains ".<uniq>.". It reads whole directories: use it only for
+// messages recovered after a crash.
+func (m *Maildir) Delivered(addr, uniq string) bool {
+	if checkUniq(uniq) != nil {
+		return false
+	}
+	base, err := m.mailboxDir(addr)
+	if err != nil {
+		return false
+	}
+	needle := "." + uniq + "."
+	for _, sub := range []string{"new", "cur"} {
+		if dirHas(filepath.Join(base, sub), needle) {
+			return true
+		}
+	}
+	return false
+}
+
+func dirHas(dir, needle string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(1024)
+		for _, n := range names {
+			if strings.Contains(n, needle) {
+				return true
+			}
+		}
+		if err != nil { // io.EOF at the end, or an unreadable directory
+			return false
+		}
+	}
+}

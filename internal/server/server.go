@@ -1,0 +1,328 @@
+// Package server assembles mamori's stages — receive (smtpd), queue,
+// deliver (delivery, mailbox) and manage (admin) — from one config, and
+// runs them until the context ends. It is the only place that knows all of
+// them; each stage sees the others only through the small interfaces it
+// declares.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/delivery"
+	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/queue"
+	"github.com/mamori-mail/mamori/internal/resolver"
+	"github.com/mamori-mail/mamori/internal/smtpd"
+	"github.com/mamori-mail/mamori/internal/store"
+)
+
+// NewLogger builds the structured logger the config asks for.
+func NewLogger(c *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// StorePath is where the embedded state database lives.
+func StorePath(c *config.Config) string { return filepath.Join(c.DataDir, "mamori.db") }
+
+// QueueDir is where the spool lives.
+func QueueDir(c *config.Config) string { return filepath.Join(c.DataDir, "queue") }
+
+// MailDir is the root of local Maildirs.
+func MailDir(c *config.Config) string { return filepath.Join(c.DataDir, "mail") }
+
+// ReadToken reads the admin token file.
+func ReadToken(c *config.Config) (string, error) {
+	b, err := os.ReadFile(c.Admin.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) < 16 {
+		return "", fmt.Errorf("admin token in %s is too short", c.Admin.TokenFile)
+	}
+	return t, nil
+}
+
+// Options tune a run (tests use them).
+type Options struct {
+	// Ready, if set, is called once every listener is bound.
+	Ready func(addrs map[string]string)
+}
+
+// Run serves until ctx is cancelled, then shuts down cleanly: listeners
+// stop, in-flight SMTP sessions get a grace period, delivery attempts
+// finish, and the queue and store are closed.
+func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) error {
+	for _, d := range []string{c.DataDir, QueueDir(c), MailDir(c)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	st, err := store.Open(StorePath(c), store.Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	dir, err := mailbox.OpenDirectory(st, c.Domains)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	q, err := queue.Open(QueueDir(c), queue.Options{MaxMessages: c.Queue.MaxMessages, Logger: log.With("stage", "queue")})
+	if err != nil {
+		return fmt.Errorf("open queue: %w", err)
+	}
+	defer q.Close()
+
+	var tlsCfg *tls.Config
+	if c.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	trusted, err := c.TrustedPrefixes()
+	if err != nil {
+		return err
+	}
+	res, err := resolver.New(c.DNS.Resolver, c.DNS.Timeout.Duration)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+
+	// Bind everything first so a port conflict fails fast, before any
+	// stage starts working.
+	type lst struct {
+		name string
+		kind smtpd.Kind
+		l    net.Listener
+	}
+	var smtpLs []lst
+	closeAll := func() {
+		for _, x := range smtpLs {
+			x.l.Close()
+		}
+	}
+	addrs := map[string]string{}
+	for _, x := range []struct {
+		name, addr string
+		kind       smtpd.Kind
+	}{
+		{"smtp", c.Listen.SMTP, smtpd.KindMX},
+		{"submission", c.Listen.Submission, smtpd.KindSubmission},
+		{"submissions", c.Listen.Submissions, smtpd.KindSubmissions},
+	} {
+		if x.addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", x.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s: %w", x.name, err)
+		}
+		smtpLs = append(smtpLs, lst{x.name, x.kind, l})
+		addrs[x.name] = l.Addr().String()
+	}
+	var adminL net.Listener
+	var token string
+	if c.Listen.Admin != "" {
+		if token, err = ReadToken(c); err != nil {
+			closeAll()
+			return err
+		}
+		if adminL, err = net.Listen("tcp", c.Listen.Admin); err != nil {
+			closeAll()
+			return fmt.Errorf("listen admin: %w", err)
+		}
+		addrs["admin"] = adminL.Addr().String()
+	}
+
+	smtpSrv := smtpd.New(smtpd.Config{
+		Hostname:        c.Hostname,
+		TLS:             tlsCfg,
+		Trusted:         trusted,
+		MaxMessageBytes: c.Limits.MaxMessageSize,
+		MaxRecipients:   c.Limits.MaxRecipients,
+		MaxLineLength:   c.Limits.MaxLineLength,
+		CommandTimeout:  c.Limits.CommandTimeout.Duration,
+		DataTimeout:     c.Limits.DataTimeout.Duration,
+		MaxReceived:     c.Limits.MaxReceived,
+		LocalIPs:        localIPs(),
+	}, dir, q, log.With("stage", "smtpd"))
+
+	sched := delivery.NewScheduler(delivery.Config{
+		Hostname:    c.Hostname,
+		Port:        c.Delivery.Port,
+		Routes:      c.Delivery.Routes,
+		Relayhost:   c.Delivery.Relayhost,
+		Concurrency: c.Delivery.Concurrency,
+		PerDomain:   c.Delivery.PerDomainConcurrency,
+		MaxLifetime: c.Delivery.MaxLifetime.Duration,
+		MinBackoff:  c.Delivery.MinBackoff.Duration,
+		MaxBackoff:  c.Delivery.MaxBackoff.Duration,
+		TLSVerify:   c.Delivery.TLSVerify,
+		Postmaster:  postmaster(c),
+	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}}, res, log.With("stage", "delivery"))
+
+	var wg sync.WaitGroup
+	errc := make(chan error, len(smtpLs)+2)
+	for _, x := range smtpLs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := smtpSrv.Serve(x.kind, x.l); err != nil && !errors.Is(err, smtpd.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", x.name, err)
+			}
+		}()
+	}
+	dctx, dcancel := context.WithCancel(context.Background())
+	defer dcancel()
+	var dwg sync.WaitGroup
+	dwg.Add(1)
+	go func() {
+		defer dwg.Done()
+		if err := sched.Run(dctx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("delivery: %w", err)
+		}
+	}()
+	var httpSrv *http.Server
+	if adminL != nil {
+		api := admin.NewServer(admin.Local{Dir: dir}, q, token, log.With("stage", "admin"))
+		httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := httpSrv.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin listener: %w", err)
+			}
+		}()
+	}
+	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
+		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"], "admin", addrs["admin"],
+		"queued", q.Count(queue.Filter{}))
+	if opt.Ready != nil {
+		opt.Ready(addrs)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		log.Error("stopping after error", "err", runErr.Error())
+	}
+	log.Info("stopping")
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := smtpSrv.Shutdown(sctx); err != nil {
+		log.Warn("smtp shutdown", "err", err.Error())
+	}
+	wg.Wait()
+	if httpSrv != nil {
+		httpSrv.Shutdown(sctx)
+	}
+	dcancel()
+	dwg.Wait()
+	if err := dir.Flush(); err != nil {
+		log.Warn("directory flush", "err", err.Error())
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func postmaster(c *config.Config) string {
+	if c.Postmaster != "" {
+		return c.Postmaster
+	}
+	return "postmaster@" + c.Domains[0]
+}
+
+// localIPs returns a predicate for the host's own addresses (for [ip]
+// literal recipients).
+func localIPs() func(netip.Addr) bool {
+	set := map[netip.Addr]bool{}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				set[p.Addr().Unmap()] = true
+			}
+		}
+	}
+	return func(ip netip.Addr) bool { return set[ip.Unmap()] }
+}
+
+// localDelivery adapts the mailbox package to the delivery stage.
+type localDelivery struct {
+	dir *mailbox.Directory
+	md  *mailbox.Maildir
+}
+
+func (l *localDelivery) IsLocalDomain(d string) bool { return l.dir.IsLocalDomain(d) }
+
+func (l *localDelivery) DeliverLocal(ctx context.Context, rcpt string, m queue.Meta, body []byte) error {
+	h := fnv.New32a()
+	h.Write([]byte(strings.ToLower(rcpt)))
+	uniq := fmt.Sprintf("M%sR%08x", m.ID, h.Sum32())
+	// A message that already had an attempt (or survived a crash) may have
+	// reached this mailbox before its status was recorded.
+	if l.md.Delivered(rcpt, uniq) {
+		return nil
+	}
+	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", m.From, rcpt)
+	_, err := l.md.Deliver(rcpt, uniq, []byte(hdr), body)
+	if err != nil {
+		return fmt.Errorf("maildir %s: %w", rcpt, err)
+	}
+	return nil
+}
+
+// spool adapts *queue.Queue to the delivery stage's Spool, which names its
+// own Lease and Attempt so that package does not depend on queue internals.
+type spool struct{ q *queue.Queue }
+
+type lease struct{ l *queue.Lease }
+
+func (l lease) Message() queue.Meta { return l.l.Meta }
+func (l lease) Revoked() bool       { return l.l.Revoked() }
+func (l lease) Recovered() bool     { return l.l.Recovered }
+
+func (s spool) Next(ctx context.Context) (delivery.Lease, error) {
+	l, err := s.q.Next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return lease{l}, nil
+}
+
+func (s spool) Finish(l delivery.Lease, a delivery.Attempt) error {
+	ql, ok := l.(lease)
+	if !ok {
+		return fmt.Errorf("finish: foreign lease %T", l)
+	}
+	return s.q.Finish(ql.l, queue.Attempt(a))
+}
+
+func (s spool) Body(id string) ([]byte, error) { return s.q.Body(id) }
+
+func (s spool) Enqueue(m queue.Meta, b []byte) (queue.Meta, error) { return s.q.Enqueue(m, b) }

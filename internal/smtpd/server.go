@@ -1,0 +1,231 @@
+// Package smtpd is mamori's receiving stage: the MX (25), submission (587,
+// STARTTLS before AUTH) and submissions (465, implicit TLS) listeners.
+//
+// The SMTP protocol itself (command parsing, PIPELINING, CHUNKING, dot
+// unstuffing, size and line limits, STARTTLS, the AUTH exchange) is
+// github.com/emersion/go-smtp: a small, well-kept server whose Backend /
+// Session seam lets this package be only policy. Each SMTP verb is handed to
+// a decision function (internal/policy for relay and sender rules, the
+// mailbox Directory for recipients and logins) and the accepted message goes
+// to the durable queue, which fsyncs it before the 250 reply.
+//
+// go-smtp strips source routes before the Session sees a path, so a small
+// tap on the connection (tap.go) watches the plaintext command stream to
+// notice them. github.com/emersion/go-sasl supplies the PLAIN server; LOGIN,
+// which it only offers as a client, is implemented here (sasl.go).
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mamori-mail/mamori/internal/queue"
+)
+
+// Kind says which listener a connection came in on.
+type Kind int
+
+const (
+	// KindMX is port 25: mail from the Internet; AUTH is not offered.
+	KindMX Kind = iota
+	// KindSubmission is port 587: STARTTLS, then AUTH, then mail.
+	KindSubmission
+	// KindSubmissions is port 465: implicit TLS, then AUTH, then mail.
+	KindSubmissions
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindMX:
+		return "smtp"
+	case KindSubmission:
+		return "submission"
+	case KindSubmissions:
+		return "submissions"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Directory answers the questions a session asks about local users.
+// *mailbox.Directory implements it.
+type Directory interface {
+	IsLocalDomain(domain string) bool
+	// Lookup expands a local address to final mailboxes or foreign
+	// addresses (aliases, catch-all); ok=false means no such recipient.
+	Lookup(addr string) (targets []string, ok bool)
+	Authenticate(username, password string) error
+	// Owns reports whether user may use addr as a sender address.
+	Owns(user, addr string) bool
+}
+
+// Spool is where accepted mail goes; Enqueue returns once the message is
+// on disk. *queue.Queue implements it.
+type Spool interface {
+	Enqueue(m queue.Meta, body []byte) (queue.Meta, error)
+}
+
+// Config holds the receiving limits and identity.
+type Config struct {
+	Hostname        string
+	TLS             *tls.Config // nil: no STARTTLS, no submission
+	Trusted         []netip.Prefix
+	MaxMessageBytes int64
+	MaxRecipients   int
+	MaxLineLength   int
+	CommandTimeout  time.Duration
+	DataTimeout     time.Duration
+	MaxReceived     int                   // Received headers allowed before "mail loop"
+	LocalIPs        func(netip.Addr) bool // our own addresses, for [ip] literal recipients
+}
+
+// Server runs the SMTP listeners.
+type Server struct {
+	cfg   Config
+	dir   Directory
+	spool Spool
+	log   *slog.Logger
+
+	nextSID atomic.Uint64
+
+	mu      sync.Mutex
+	servers []*smtp.Server
+	closed  bool
+}
+
+// New returns a Server; call Serve for each listener.
+func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxReceived == 0 {
+		cfg.MaxReceived = 50
+	}
+	if cfg.DataTimeout == 0 {
+		cfg.DataTimeout = 10 * time.Minute
+	}
+	return &Server{cfg: cfg, dir: dir, spool: spool, log: log}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("smtpd: server closed")
+
+// Serve accepts connections of the given kind on l until Shutdown.
+func (s *Server) Serve(kind Kind, l net.Listener) error {
+	if kind != KindMX && s.cfg.TLS == nil {
+		return fmt.Errorf("smtpd: %s listener needs a TLS configuration", kind)
+	}
+	srv := smtp.NewServer(&backend{srv: s, kind: kind})
+	srv.Domain = s.cfg.Hostname
+	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
+	srv.MaxRecipients = s.cfg.MaxRecipients
+	if s.cfg.MaxLineLength > 0 {
+		srv.MaxLineLength = s.cfg.MaxLineLength
+	}
+	srv.ReadTimeout = s.cfg.CommandTimeout
+	srv.WriteTimeout = s.cfg.CommandTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.TLSConfig = s.cfg.TLS
+	srv.AllowInsecureAuth = false
+	srv.ErrorLog = slogAdapter{s.log}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
+
+	tl := &tapListener{Listener: l, implicitTLS: kind == KindSubmissions, tlsConfig: s.cfg.TLS, srv: s, kind: kind}
+	err := srv.Serve(tl)
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Shutdown stops accepting, then waits for sessions to end until ctx
+// expires, after which it closes the rest. A session in the middle of DATA
+// either completes its fsync and gets its 250 or never got one, so nothing
+// acknowledged is lost.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	srvs := s.servers
+	s.mu.Unlock()
+	var errs []error
+	for _, srv := range srvs {
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				srv.Close()
+				continue
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) isTrusted(ip netip.Addr) bool {
+	for _, p := range s.cfg.Trusted {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// tapListener wraps each accepted connection in a tapConn and, on the
+// implicit-TLS listener, in TLS above it.
+type tapListener struct {
+	net.Listener
+	implicitTLS bool
+	tlsConfig   *tls.Config
+	srv         *Server
+	kind        Kind
+}
+
+func (l *tapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	t := newTap(c, l.implicitTLS)
+	l.srv.log.Debug("connect", "listener", l.kind.String(), "client_ip", remoteIP(c).String())
+	if l.implicitTLS {
+		return tls.Server(t, l.tlsConfig), nil
+	}
+	return t, nil
+}
+
+func tapOf(c net.Conn) *tapConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	t, _ := c.(*tapConn)
+	return t
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Printf(format string, v ...interface{}) {
+	a.l.Warn("smtp", "msg", fmt.Sprintf(format, v...))
+}
+func (a slogAdapter) Println(v ...interface{}) { a.l.Warn("smtp", "msg", fmt.Sprint(v...)) }

@@ -1,0 +1,361 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/mail"
+	"net/netip"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/mamori-mail/mamori/internal/policy"
+	"github.com/mamori-mail/mamori/internal/queue"
+)
+
+// maxExpandedRcpts bounds the mailboxes one message may fan out to after
+// alias expansion.
+const maxExpandedRcpts = 10000
+
+type backend struct {
+	srv  *Server
+	kind Kind
+}
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s := b.srv
+	ip := remoteIP(c.Conn())
+	_, isTLS := c.TLSConnectionState()
+	sess := &session{
+		srv:     s,
+		kind:    b.kind,
+		conn:    c,
+		tap:     tapOf(c.Conn()),
+		ip:      ip,
+		trusted: s.isTrusted(ip),
+		helo:    c.Hostname(),
+		tls:     isTLS,
+	}
+	sess.log = s.log.With("sid", strconv.FormatUint(s.nextSID.Add(1), 36), "client_ip", ip.String(), "listener", b.kind.String())
+	sess.log.Info("connect", "helo", sess.helo, "tls", isTLS, "trusted", sess.trusted)
+	if b.kind == KindMX {
+		return sess, nil
+	}
+	return &authSession{sess}, nil
+}
+
+// session is one SMTP conversation after EHLO. It holds the envelope of
+// the transaction in progress.
+type session struct {
+	srv     *Server
+	kind    Kind
+	conn    *smtp.Conn
+	tap     *tapConn
+	ip      netip.Addr
+	trusted bool
+	helo    string
+	tls     bool
+	user    string // authenticated login
+	log     *slog.Logger
+
+	hasFrom bool
+	from    string
+	rcpts   []string // final recipients after alias expansion
+	seen    map[string]bool
+	smtputf bool
+}
+
+func (s *session) Reset() {
+	s.hasFrom, s.from, s.rcpts, s.seen, s.smtputf = false, "", nil, nil, false
+}
+
+func (s *session) Logout() error {
+	s.log.Debug("disconnect")
+	return nil
+}
+
+func smtpErr(r *policy.Reply) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
+}
+
+func (s *session) reject(stage, arg string, e *smtp.SMTPError) error {
+	s.log.Info("rejected", "stage", stage, "arg", arg, "user", s.user, "code", e.Code,
+		"status", fmt.Sprintf("%d.%d.%d", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2]), "reason", e.Message)
+	return e
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.kind != KindMX && s.user == "" && !s.trusted {
+		return s.reject("mail", from, &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"})
+	}
+	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
+		return s.reject("mail", from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
+	}
+	addr, rep := policy.CheckMail(policy.MailInput{
+		From:          from,
+		Authenticated: s.user != "",
+		User:          s.user,
+		Trusted:       s.trusted,
+		IsLocalDomain: s.srv.dir.IsLocalDomain,
+		Owns:          s.srv.dir.Owns,
+	})
+	if rep != nil {
+		return s.reject("mail", from, smtpErr(rep))
+	}
+	s.Reset()
+	s.hasFrom = true
+	s.from = addr.String()
+	s.smtputf = opts != nil && opts.UTF8
+	s.log.Debug("mail", "from", s.from, "user", s.user)
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	routed := s.tap != nil && s.tap.takeRouted(to)
+	d := policy.CheckRcpt(policy.RcptInput{
+		Rcpt:          to,
+		SourceRouted:  routed,
+		Authenticated: s.user != "",
+		Trusted:       s.trusted,
+		IsLocalDomain: s.srv.dir.IsLocalDomain,
+		LocalIPs:      s.srv.cfg.LocalIPs,
+	})
+	if d.Reject != nil {
+		return s.reject("rcpt", to, smtpErr(d.Reject))
+	}
+	addr := d.Addr.String()
+	targets := []string{addr}
+	if d.Local {
+		var ok bool
+		targets, ok = s.srv.dir.Lookup(addr)
+		if !ok || len(targets) == 0 {
+			return s.reject("rcpt", to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+				Message: fmt.Sprintf("<%s>: Recipient address rejected: User unknown", addr)})
+		}
+	}
+	if s.seen == nil {
+		s.seen = make(map[string]bool)
+	}
+	for _, t := range targets {
+		k := strings.ToLower(t)
+		if s.seen[k] {
+			continue
+		}
+		if len(s.rcpts) >= maxExpandedRcpts {
+			return s.reject("rcpt", to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"})
+		}
+		s.seen[k] = true
+		s.rcpts = append(s.rcpts, t)
+	}
+	s.log.Debug("rcpt", "rcpt", addr, "local", d.Local, "targets", len(targets))
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	if !s.hasFrom || len(s.rcpts) == 0 {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL and RCPT first"}
+	}
+	// One budget for the whole DATA phase, so a client cannot trickle a
+	// message forever one byte per command timeout.
+	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
+	body, err := io.ReadAll(r)
+	if err != nil {
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+				Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
+		}
+		s.log.Info("data aborted", "err", err.Error())
+		return err
+	}
+	hdr, err := readHeader(body)
+	if err != nil {
+		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Malformed message header: " + err.Error()})
+	}
+	if n := len(hdr.Values("Received")); n >= s.srv.cfg.MaxReceived {
+		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+			Message: fmt.Sprintf("Too many Received headers (%d): mail loop", n)})
+	}
+	if s.user != "" {
+		if e := s.checkHeaderFrom(hdr); e != nil {
+			return s.reject("data", hdr.Get("From"), e)
+		}
+	}
+	origin := queue.OriginInbound
+	switch {
+	case s.user != "":
+		origin = queue.OriginSubmitted
+	case s.trusted:
+		origin = queue.OriginTrusted
+	}
+	msg := append(s.receivedHeader(), body...)
+	m, err := s.srv.spool.Enqueue(queue.Meta{
+		From:     s.from,
+		Rcpts:    rcptList(s.rcpts),
+		ClientIP: s.ip.String(),
+		Helo:     s.helo,
+		User:     s.user,
+		Origin:   origin,
+		Subject:  decodeSubject(hdr.Get("Subject")),
+		Size:     int64(len(msg)),
+	}, msg)
+	if err != nil {
+		if errors.Is(err, queue.ErrFull) {
+			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
+		}
+		s.log.Error("enqueue failed", "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
+	}
+	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user, "origin", string(origin))
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+}
+
+// checkHeaderFrom applies the sender login map to the header From (and
+// Sender): an authenticated user may only put addresses it owns there.
+func (s *session) checkHeaderFrom(h textproto.MIMEHeader) *smtp.SMTPError {
+	for _, field := range []string{"From", "Sender"} {
+		v := h.Get(field)
+		if v == "" {
+			continue
+		}
+		list, err := mail.ParseAddressList(v)
+		if err != nil {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: fmt.Sprintf("Malformed %s header", field)}
+		}
+		for _, a := range list {
+			pa, err := policy.ParseAddress(a.Address)
+			if err != nil || !s.srv.dir.Owns(s.user, pa.String()) {
+				return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+					Message: fmt.Sprintf("%s header address <%s> not owned by user %s", field, a.Address, s.user)}
+			}
+		}
+	}
+	return nil
+}
+
+// receivedHeader builds the trace header of RFC 5321 §4.4, with the
+// protocol keywords of RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA).
+func (s *session) receivedHeader() []byte {
+	suffix := ""
+	if _, isTLS := s.conn.TLSConnectionState(); isTLS {
+		suffix += "S"
+	}
+	if s.user != "" {
+		suffix += "A"
+	}
+	proto := "ESMTP" + suffix
+	if s.smtputf {
+		proto = "UTF8SMTP" + suffix // RFC 6531 §3.7.3
+	}
+	helo := sanitizeHeaderValue(s.helo)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (mamori) with %s", helo, s.ip, s.srv.cfg.Hostname, proto)
+	if len(s.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(s.rcpts[0]))
+	}
+	fmt.Fprintf(&b, ";\r\n\t%s\r\n", time.Now().Format(time.RFC1123Z))
+	return b.Bytes()
+}
+
+func sanitizeHeaderValue(v string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '(' || r == ')' {
+			return '_'
+		}
+		return r
+	}, v)
+}
+
+func rcptList(addrs []string) []queue.Rcpt {
+	out := make([]queue.Rcpt, len(addrs))
+	for i, a := range addrs {
+		out[i] = queue.Rcpt{Addr: a}
+	}
+	return out
+}
+
+// readHeader parses the header block of a message (up to the first empty
+// line). A message without a header/body separator is all header.
+func readHeader(msg []byte) (textproto.MIMEHeader, error) {
+	end := bytes.Index(msg, []byte("\r\n\r\n"))
+	if end < 0 {
+		end = bytes.Index(msg, []byte("\n\n"))
+	}
+	if end < 0 {
+		end = len(msg)
+	}
+	head := msg[:end]
+	if len(bytes.TrimSpace(head)) == 0 {
+		return textproto.MIMEHeader{}, nil
+	}
+	r := textproto.NewReader(bufio.NewReader(io.MultiReader(bytes.NewReader(head), strings.NewReader("\r\n\r\n"))))
+	h, err := r.ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return h, err
+	}
+	return h, nil
+}
+
+func decodeSubject(s string) string {
+	dec := new(mime.WordDecoder)
+	if d, err := dec.DecodeHeader(s); err == nil {
+		s = d
+	}
+	if len(s) > 998 {
+		s = s[:998]
+	}
+	return s
+}
+
+// authSession is a session on a submission listener: it offers AUTH.
+type authSession struct{ *session }
+
+func (a *authSession) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (a *authSession) Auth(mech string) (sasl.Server, error) {
+	check := func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authorization identity must match the login"}
+		}
+		return a.authenticate(username, password)
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return newLoginServer(func(u, p string) error { return check("", u, p) }), nil
+	}
+	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
+}
+
+func (a *authSession) authenticate(username, password string) error {
+	username = strings.TrimSpace(username)
+	if err := a.srv.dir.Authenticate(username, password); err != nil {
+		a.log.Warn("auth failed", "user", username, "reason", authReason(err))
+		return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+	}
+	if pa, err := policy.ParseAddress(username); err == nil {
+		username = pa.String()
+	}
+	a.user = strings.ToLower(username)
+	a.log.Info("auth", "user", a.user, "tls", a.tls)
+	return nil
+}
+
+// authReason gives the log a reason without ever including the password.
+func authReason(err error) string {
+	msg := err.Error()
+	if len(msg) > 80 {
+		msg = msg[:80]
+	}
+	return msg
+}
