@@ -18,7 +18,7 @@ func TestTrustedNetworks(t *testing.T) {
 		{[]string{"0.0.0.0/0"}, false},
 		{[]string{"::/0"}, false},
 		{[]string{"10.0.0.0/7"}, false},
-		{[]string{"8.0.0.0/8"}, false},    // public and wide
+		{[]string{"8.0.0.0/8"}, false},     // public and wide
 		{[]string{"2001:db8::/32"}, false}, // public IPv6 wider than /48
 		{[]string{"bogus"}, false},
 		{[]string{"300.1.1.1"}, false},
