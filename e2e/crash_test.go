@@ -96,6 +96,11 @@ func TestCrashSafety(t *testing.T) {
 				}
 			}
 			t.Logf("all %d acknowledged messages delivered (%d in mailbox, %d duplicates)", len(acked), len(seen), dups)
+			// Recovery must not trip over its own crash leftovers (a
+			// half-written Maildir tmp/ file, a lease that was in flight).
+			if strings.Contains(in.log(), `"msg":"deferred"`) {
+				t.Errorf("local delivery deferred after the restart:\n%s", in.logTail(20))
+			}
 			return
 		}
 		if time.Now().After(deadline) {

@@ -153,7 +153,16 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 	name := fmt.Sprintf("%d.%s.%s", time.Now().Unix(), uniq, maildirHost())
 	tmpPath := filepath.Join(base, "tmp", name)
 	newPath := filepath.Join(base, "new", name)
-	if err := writeSynced(tmpPath, header, body); err != nil {
+	err = writeSynced(tmpPath, header, body)
+	if errors.Is(err, fs.ErrExist) {
+		// uniq is unique per message and recipient and the caller delivers
+		// each at most once at a time, so a same-named tmp/ file is the
+		// half-written leftover of a crash: replace it.
+		if rmErr := os.Remove(tmpPath); rmErr == nil {
+			err = writeSynced(tmpPath, header, body)
+		}
+	}
+	if err != nil {
 		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
 	}
 	// rename(2) would silently replace an existing message; NAME embeds the

@@ -1,12 +1,14 @@
 package mailbox
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDeliver(t *testing.T) {
@@ -154,4 +156,30 @@ func TestMain(m *testing.M) {
 	// Keep test output readable: the directory logs every change.
 	slog.SetDefault(slog.New(slog.DiscardHandler))
 	os.Exit(m.Run())
+}
+
+// TestDeliverReplacesCrashLeftover: a crash between writing tmp/NAME and
+// renaming it leaves a partial file; the retry must replace it, not fail.
+func TestDeliverReplacesCrashLeftover(t *testing.T) {
+	m := &Maildir{Root: t.TempDir()}
+	if _, err := m.Deliver("x@example.test", "Mfirst", nil, []byte("warm up\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(m.Root, "example.test", "x")
+	// Plant leftovers for the next few seconds so the retry's name collides.
+	now := time.Now().Unix()
+	for s := now; s < now+3; s++ {
+		name := fmt.Sprintf("%d.%s.%s", s, "Mleft", maildirHost())
+		if err := os.WriteFile(filepath.Join(base, "tmp", name), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path, err := m.Deliver("x@example.test", "Mleft", []byte("H: v\r\n"), []byte("\r\nfull body\r\n"))
+	if err != nil {
+		t.Fatalf("deliver over a crash leftover: %v", err)
+	}
+	got, _ := os.ReadFile(path)
+	if string(got) != "H: v\r\n\r\nfull body\r\n" {
+		t.Errorf("delivered %q", got)
+	}
 }

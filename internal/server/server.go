@@ -186,7 +186,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		MaxBackoff:  c.Delivery.MaxBackoff.Duration,
 		TLSVerify:   c.Delivery.TLSVerify,
 		Postmaster:  postmaster(c),
-	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}}, res, log.With("stage", "delivery"))
+	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(smtpLs)+2)
@@ -274,8 +274,9 @@ func localIPs() func(netip.Addr) bool {
 
 // localDelivery adapts the mailbox package to the delivery stage.
 type localDelivery struct {
-	dir *mailbox.Directory
-	md  *mailbox.Maildir
+	dir     *mailbox.Directory
+	md      *mailbox.Maildir
+	started time.Time
 }
 
 func (l *localDelivery) IsLocalDomain(d string) bool { return l.dir.IsLocalDomain(d) }
@@ -284,9 +285,11 @@ func (l *localDelivery) DeliverLocal(ctx context.Context, rcpt string, m queue.M
 	h := fnv.New32a()
 	h.Write([]byte(strings.ToLower(rcpt)))
 	uniq := fmt.Sprintf("M%sR%08x", m.ID, h.Sum32())
-	// A message that already had an attempt (or survived a crash) may have
-	// reached this mailbox before its status was recorded.
-	if l.md.Delivered(rcpt, uniq) {
+	// A message queued before this process started may have reached the
+	// mailbox just before a crash, without its status being recorded. Only
+	// those pay for the directory scan; within one run, per-recipient
+	// status in the queue already prevents a second delivery.
+	if m.Received.Before(l.started) && l.md.Delivered(rcpt, uniq) {
 		return nil
 	}
 	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", m.From, rcpt)

@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# smtp-accept.sh — durable accepted messages per second, mamori vs stock Postfix.
+#
+# Both servers run side by side on loopback on this machine, with fsync on
+# (mamori fsyncs every message before its 250; Postfix's cleanup fsyncs the
+# queue file before its 250). Postfix's own load generator, smtp-source, sends
+# 1 KiB messages, one message per connection, at 1, 10 and 50 sessions. For
+# every run the script records:
+#   - accepted:  N / wall time of smtp-source (it exits non-zero unless every
+#                message got a 2xx, so this is "durably accepted" per second);
+#   - delivered: N / time until all N messages sit in the recipient's Maildir
+#                new/ (counted from the start of the run).
+#
+# Needs root: it runs apt-get (download smtp-source; install the postfix package
+# with debconf preseeded to "No configuration", so no system service is set up)
+# and starts a private Postfix instance whose config and queue live in the work
+# dir. Everything listens on 127.0.0.1 only, on free ports. Every process the
+# script starts is stopped on exit, also on failure or Ctrl-C.
+#
+# Environment (all optional):
+#   BENCH_N1=2000 BENCH_N10=5000 BENCH_N50=5000   messages per run at 1/10/50 sessions
+#   BENCH_SESSIONS="1 10 50"                      session counts to run
+#   BENCH_SIZE=1024                               message size in bytes (smtp-source -l)
+#   BENCH_SERVERS="mamori postfix"                which servers to measure
+#   BENCH_WARMUP=200                              warm-up messages per server (0: none)
+#   BENCH_SEND_TIMEOUT=600                        max seconds for one smtp-source run
+#   BENCH_DELIVERY_TIMEOUT=300                    max seconds to wait for Maildir delivery
+#   BENCH_WORK_BASE=/var/tmp                      where the work dir is made (must be a
+#                                                 real disk: fsync on tmpfs is free)
+#   BENCH_KEEP_WORK=0                             1: keep the work dir (logs, spools)
+#   BENCH_OUT=<repo>/bench/out                    where the Markdown result goes
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+N1=${BENCH_N1:-2000}
+N10=${BENCH_N10:-5000}
+N50=${BENCH_N50:-5000}
+SESSIONS=${BENCH_SESSIONS:-1 10 50}
+SIZE=${BENCH_SIZE:-1024}
+SERVERS=${BENCH_SERVERS:-mamori postfix}
+WARMUP=${BENCH_WARMUP:-200}
+SEND_TIMEOUT=${BENCH_SEND_TIMEOUT:-600}
+DELIVERY_TIMEOUT=${BENCH_DELIVERY_TIMEOUT:-300}
+WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
+KEEP_WORK=${BENCH_KEEP_WORK:-0}
+OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
+FROM=sender@outside.test
+RCPT=sink@bench.test
+
+log() { printf '%s smtp-accept: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "run as root (apt-get and a private Postfix instance need it)"
+for c in go python3 apt-get dpkg dpkg-deb debconf-set-selections git; do
+	command -v "$c" >/dev/null || die "missing command: $c"
+done
+
+WORK=$(mktemp -d "$WORK_BASE/mamori-bench.XXXXXX")
+chmod 755 "$WORK" # Postfix daemons and the virtual delivery uid walk into it
+MAMORI_PID=
+PF_CONF=
+OK=0
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [[ -n $MAMORI_PID ]] && kill -0 "$MAMORI_PID" 2>/dev/null; then
+		kill -TERM "$MAMORI_PID"
+		for _ in $(seq 1 100); do kill -0 "$MAMORI_PID" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$MAMORI_PID" 2>/dev/null && kill -KILL "$MAMORI_PID"
+		wait "$MAMORI_PID" 2>/dev/null
+	fi
+	if [[ -n $PF_CONF ]]; then
+		local pidfile=$WORK/postfix/spool/pid/master.pid pid=
+		[[ -f $pidfile ]] && pid=$(tr -dc 0-9 <"$pidfile")
+		postfix -c "$PF_CONF" stop >/dev/null 2>&1
+		if [[ -n $pid ]]; then
+			for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+		fi
+	fi
+	if [[ $OK -eq 1 && $KEEP_WORK != 1 ]]; then
+		rm -rf "$WORK"
+	else
+		log "work dir kept: $WORK (logs: mamori/mamori.log, postfix/maillog)"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. smtp-source from Debian's postfix package, no install ----------------
+log "downloading the postfix package for smtp-source"
+mkdir -p "$WORK/pkg"
+if ! (cd "$WORK/pkg" && apt-get download postfix >/dev/null 2>&1); then
+	apt-get update -qq
+	(cd "$WORK/pkg" && apt-get download postfix >/dev/null 2>&1) || die "apt-get download postfix failed"
+fi
+DEB=$(ls "$WORK"/pkg/postfix_*.deb)
+PF_DEB_VERSION=$(dpkg-deb -f "$DEB" Version)
+dpkg -x "$DEB" "$WORK/pkg/x"
+SMTP_SOURCE=$WORK/pkg/x/usr/sbin/smtp-source
+smtp_source() { LD_LIBRARY_PATH=$WORK/pkg/x/usr/lib/postfix "$SMTP_SOURCE" "$@"; }
+
+# --- 2. stock Postfix, same package version, no system service ---------------
+if [[ " $SERVERS " == *" postfix "* ]]; then
+	installed=$(dpkg-query -W -f='${Status} ${Version}' postfix 2>/dev/null || true)
+	if [[ $installed != "install ok installed $PF_DEB_VERSION" ]]; then
+		log "installing postfix $PF_DEB_VERSION (debconf: No configuration)"
+		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postfix=$PF_DEB_VERSION" >"$WORK/apt-install.log" 2>&1 ||
+			die "apt-get install postfix failed, see $WORK/apt-install.log"
+	fi
+	if python3 - <<'EOF'; then
+import socket, sys
+s = socket.socket()
+s.settimeout(1)
+sys.exit(0 if s.connect_ex(("127.0.0.1", 25)) == 0 else 1)
+EOF
+		log "warning: something listens on 127.0.0.1:25 (a system MTA?); it is not used here but competes for CPU"
+	fi
+fi
+
+# --- free loopback ports -----------------------------------------------------
+read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(5):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+)
+
+wait_port() { # port seconds: wait for an SMTP greeting
+	python3 - "$1" "$2" <<'EOF' || return 1
+import socket, sys, time
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    s = socket.socket()
+    s.settimeout(0.5)
+    if s.connect_ex(("127.0.0.1", port)) == 0:
+        try:  # a polite SMTP probe: read the greeting, say QUIT
+            if s.recv(512).startswith(b"220"):
+                s.sendall(b"QUIT\r\n")
+                s.recv(512)
+                sys.exit(0)
+        except OSError:
+            pass
+    s.close()
+    time.sleep(0.1)
+sys.exit(1)
+EOF
+}
+
+# --- 3. mamori ---------------------------------------------------------------
+MAMORI_NEW=
+if [[ " $SERVERS " == *" mamori "* ]]; then
+	log "building mamori"
+	M=$WORK/mamori
+	mkdir -p "$M"
+	(cd "$REPO" && go build -o "$M/mamori" ./cmd/mamori)
+	"$M/mamori" init --dir "$M/inst" --domain bench.test --listen-host 127.0.0.1 \
+		--smtp-port "$P_SMTP" --submission-port "$P_SUB" --submissions-port "$P_SUBS" \
+		--admin-port "$P_ADMIN" >"$M/init.log"
+	MCONF=$M/inst/mamori.toml
+	# Warnings only: per-message info logs would measure the logger.
+	sed -i '/^\[log\]/,/^\[/ s/^level = .*/level = "warn"/' "$MCONF"
+	grep -q '^level = "warn"' "$MCONF" || die "could not set [log] level in $MCONF"
+	head -c 24 /dev/urandom | base64 | "$M/mamori" user add "$RCPT" --password-stdin --config "$MCONF" >"$M/user.log"
+	"$M/mamori" check-config --config "$MCONF" >/dev/null
+	DATA=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$MCONF")
+	[[ -n $DATA ]] || die "no data_dir in $MCONF"
+	MAMORI_NEW=$DATA/mail/bench.test/sink/new
+	"$M/mamori" serve --config "$MCONF" >"$M/mamori.log" 2>&1 &
+	MAMORI_PID=$!
+	wait_port "$P_SMTP" 30 || die "mamori did not listen on 127.0.0.1:$P_SMTP, see $M/mamori.log"
+	log "mamori listening on 127.0.0.1:$P_SMTP (pid $MAMORI_PID)"
+fi
+
+# --- 4. Postfix instance -----------------------------------------------------
+PF_NEW=
+if [[ " $SERVERS " == *" postfix "* ]]; then
+	P=$WORK/postfix
+	mkdir -p "$P/etc" "$P/spool" "$P/data" "$P/vmail"
+	chown postfix "$P/data"
+	chown nobody:nogroup "$P/vmail"
+	cp /etc/postfix/master.cf "$P/etc/master.cf"
+	printf '%s %s\n' "$RCPT" "sink/" >"$P/etc/vmailbox"
+	cat >"$P/etc/main.cf" <<EOF
+# Stock Postfix $PF_DEB_VERSION, private instance for bench/smtp-accept.sh.
+# Only what a virtual-mailbox MX for bench.test needs; fsync etc. at defaults.
+compatibility_level = 3.6
+queue_directory = $P/spool
+data_directory = $P/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.local
+mydomain = bench.local
+myorigin = \$myhostname
+mydestination =
+alias_maps =
+alias_database =
+relayhost =
+biff = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = $P/maillog
+maillog_file_prefixes = $P
+default_process_limit = 100
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+virtual_mailbox_domains = bench.test
+virtual_mailbox_maps = texthash:$P/etc/vmailbox
+virtual_mailbox_base = $P/vmail
+virtual_uid_maps = static:$(id -u nobody)
+virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)
+EOF
+	PF_CONF=$P/etc
+	# No chroot (it would need copies of /etc files inside the spool); smtpd
+	# on the free loopback port instead of :25.
+	postconf -c "$PF_CONF" -F '*/*/chroot = n'
+	postconf -c "$PF_CONF" -MX smtp/inet
+	postconf -c "$PF_CONF" -M "$P_PF/inet = $P_PF inet n - n - - smtpd"
+	postfix -c "$PF_CONF" check >"$P/check.log" 2>&1 || die "postfix check failed, see $P/check.log"
+	postfix -c "$PF_CONF" start >"$P/start.log" 2>&1 || die "postfix start failed, see $P/start.log"
+	wait_port "$P_PF" 30 || die "postfix did not listen on 127.0.0.1:$P_PF, see $P/maillog"
+	PF_NEW=$P/vmail/sink/new
+	log "postfix listening on 127.0.0.1:$P_PF"
+fi
+
+# --- 5. measure --------------------------------------------------------------
+cat >"$WORK/measure.py" <<'EOF'
+"""Run smtp-source once, then wait until all messages are in Maildir new/.
+
+Prints: "accepted_seconds delivered_seconds", both from the start of the run.
+"""
+import os, subprocess, sys, time
+
+newdir, n, send_timeout, delivery_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+cmd = sys.argv[5:]
+
+def count():
+    try:
+        with os.scandir(newdir) as it:
+            return sum(1 for _ in it)
+    except FileNotFoundError:
+        return 0
+
+t0 = time.monotonic()
+r = subprocess.run(cmd, timeout=send_timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+t1 = time.monotonic()
+if r.returncode != 0:
+    sys.stderr.write(r.stdout[-4000:])
+    sys.exit(f"smtp-source exited {r.returncode}")
+deadline = t1 + delivery_timeout
+while True:
+    c = count()
+    if c >= n:
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"only {c} of {n} messages in {newdir} after {delivery_timeout}s")
+    time.sleep(0.01)
+t2 = time.monotonic()
+if c != n:
+    sys.exit(f"{c} messages in {newdir}, expected {n}")
+print(f"{t1 - t0:.3f} {t2 - t0:.3f}")
+EOF
+
+clear_maildir() { # new/ dir
+	local md
+	md=$(dirname "$1")
+	for d in new cur tmp; do
+		[[ -d $md/$d ]] && find "$md/$d" -mindepth 1 -maxdepth 1 -type f -delete
+	done
+	return 0
+}
+
+port_of() { case $1 in mamori) echo "$P_SMTP" ;; postfix) echo "$P_PF" ;; esac; }
+newdir_of() { case $1 in mamori) echo "$MAMORI_NEW" ;; postfix) echo "$PF_NEW" ;; esac; }
+
+# measure SERVER SESSIONS N -> "accepted_s delivered_s"
+measure() {
+	local server=$1 s=$2 n=$3 newdir
+	newdir=$(newdir_of "$server")
+	clear_maildir "$newdir"
+	sync
+	sleep 1
+	python3 "$WORK/measure.py" "$newdir" "$n" "$SEND_TIMEOUT" "$DELIVERY_TIMEOUT" \
+		env LD_LIBRARY_PATH="$WORK/pkg/x/usr/lib/postfix" "$SMTP_SOURCE" \
+		-s "$s" -l "$SIZE" -m "$n" -f "$FROM" -t "$RCPT" "127.0.0.1:$(port_of "$server")"
+}
+
+if [[ $WARMUP -gt 0 ]]; then
+	for server in $SERVERS; do
+		log "warm-up: $server, $WARMUP messages at 10 sessions"
+		measure "$server" 10 "$WARMUP" >/dev/null
+	done
+fi
+
+declare -A ACC DEL
+for s in $SESSIONS; do
+	case $s in 1) n=$N1 ;; 10) n=$N10 ;; 50) n=$N50 ;; *) n=$N10 ;; esac
+	for server in $SERVERS; do
+		log "$server: $n messages, $s sessions"
+		read -r acc del < <(measure "$server" "$s" "$n")
+		[[ -n ${del:-} ]] || die "measurement failed: $server, $s sessions"
+		ACC[$server,$s]=$(python3 -c "print(f'{$n/$acc:.0f}')")
+		DEL[$server,$s]=$(python3 -c "print(f'{$n/$del:.0f}')")
+		log "$server s=$s n=$n: accepted in ${acc}s (${ACC[$server,$s]}/s), delivered in ${del}s (${DEL[$server,$s]}/s)"
+	done
+done
+
+# --- 6. report ---------------------------------------------------------------
+ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
+fstype=$(df -T "$WORK" | awk 'NR==2 {print $2}')
+mntopts=$(findmnt -no OPTIONS -T "$WORK" 2>/dev/null || echo "?")
+commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
+git -C "$REPO" diff --quiet HEAD 2>/dev/null || commit="$commit (+ uncommitted changes)"
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+
+stamp=$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT_DIR"
+OUT=$OUT_DIR/smtp-accept-$stamp.md
+{
+	echo "# SMTP acceptance: mamori vs Postfix ($(date -u +'%Y-%m-%d %H:%M UTC'))"
+	echo
+	echo "Command: \`$(printf 'BENCH_N1=%s BENCH_N10=%s BENCH_N50=%s BENCH_SIZE=%s bash bench/smtp-accept.sh' "$N1" "$N10" "$N50" "$SIZE")\`"
+	echo
+	echo "Load: \`smtp-source -s S -l $SIZE -m N -f $FROM -t $RCPT 127.0.0.1:PORT\`"
+	echo "(one message per connection), N = $N1 / $N10 / $N50 at S = 1 / 10 / 50;"
+	echo "warm-up $WARMUP messages per server first. accepted = N / smtp-source wall time"
+	echo "(every message got 250); delivered = N / time until N files in Maildir new/."
+	echo
+	echo "| machine | |"
+	echo "| --- | --- |"
+	echo "| CPU | $(nproc) × $cpu |"
+	echo "| kernel | $(uname -r) |"
+	echo "| work dir filesystem | $fstype ($mntopts) |"
+	echo "| Postfix | $(postconf -d -h mail_version 2>/dev/null || echo "?") (Debian package $PF_DEB_VERSION) |"
+	echo "| mamori | $commit, $(go version | awk '{print $3}') |"
+	echo
+	echo "| sessions | N | mamori accepted/s | Postfix accepted/s | ratio | mamori accepted+delivered/s | Postfix accepted+delivered/s | ratio |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for s in $SESSIONS; do
+		case $s in 1) n=$N1 ;; 10) n=$N10 ;; 50) n=$N50 ;; *) n=$N10 ;; esac
+		ma=${ACC[mamori,$s]:-} pa=${ACC[postfix,$s]:-} md=${DEL[mamori,$s]:-} pd=${DEL[postfix,$s]:-}
+		ra=- rd=-
+		[[ -n $ma && -n $pa ]] && ra=$(ratio "$ma" "$pa")
+		[[ -n $md && -n $pd ]] && rd=$(ratio "$md" "$pd")
+		echo "| $s | $n | ${ma:--} | ${pa:--} | $ra | ${md:--} | ${pd:--} | $rd |"
+	done
+} >"$OUT"
+cat "$OUT"
+log "wrote $OUT"
+OK=1
