@@ -38,7 +38,11 @@ for t in threads_: t.join()
 // after a restart every message that got a 250 is delivered, exactly once.
 func TestCrashSafety(t *testing.T) {
 	py := requireTool(t, "python3")
-	in := newInstance(t, "ours.test", nil)
+	// This test is about durability, not rate limits: let the streaming
+	// client (an outsider on port 25) send far above the inbound limit.
+	in := newInstance(t, "ours.test", func(cfg string) string {
+		return strings.Replace(cfg, "[guard]\n", "[guard]\ninbound_msgs_per_minute = 1000000\ninbound_rcpts_per_minute = 1000000\n", 1)
+	})
 	in.addUser("sink@ours.test", pw)
 	in.start()
 

@@ -33,7 +33,10 @@ Usage:
   mamori domain add|del DOMAIN --config FILE;  mamori domain list --config FILE
   mamori alias add ALIAS TARGET... --config FILE;  mamori alias list|del ALIAS --config FILE
   mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
+  mamori guard list [--json] | ban IP|CIDR [--for DUR] | unban IP|CIDR | release IP|ADDRESS [--release-mail] | export --nft   (--config FILE)
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
+  mamori drill --target HOST:PORT --submission HOST:PORT --user ADDRESS --password-stdin
+               [--config FILE] [--burst N] [--allow-remote] [--json]
 
 Management commands talk to the running server's admin API; when no server
 is running they change the data directory directly.
@@ -93,6 +96,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdQueue(rest)
 	case "relaytest":
 		return e.cmdRelaytest(rest)
+	case "guard":
+		return e.cmdGuard(rest)
+	case "drill":
+		return e.cmdDrill(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -112,9 +112,17 @@ func (e *env) cmdUser(args []string) error {
 	cfgPath := configFlag(fs)
 	pwStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input")
 	asJSON := fs.Bool("json", false, "JSON output")
+	stale := fs.Bool("stale", false, "list: only accounts not used for --days (default [guard] stale_days)")
+	days := fs.Int("days", 0, "list --stale: days without a login")
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
+	}
+	staleDays := *days
+	if *stale && staleDays == 0 {
+		if c, err := loadConfig(*cfgPath); err == nil {
+			staleDays = c.Guard.StaleDays
+		}
 	}
 	need := func(n int, what string) error {
 		if len(pos) != n {
@@ -161,6 +169,9 @@ func (e *env) cmdUser(args []string) error {
 			if err != nil {
 				return err
 			}
+			if *stale {
+				users = mailbox.Stale(users, time.Duration(staleDays)*24*time.Hour, time.Now())
+			}
 			if *asJSON {
 				return printJSON(e.stdout, users)
 			}
@@ -168,6 +179,13 @@ func (e *env) cmdUser(args []string) error {
 				flags := ""
 				if u.Disabled {
 					flags = "\tdisabled"
+				}
+				if *stale {
+					last := "never"
+					if !u.LastLogin.IsZero() {
+						last = u.LastLogin.Format("2006-01-02")
+					}
+					flags += "\tlast login " + last
 				}
 				fmt.Fprintf(e.stdout, "%s%s\n", u.Address, flags)
 			}

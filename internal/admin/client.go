@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -174,4 +175,36 @@ func (c *Client) QueueOp(op string, f queue.Filter, reason string) (int, error) 
 	}
 	var v struct{ Count int }
 	return v.Count, c.do("POST", "/api/v1/queue/"+op, q, nil, &v)
+}
+
+// GuardSnapshot lists isolated senders, suspended accounts and bans.
+func (c *Client) GuardSnapshot() (guard.Snapshot, error) {
+	var v guard.Snapshot
+	return v, c.do("GET", "/api/v1/guard", nil, nil, &v)
+}
+
+// GuardBan bans an IP or CIDR; dur "" means the guard's backoff length.
+func (c *Client) GuardBan(cidr, dur string) error {
+	return c.do("POST", "/api/v1/guard/ban", nil, map[string]string{"cidr": cidr, "for": dur}, nil)
+}
+
+// GuardUnban lifts a ban.
+func (c *Client) GuardUnban(cidr string) error {
+	return c.do("POST", "/api/v1/guard/unban", nil, map[string]string{"cidr": cidr}, nil)
+}
+
+// GuardRelease ends the isolation of an IP or the isolation/suspension of a
+// user; with releaseMail its held mail is released too. It returns how many
+// messages were released.
+func (c *Client) GuardRelease(target string, releaseMail bool) (int, error) {
+	var v struct {
+		Released int `json:"released_messages"`
+	}
+	err := c.do("POST", "/api/v1/guard/release", nil, map[string]any{"target": target, "release_mail": releaseMail}, &v)
+	return v.Released, err
+}
+
+// GuardNft writes the bans as an nftables ruleset.
+func (c *Client) GuardNft(w io.Writer) error {
+	return c.do("GET", "/api/v1/guard/nft", nil, nil, w)
 }

@@ -42,6 +42,7 @@ type Config struct {
 	Delivery Delivery `toml:"delivery"`
 	DNS      DNS      `toml:"dns"`
 	Log      Log      `toml:"log"`
+	Guard    Guard    `toml:"guard"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -106,6 +107,60 @@ type DNS struct {
 	Timeout  Duration `toml:"timeout"`
 }
 
+// GuardLimits are per-sender rate limits; zero means the default.
+type GuardLimits struct {
+	MsgsPerMinute     int `toml:"msgs_per_minute"`
+	RcptsPerMinute    int `toml:"rcpts_per_minute"`
+	RcptsPerHour      int `toml:"rcpts_per_hour"`
+	RcptsPerDay       int `toml:"rcpts_per_day"`
+	NewRcptsPerMinute int `toml:"new_rcpts_per_minute"`
+}
+
+// Guard configures the abuse-defence engine. Every limit is on by
+// default, for the trusted network too.
+type Guard struct {
+	GuardLimits
+	// Overrides raise (or lower) the limits of known bulk senders, keyed by
+	// user address or IP/CIDR.
+	Overrides             map[string]GuardLimits `toml:"overrides"`
+	HoldCap               int                    `toml:"hold_cap"`
+	UnknownRcptRatio      float64                `toml:"unknown_rcpt_ratio"`
+	InboundMsgsPerMinute  int                    `toml:"inbound_msgs_per_minute"`
+	InboundRcptsPerMinute int                    `toml:"inbound_rcpts_per_minute"`
+	MaxConnections        int                    `toml:"max_connections"`
+	MaxConnsPerIP         int                    `toml:"max_conns_per_ip"`
+	MaxConnsPerNet        int                    `toml:"max_conns_per_net"`
+	ConnsPerMinute        int                    `toml:"conns_per_minute"`
+	AuthFailsPerPair      int                    `toml:"auth_fails_per_pair"`
+	AuthFailsPerIP        int                    `toml:"auth_fails_per_ip"`
+	AuthUsersPerNet       int                    `toml:"auth_users_per_net"`
+	BanBase               Duration               `toml:"ban_base"`
+	BanMax                Duration               `toml:"ban_max"`
+	LoginNetworks         int                    `toml:"login_networks"`
+	HistoryFactor         float64                `toml:"history_factor"`
+
+	PregreetDelay  Duration `toml:"pregreet_delay"`   // port 25, untrusted: wait this long for a client that talks first
+	MaxSessionTime Duration `toml:"max_session_time"` // whole SMTP session
+
+	DNSBLZones  []string `toml:"dnsbl_zones"`
+	DNSBLBudget Duration `toml:"dnsbl_budget"`
+
+	// Own reputation: these public sending IPs are looked up in
+	// dnsbl_zones every check_interval; when listed, an alert goes out and,
+	// with pause_outbound_when_listed, mail to other domains waits.
+	PublicIPs               []string `toml:"public_ips"`
+	CheckInterval           Duration `toml:"check_interval"`
+	PauseOutboundWhenListed bool     `toml:"pause_outbound_when_listed"`
+
+	Webhook string `toml:"webhook"`
+	// Notify: user address → where to tell that user about a suspension
+	// (an address that is not the hijacked one).
+	Notify map[string]string `toml:"notify"`
+
+	StaleDays    int  `toml:"stale_days"`    // accounts unused this long are stale
+	DisableStale bool `toml:"disable_stale"` // and are disabled automatically
+}
+
 // Log chooses the structured log format.
 type Log struct {
 	Format string `toml:"format"` // "json" (default) or "logfmt"
@@ -151,6 +206,14 @@ func Defaults() Config {
 		},
 		DNS: DNS{Timeout: Duration{5 * time.Second}},
 		Log: Log{Format: "json", Level: "info"},
+		Guard: Guard{
+			PregreetDelay:           Duration{500 * time.Millisecond},
+			MaxSessionTime:          Duration{30 * time.Minute},
+			DNSBLBudget:             Duration{1500 * time.Millisecond},
+			CheckInterval:           Duration{time.Hour},
+			PauseOutboundWhenListed: true,
+			StaleDays:               90,
+		},
 	}
 }
 
@@ -280,6 +343,26 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.DNS.Resolver); err != nil {
 			errs = append(errs, fmt.Errorf("dns.resolver: %q is not HOST:PORT", c.DNS.Resolver))
 		}
+	}
+	for _, ip := range c.Guard.PublicIPs {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			errs = append(errs, fmt.Errorf("guard.public_ips: %q is not an IP address", ip))
+		}
+	}
+	for k := range c.Guard.Overrides {
+		if !strings.Contains(k, "@") {
+			if _, err := parsePrefix(k); err != nil {
+				errs = append(errs, fmt.Errorf("guard.overrides: %q is neither a user address nor an IP/CIDR", k))
+			}
+		}
+	}
+	for _, z := range c.Guard.DNSBLZones {
+		if z == "" || strings.ContainsAny(z, " /@") {
+			errs = append(errs, fmt.Errorf("guard.dnsbl_zones: %q is not a DNS zone", z))
+		}
+	}
+	if c.Guard.MaxSessionTime.Duration < 5*time.Second {
+		errs = append(errs, errors.New("guard.max_session_time must be at least 5s"))
 	}
 	switch c.Log.Format {
 	case "json", "logfmt", "text":

@@ -220,6 +220,27 @@ max_lifetime = "120h"
 [dns]
 # resolver = "127.0.0.1:53"   # empty: the servers in /etc/resolv.conf
 
+[guard]
+# Limits apply to everyone, trusted networks and authenticated users too.
+# A local sender that exceeds them is isolated: its mail is held, not sent.
+msgs_per_minute = 30
+rcpts_per_minute = 100
+rcpts_per_hour = 300
+rcpts_per_day = 1000
+pregreet_delay = "500ms"      # port 25: clients that talk before the greeting are cut
+max_session_time = "30m"
+dnsbl_zones = []              # e.g. ["zen.spamhaus.org"]
+public_ips = []               # our own sending IPs, watched in dnsbl_zones
+pause_outbound_when_listed = true
+# webhook = "https://chat.example/hooks/mamori"
+stale_days = 90
+
+[guard.overrides]
+# "newsletter@example.org" = { msgs_per_minute = 600, rcpts_per_minute = 2000, rcpts_per_hour = 20000, rcpts_per_day = 100000 }
+
+[guard.notify]
+# "alice@example.org" = "alice.private@elsewhere.example"
+
 [log]
 format = "json"   # or "logfmt"
 level = "info"

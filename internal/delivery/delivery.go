@@ -76,6 +76,11 @@ type Config struct {
 	TLSVerify bool
 	// Postmaster is the DSN From address. Default postmaster@Hostname.
 	Postmaster string
+	// Paused, when set and true, holds back every non-local delivery (the
+	// recipients are deferred) — e.g. while our own IP is on a blocklist,
+	// so a breach does not get the whole organisation blocked. Local
+	// delivery goes on.
+	Paused func() bool
 }
 
 // Defaults.

@@ -210,6 +210,12 @@ func (s *Scheduler) deliverGroup(ctx context.Context, l Lease, m queue.Meta, bod
 		s.deliverLocal(ctx, l, m, body, g, outs)
 		return
 	}
+	if s.cfg.Paused != nil && s.cfg.Paused() {
+		for _, i := range g.idx {
+			outs[i] = outcome{state: deferred, diag: "4.7.0 outbound delivery paused: our sending IP is on a blocklist", relay: "paused", touched: true}
+		}
+		return
+	}
 	releaseDest, err := s.perDest.acquire(ctx, g.dest.key)
 	if err != nil {
 		return

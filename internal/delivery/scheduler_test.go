@@ -648,3 +648,29 @@ func TestMessageTooBigForRemote(t *testing.T) {
 		t.Error("MAIL sent for an oversized message")
 	}
 }
+
+// TestPausedHoldsOutboundOnly: while Paused says so, remote recipients are
+// deferred without a connection, and local delivery goes on.
+func TestPausedHoldsOutboundOnly(t *testing.T) {
+	relay := startRemote(t, nil)
+	local := &fakeLocal{domains: map[string]bool{"local.test": true}}
+	sp := newSpool()
+	cfg := testConfig()
+	cfg.Relayhost = relay.addr
+	cfg.Paused = func() bool { return true }
+	s, _ := newTestScheduler(cfg, sp, local, nil)
+	sp.add(queue.Meta{From: "alice@local.test", Rcpts: rcpts("bob@local.test", "x@far.example")}, testBody)
+
+	fin, _ := run(t, s, sp, 1)
+
+	a := fin[0].a
+	if rc := rcptStatus(t, a, "bob@local.test"); rc.Status != queue.RcptDelivered {
+		t.Errorf("local recipient %+v, want delivered", rc)
+	}
+	if rc := rcptStatus(t, a, "x@far.example"); rc.Status != queue.RcptPending || !strings.Contains(rc.Diag, "paused") {
+		t.Errorf("remote recipient %+v, want pending with a pause diagnostic", rc)
+	}
+	if conns, _, _ := relay.stats(); conns != 0 {
+		t.Errorf("%d connections to the relayhost while paused", conns)
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -47,6 +48,10 @@ type Options struct {
 	Timeout       time.Duration // per probe (and per connection set-up), default 10 s
 	SendData      bool          // when a RCPT is accepted, also send DATA; default false: RCPT acceptance alone counts as relayed (then RSET)
 	Logger        *slog.Logger  // optional; nil → no logging
+	// LocalAddr is the IP to connect from ("" = chosen by the system). On
+	// Linux any 127.x.y.z can be bound, which lets `mamori drill` probe a
+	// server from a loopback address outside its trusted networks.
+	LocalAddr string
 }
 
 // Probe is the outcome of one probe.
@@ -185,6 +190,11 @@ func withDefaults(opt Options) (Options, error) {
 	}
 	if _, _, err := net.SplitHostPort(opt.Addr); err != nil {
 		return opt, fmt.Errorf("relaytest: target %q: %w", opt.Addr, err)
+	}
+	if opt.LocalAddr != "" {
+		if _, err := netip.ParseAddr(opt.LocalAddr); err != nil {
+			return opt, fmt.Errorf("relaytest: local address %q: %w", opt.LocalAddr, err)
+		}
 	}
 	for name, v := range map[string]string{
 		"local domain": opt.LocalDomain, "local user": opt.LocalUser,

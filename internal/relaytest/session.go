@@ -60,6 +60,10 @@ type session struct {
 // dial connects, reads the greeting and says EHLO (HELO if EHLO is refused).
 func dial(ctx context.Context, opt Options) (*session, error) {
 	d := net.Dialer{Timeout: opt.Timeout}
+	if opt.LocalAddr != "" {
+		// Checked by withDefaults.
+		d.LocalAddr = &net.TCPAddr{IP: net.IP(netip.MustParseAddr(opt.LocalAddr).AsSlice())}
+	}
 	conn, err := d.DialContext(ctx, "tcp", opt.Addr)
 	if err != nil {
 		return nil, err

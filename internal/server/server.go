@@ -113,6 +113,16 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
+	// The defences run until the very end, after the listeners and
+	// delivery have stopped, so their last state is saved.
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
+	def, err := startDefences(gctx, c, st, q, res, log)
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	defer def.alert.Close()
+	defer def.guard.Close()
 
 	// Bind everything first so a port conflict fails fast, before any
 	// stage starts working.
@@ -172,7 +182,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		DataTimeout:     c.Limits.DataTimeout.Duration,
 		MaxReceived:     c.Limits.MaxReceived,
 		LocalIPs:        localIPs(),
+		Guard:           def.guard,
+		PregreetDelay:   c.Guard.PregreetDelay.Duration,
+		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))
+	if def.dnsbl != nil {
+		smtpSrv.SetDNSBL(dnsblAdapter{def.dnsbl})
+	}
 
 	sched := delivery.NewScheduler(delivery.Config{
 		Hostname:    c.Hostname,
@@ -186,6 +202,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		MaxBackoff:  c.Delivery.MaxBackoff.Duration,
 		TLSVerify:   c.Delivery.TLSVerify,
 		Postmaster:  postmaster(c),
+		Paused:      def.paused,
 	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
@@ -212,6 +229,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	var httpSrv *http.Server
 	if adminL != nil {
 		api := admin.NewServer(admin.Local{Dir: dir}, q, token, log.With("stage", "admin"))
+		api.SetGuard(def.guard, smtpPorts(addrs))
 		httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := httpSrv.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -219,6 +237,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
+	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
 	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
 		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"], "admin", addrs["admin"],
 		"queued", q.Count(queue.Filter{}))

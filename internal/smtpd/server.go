@@ -29,6 +29,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
 
@@ -66,6 +67,8 @@ type Directory interface {
 	Authenticate(username, password string) error
 	// Owns reports whether user may use addr as a sender address.
 	Owns(user, addr string) bool
+	// RecordLogin notes a successful login (for stale-account reports).
+	RecordLogin(addr string, when time.Time)
 }
 
 // Spool is where accepted mail goes; Enqueue returns once the message is
@@ -86,6 +89,26 @@ type Config struct {
 	DataTimeout     time.Duration
 	MaxReceived     int                   // Received headers allowed before "mail loop"
 	LocalIPs        func(netip.Addr) bool // our own addresses, for [ip] literal recipients
+
+	Guard          Guard         // nil: no limits (unit tests only)
+	DNSBL          DNSBL         // nil: no blocklist lookups
+	PregreetDelay  time.Duration // MX, untrusted: wait this long for a client that talks first
+	MaxSessionTime time.Duration // a session is cut after this long, whatever it does
+}
+
+// Guard is the abuse-defence engine as the SMTP stage sees it.
+// *guard.Guard implements it.
+type Guard interface {
+	Connect(ip netip.Addr, trusted bool) (guard.Decision, func())
+	AuthCheck(ip netip.Addr, user string) guard.Decision
+	AuthResult(ip netip.Addr, user string, ok bool) guard.Decision
+	Rcpt(s guard.Sender, rcpt string, accepted bool) guard.Decision
+	Message(m guard.Message) guard.Decision
+}
+
+// DNSBL looks a client up in DNS blocklists within its own time budget.
+type DNSBL interface {
+	Listed(ctx context.Context, ip netip.Addr) (zone, reason string, listed bool)
 }
 
 // Server runs the SMTP listeners.
@@ -96,6 +119,9 @@ type Server struct {
 	log   *slog.Logger
 
 	nextSID atomic.Uint64
+
+	pgMu     sync.Mutex
+	pgPassed map[netip.Addr]time.Time // clients that waited for the greeting
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -115,6 +141,10 @@ func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
 	}
 	return &Server{cfg: cfg, dir: dir, spool: spool, log: log}
 }
+
+// SetDNSBL enables blocklist lookups for untrusted MX clients. Call it
+// before Serve.
+func (s *Server) SetDNSBL(d DNSBL) { s.cfg.DNSBL = d }
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("smtpd: server closed")
@@ -146,7 +176,7 @@ func (s *Server) Serve(kind Kind, l net.Listener) error {
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
 
-	tl := &tapListener{Listener: l, implicitTLS: kind == KindSubmissions, tlsConfig: s.cfg.TLS, srv: s, kind: kind}
+	tl := newAdmitListener(l, s, kind)
 	err := srv.Serve(tl)
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return ErrServerClosed
@@ -185,29 +215,6 @@ func (s *Server) isTrusted(ip netip.Addr) bool {
 	return false
 }
 
-// tapListener wraps each accepted connection in a tapConn and, on the
-// implicit-TLS listener, in TLS above it.
-type tapListener struct {
-	net.Listener
-	implicitTLS bool
-	tlsConfig   *tls.Config
-	srv         *Server
-	kind        Kind
-}
-
-func (l *tapListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	t := newTap(c, l.implicitTLS)
-	l.srv.log.Debug("connect", "listener", l.kind.String(), "client_ip", remoteIP(c).String())
-	if l.implicitTLS {
-		return tls.Server(t, l.tlsConfig), nil
-	}
-	return t, nil
-}
-
 func tapOf(c net.Conn) *tapConn {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -229,3 +236,5 @@ func (a slogAdapter) Printf(format string, v ...interface{}) {
 	a.l.Warn("smtp", "msg", fmt.Sprintf(format, v...))
 }
 func (a slogAdapter) Println(v ...interface{}) { a.l.Warn("smtp", "msg", fmt.Sprint(v...)) }
+
+func tlsServer(c net.Conn, cfg *tls.Config) net.Conn { return tls.Server(c, cfg) }

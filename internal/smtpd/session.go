@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/policy"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -131,6 +132,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		LocalIPs:      s.srv.cfg.LocalIPs,
 	})
 	if d.Reject != nil {
+		s.guardRcpt(to, false)
 		return s.reject("rcpt", to, smtpErr(d.Reject))
 	}
 	addr := d.Addr.String()
@@ -139,9 +141,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		var ok bool
 		targets, ok = s.srv.dir.Lookup(addr)
 		if !ok || len(targets) == 0 {
+			s.guardRcpt(addr, false)
 			return s.reject("rcpt", to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 				Message: fmt.Sprintf("<%s>: Recipient address rejected: User unknown", addr)})
 		}
+	}
+	if gd := s.guardRcpt(addr, true); gd.Verdict != guard.Accept && gd.Verdict != guard.Hold {
+		return s.guardRefusal("rcpt", addr, gd)
 	}
 	if s.seen == nil {
 		s.seen = make(map[string]bool)
@@ -187,6 +193,10 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if s.user != "" {
 		if e := s.checkHeaderFrom(hdr); e != nil {
+			if g := s.srv.cfg.Guard; g != nil {
+				g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(),
+					Subject: decodeSubject(hdr.Get("Subject")), HeaderFromMismatch: true})
+			}
 			return s.reject("data", hdr.Get("From"), e)
 		}
 	}
@@ -197,6 +207,18 @@ func (s *session) Data(r io.Reader) error {
 	case s.trusted:
 		origin = queue.OriginTrusted
 	}
+	subject := decodeSubject(hdr.Get("Subject"))
+	state, rule := queue.StateActive, ""
+	if g := s.srv.cfg.Guard; g != nil {
+		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject})
+		switch gd.Verdict {
+		case guard.Accept:
+		case guard.Hold:
+			state, rule = queue.StateHeld, gd.Rule
+		default:
+			return s.guardRefusal("data", "", gd)
+		}
+	}
 	msg := append(s.receivedHeader(), body...)
 	m, err := s.srv.spool.Enqueue(queue.Meta{
 		From:     s.from,
@@ -205,8 +227,10 @@ func (s *session) Data(r io.Reader) error {
 		Helo:     s.helo,
 		User:     s.user,
 		Origin:   origin,
-		Subject:  decodeSubject(hdr.Get("Subject")),
+		Subject:  subject,
 		Size:     int64(len(msg)),
+		State:    state,
+		Rule:     rule,
 	}, msg)
 	if err != nil {
 		if errors.Is(err, queue.ErrFull) {
@@ -215,7 +239,8 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Error("enqueue failed", "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
 	}
-	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user, "origin", string(origin))
+	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
+		"origin", string(origin), "state", string(state), "rule", rule)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
 }
 
@@ -316,6 +341,44 @@ func decodeSubject(s string) string {
 	return s
 }
 
+func (s *session) sender() guard.Sender {
+	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted}
+}
+
+func (s *session) foreignRcpts() int {
+	n := 0
+	for _, r := range s.rcpts {
+		if i := strings.LastIndexByte(r, '@'); i >= 0 && !s.srv.dir.IsLocalDomain(r[i+1:]) {
+			n++
+		}
+	}
+	return n
+}
+
+// guardRcpt tells the guard about a recipient (accepted or refused).
+func (s *session) guardRcpt(rcpt string, accepted bool) guard.Decision {
+	if g := s.srv.cfg.Guard; g != nil {
+		return g.Rcpt(s.sender(), rcpt, accepted)
+	}
+	return guard.Decision{}
+}
+
+// guardRefusal turns a guard decision into the SMTP reply; a Drop also ends
+// the session right after the reply.
+func (s *session) guardRefusal(stage, arg string, d guard.Decision) error {
+	code, enh, text := d.Code, d.Enhanced, d.Text
+	if code == 0 {
+		code, enh, text = 451, [3]int{4, 7, 1}, "Temporarily refused by policy, try again later"
+	}
+	if d.Verdict == guard.Drop {
+		// go-smtp writes our reply first; the next read then times out and
+		// it closes the connection.
+		_ = s.conn.Conn().SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	}
+	s.log.Info("guard", "stage", stage, "arg", arg, "user", s.user, "rule", d.Rule, "verdict", int(d.Verdict))
+	return s.reject(stage, arg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text})
+}
+
 // authSession is a session on a submission listener: it offers AUTH.
 type authSession struct{ *session }
 
@@ -339,14 +402,33 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 
 func (a *authSession) authenticate(username, password string) error {
 	username = strings.TrimSpace(username)
-	if err := a.srv.dir.Authenticate(username, password); err != nil {
-		a.log.Warn("auth failed", "user", username, "reason", authReason(err))
+	if len(username) > 320 {
+		username = username[:320]
+	}
+	login := strings.ToLower(username)
+	if pa, err := policy.ParseAddress(username); err == nil {
+		login = strings.ToLower(pa.String())
+	}
+	g := a.srv.cfg.Guard
+	if g != nil {
+		if gd := g.AuthCheck(a.ip, login); gd.Verdict != guard.Accept {
+			a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text)
+			return a.guardRefusal("auth", login, gd)
+		}
+	}
+	err := a.srv.dir.Authenticate(username, password)
+	if g != nil {
+		if gd := g.AuthResult(a.ip, login, err == nil); gd.Verdict != guard.Accept {
+			a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text, "password_ok", err == nil)
+			return a.guardRefusal("auth", login, gd)
+		}
+	}
+	if err != nil {
+		a.log.Warn("auth failed", "user", login, "reason", authReason(err))
 		return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	}
-	if pa, err := policy.ParseAddress(username); err == nil {
-		username = pa.String()
-	}
-	a.user = strings.ToLower(username)
+	a.user = login
+	a.srv.dir.RecordLogin(login, time.Now())
 	a.log.Info("auth", "user", a.user, "tls", a.tls)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // tapConn watches the plaintext command stream of a connection for what
@@ -33,6 +34,26 @@ type tapConn struct {
 	awaitTLS  bool // saw STARTTLS; 220 reply switches the tap off
 	routed    []string
 	flood     bool // more routed paths pipelined than we keep: treat all as routed
+
+	onClose   func()      // releases the guard's connection slot
+	timer     *time.Timer // session time limit
+	closeOnce sync.Once
+}
+
+// Close closes the connection once, stopping the session timer and
+// releasing the connection slot.
+func (t *tapConn) Close() error {
+	err := net.ErrClosed
+	t.closeOnce.Do(func() {
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+		err = t.Conn.Close()
+		if t.onClose != nil {
+			t.onClose()
+		}
+	})
+	return err
 }
 
 type tapMode int

@@ -1,0 +1,144 @@
+// Package guard is mamori's abuse-defence engine. It sits on the hot path
+// of every connection, AUTH, RCPT and end of DATA and answers, in memory and
+// in O(1): accept, hold, defer (4xx), reject (5xx) or drop — with the rule
+// that decided.
+//
+// Limits apply to everyone, the trusted network included: Postfix exempts
+// $mynetworks from its rate limits, and that is exactly how a worm on a
+// staff PC gets out. A local sender (a trusted-network IP, or an
+// authenticated user) that trips a rule is isolated: its mail is still
+// accepted, but into the held state, never delivered, kept as evidence.
+// An account that looks hijacked is suspended: AUTH is refused and its
+// queued mail held. Outsiders that abuse the server are deferred or banned.
+//
+// How it stays O(1) and bounded: every rate is a fixed-bucket counter with
+// the previous bucket weighted (a sliding-window approximation, 16 bytes
+// per window); state about outsiders, whose keys an attacker picks, lives
+// in size-bounded LRU tables; bans are found by probing only the prefix
+// lengths in use. One mutex guards the state; every hot-path call holds it
+// for a few map operations and logs after releasing it. Hook calls
+// (holding queued mail, alerts) and persistence happen on Run's goroutine,
+// never on the SMTP path.
+//
+// Mail of a local sender is counted against its identity: an
+// authenticated user's own counters, or, for a trusted unauthenticated
+// client, its IP and its envelope sender. The sender that trips a rule is
+// isolated: the user if authenticated, else the IP.
+//
+// Dependencies: the standard library only (net/netip for allocation-free
+// addresses and prefixes as map keys, hash/maphash for recipient hashes,
+// encoding/json for the saved state, log/slog for logs).
+package guard
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Verdict is what the guard decided.
+type Verdict int
+
+const (
+	Accept Verdict = iota // go on
+	Hold                  // accept the message into the held state (isolated sender)
+	Defer                 // 4xx: try later
+	Reject                // 5xx: refused
+	Drop                  // close the connection after the reply (bans, floods)
+)
+
+// Decision is a verdict plus the SMTP reply for it and the rule that fired.
+// For Accept, Code is 0.
+type Decision struct {
+	Verdict  Verdict
+	Code     int    // SMTP reply code for Defer/Reject/Drop (421, 451, 454, 535, 554…)
+	Enhanced [3]int // enhanced status code, e.g. {4,7,1}
+	Text     string // human-readable reply text, safe to send
+	Rule     string // stable rule name, e.g. "rate.msgs_per_minute", "auth.bruteforce", "ban"
+}
+
+// Sender identifies who is sending a message. Local senders (Trusted or
+// User != "") can be isolated; others can only be deferred or banned.
+type Sender struct {
+	IP      netip.Addr
+	User    string // authenticated login, "" if none
+	From    string // envelope sender
+	Trusted bool   // IP in [relay] trusted_networks
+}
+
+// Local reports whether s is one of ours (and so may be isolated).
+func (s Sender) Local() bool { return s.Trusted || s.User != "" }
+
+// Message is what the guard sees at the end of DATA.
+type Message struct {
+	Sender
+	Rcpts              []string // final recipients
+	Foreign            int      // how many of Rcpts are outside our domains
+	Subject            string
+	HeaderFromMismatch bool // header From not owned by the login (already refused by smtpd; a signal)
+}
+
+// Alert is raised when a sender is isolated, an account suspended, an IP
+// banned, or the server's own IP found listed.
+type Alert struct {
+	Time     time.Time         `json:"time"`
+	Kind     string            `json:"kind"` // "isolated", "suspended", "banned", "own_ip_listed", "released"
+	IP       string            `json:"ip,omitempty"`
+	User     string            `json:"user,omitempty"`
+	Sender   string            `json:"sender,omitempty"`
+	Rule     string            `json:"rule"`
+	Counts   map[string]int    `json:"counts,omitempty"`   // the counters that tripped, e.g. {"msgs_per_minute": 31}
+	Subjects []string          `json:"subjects,omitempty"` // up to 5 sample subjects
+	Rcpts    []string          `json:"rcpts,omitempty"`    // up to 5 sample recipients
+	Detail   string            `json:"detail,omitempty"`
+	Extra    map[string]string `json:"extra,omitempty"`
+}
+
+// Isolation describes an isolated local sender (DESIGN.md: guard list --json).
+type Isolation struct {
+	IP     string         `json:"ip"`
+	Sender string         `json:"sender"`
+	User   string         `json:"user"`
+	Rule   string         `json:"rule"`
+	Counts map[string]int `json:"counts"`
+	Since  time.Time      `json:"since"`
+	Held   int            `json:"held"` // messages accepted into held since isolation
+}
+
+// Suspension describes a suspended account.
+type Suspension struct {
+	User  string    `json:"user"`
+	Rule  string    `json:"rule"`
+	Since time.Time `json:"since"`
+}
+
+// Ban is a banned IP or network.
+type Ban struct {
+	CIDR    string    `json:"cidr"`
+	Expires time.Time `json:"expires"`
+	Rule    string    `json:"rule"`
+	Strikes int       `json:"strikes"` // how many times banned (backoff grows with it)
+}
+
+// Snapshot is what `mamori guard list --json` prints.
+type Snapshot struct {
+	Isolated  []Isolation  `json:"isolated"`
+	Suspended []Suspension `json:"suspended"`
+	Bans      []Ban        `json:"bans"`
+}
+
+// Hooks are how the guard acts outside itself. All are called without the
+// guard's locks held and may be slow; the guard calls them from its own
+// goroutine, never on the SMTP hot path.
+type Hooks interface {
+	// HoldQueued holds mail of an isolated sender or suspended account that
+	// is still queued but not yet delivered. ip or user is set.
+	HoldQueued(ip netip.Addr, user, rule string) (int, error)
+	// Alert tells the administrator (log, postmaster message, webhook).
+	Alert(a Alert)
+}
+
+// Persister stores the guard's state so it survives a restart.
+type Persister interface {
+	LoadGuardState() ([]byte, error) // nil, nil when there is none
+	SaveGuardState([]byte) error
+}

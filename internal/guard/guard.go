@@ -1,0 +1,515 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Limits are the rate limits of one local sender key (a trusted IP, a user,
+// or the envelope sender of a trusted unauthenticated client). A zero field
+// means the default (for an override: the value in Config.Local).
+type Limits struct {
+	MsgsPerMinute     int // default 30
+	RcptsPerMinute    int // default 100
+	RcptsPerHour      int // default 300
+	RcptsPerDay       int // default 1000
+	NewRcptsPerMinute int // first-time recipients (never mailed before by this sender), default 60
+}
+
+// Config tunes the guard. Zero fields take the defaults noted.
+type Config struct {
+	Local                 Limits            // local senders: trusted IPs (also keyed per envelope sender) and users
+	Overrides             map[string]Limits // key: user address, or an IP/CIDR, for known bulk senders
+	HoldCap               int               // messages held per isolated sender, default 2000; beyond: Defer 451 4.7.1
+	UnknownRcptRatio      float64           // default 0.5, judged once a sender has >= 20 RCPTs in 10 min
+	InboundMsgsPerMinute  int               // untrusted unauthenticated client per IP, default 60 → Defer 451 4.7.1
+	InboundRcptsPerMinute int               // per IP, default 200
+	MaxConnections        int               // global concurrent, default 2000
+	MaxConnsPerIP         int               // default 20 (untrusted); trusted IPs: 4×
+	MaxConnsPerNet        int               // per /24 or /48, default 60; trusted networks: 4×
+	ConnsPerMinute        int               // new connections per IP per minute, default 120
+	AuthFailsPerPair      int               // IP+account failures in 15 min that block the pair, default 5
+	AuthFailsPerIP        int               // all failures from an IP in 15 min that ban the IP, default 20
+	AuthUsersPerNet       int               // distinct usernames failing from one /24|/48 in 15 min that ban the IP (spraying), default 5
+	BanBase, BanMax       time.Duration     // first ban length and cap; each new strike ×4; defaults 10m, 7 days
+	LoginNetworks         int               // distinct networks one account logs in from within 10 min → suspend, default 3
+	HistoryFactor         float64           // messages in the last hour > factor × the account's usual hourly peak (and > MsgsPerMinute) → isolate, default 10
+	Now                   func() time.Time  // tests inject a clock
+
+	// Additions to the list.
+	HeaderFromMismatches int           // messages per user in 10 min whose header From the login does not own, default 3; more → isolate
+	MaxTracked           int           // entries in each bounded outsider table (IPs, networks, IP+account pairs, failing usernames), default 100,000
+	SaveInterval         time.Duration // how often Run saves changed state, default 10 s
+}
+
+// Fixed parameters of the detectors.
+const (
+	unknownMinRcpts   = 20          // RCPTs in 10 min before the unknown ratio is judged
+	newNetWindow      = tenMinMS    // a login from a new network is watched this long
+	newNetMaxMsgs     = 10          // messages from the new network within newNetWindow before suspension
+	failThenSuccess   = 3           // failures from other IPs before a success from a new network
+	historyMinAge     = 24 * hourMS // hourly history must span this long before it is trusted
+	knownRcptsCap     = 5000        // first-time-recipient memory per sender
+	loginNetsCap      = 32          // networks remembered per account
+	netLoginMemory    = 30 * dayMS  // a successful login protects its network this long
+	sampleCount       = 5           // sample subjects/recipients per alert
+	eventQueue        = 1024        // pending hook calls before new ones are dropped
+	protectedFactor   = 5           // IP-wide rules on a network with recent logins need this × the threshold
+	idleStats         = 2 * dayMS   // local sender counters idle this long are dropped
+	sweepEvery        = time.Minute // how often Run sweeps expired state
+	userFailRingSize  = 8           // recent failures remembered per username
+	defaultMaxTracked = 100_000
+)
+
+func (l Limits) orElse(d Limits) Limits {
+	if l.MsgsPerMinute <= 0 {
+		l.MsgsPerMinute = d.MsgsPerMinute
+	}
+	if l.RcptsPerMinute <= 0 {
+		l.RcptsPerMinute = d.RcptsPerMinute
+	}
+	if l.RcptsPerHour <= 0 {
+		l.RcptsPerHour = d.RcptsPerHour
+	}
+	if l.RcptsPerDay <= 0 {
+		l.RcptsPerDay = d.RcptsPerDay
+	}
+	if l.NewRcptsPerMinute <= 0 {
+		l.NewRcptsPerMinute = d.NewRcptsPerMinute
+	}
+	return l
+}
+
+func orInt(v, d int) int {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+func orDur(v, d time.Duration) time.Duration {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+func orFloat(v, d float64) float64 {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+func (c Config) withDefaults() Config {
+	c.Local = c.Local.orElse(Limits{MsgsPerMinute: 30, RcptsPerMinute: 100, RcptsPerHour: 300, RcptsPerDay: 1000, NewRcptsPerMinute: 60})
+	c.HoldCap = orInt(c.HoldCap, 2000)
+	c.UnknownRcptRatio = orFloat(c.UnknownRcptRatio, 0.5)
+	c.InboundMsgsPerMinute = orInt(c.InboundMsgsPerMinute, 60)
+	c.InboundRcptsPerMinute = orInt(c.InboundRcptsPerMinute, 200)
+	c.MaxConnections = orInt(c.MaxConnections, 2000)
+	c.MaxConnsPerIP = orInt(c.MaxConnsPerIP, 20)
+	c.MaxConnsPerNet = orInt(c.MaxConnsPerNet, 60)
+	c.ConnsPerMinute = orInt(c.ConnsPerMinute, 120)
+	c.AuthFailsPerPair = orInt(c.AuthFailsPerPair, 5)
+	c.AuthFailsPerIP = orInt(c.AuthFailsPerIP, 20)
+	c.AuthUsersPerNet = orInt(c.AuthUsersPerNet, 5)
+	c.BanBase = orDur(c.BanBase, 10*time.Minute)
+	c.BanMax = orDur(c.BanMax, 7*24*time.Hour)
+	c.LoginNetworks = orInt(c.LoginNetworks, 3)
+	c.HistoryFactor = orFloat(c.HistoryFactor, 10)
+	c.HeaderFromMismatches = orInt(c.HeaderFromMismatches, 3)
+	c.MaxTracked = orInt(c.MaxTracked, defaultMaxTracked)
+	c.SaveInterval = orDur(c.SaveInterval, 10*time.Second)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.UnknownRcptRatio > 1 {
+		return fmt.Errorf("unknown recipient ratio %v: must be at most 1", c.UnknownRcptRatio)
+	}
+	if c.BanMax < c.BanBase {
+		return fmt.Errorf("ban max %v is shorter than ban base %v", c.BanMax, c.BanBase)
+	}
+	return nil
+}
+
+type prefixLimits struct {
+	p netip.Prefix
+	l Limits
+}
+
+// Guard is the engine. All methods are safe for concurrent use.
+type Guard struct {
+	cfg   Config
+	log   *slog.Logger
+	hooks Hooks
+	store Persister
+	seed  maphash.Seed
+
+	ovAddr map[string]Limits // overrides by address (users, envelope senders)
+	ovIP   map[netip.Addr]Limits
+	ovNet  []prefixLimits // longest prefix first
+
+	events chan event
+
+	saveMu    sync.Mutex // serialises saves
+	closeOnce sync.Once
+	closeErr  error
+
+	mu    sync.Mutex // protects everything below
+	dirty bool
+
+	conns   int
+	connIP  map[netip.Addr]int32
+	connNet map[netip.Prefix]int32
+
+	ips       *lru[netip.Addr, ipState]
+	nets      *lru[netip.Prefix, netState]
+	pairs     *lru[pairKey, pairState]
+	userFails *lru[string, failRing]
+
+	byIP   map[netip.Addr]*senderStats
+	byUser map[string]*senderStats
+	byFrom map[string]*senderStats
+
+	accounts  map[string]*account
+	netLogins map[netip.Prefix]int64 // last successful login from a network, ms
+
+	isoIP     map[netip.Addr]*Isolation
+	isoUser   map[string]*Isolation
+	suspended map[string]Suspension
+
+	bans banTable
+}
+
+// ipState is what the guard knows about any client IP.
+type ipState struct {
+	conns     window // per minute
+	msgs      window // inbound messages per minute
+	rcpts     window // inbound recipients per minute
+	authFails window // per 15 min
+}
+
+// New builds a guard and loads its saved state from p (nil: none). hooks
+// and log may be nil.
+func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("guard config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Guard{
+		cfg:       cfg,
+		log:       log,
+		hooks:     hooks,
+		store:     p,
+		seed:      maphash.MakeSeed(),
+		ovAddr:    make(map[string]Limits),
+		ovIP:      make(map[netip.Addr]Limits),
+		events:    make(chan event, eventQueue),
+		connIP:    make(map[netip.Addr]int32),
+		connNet:   make(map[netip.Prefix]int32),
+		ips:       newLRU[netip.Addr, ipState](cfg.MaxTracked),
+		nets:      newLRU[netip.Prefix, netState](cfg.MaxTracked),
+		pairs:     newLRU[pairKey, pairState](cfg.MaxTracked),
+		userFails: newLRU[string, failRing](cfg.MaxTracked),
+		byIP:      make(map[netip.Addr]*senderStats),
+		byUser:    make(map[string]*senderStats),
+		byFrom:    make(map[string]*senderStats),
+		accounts:  make(map[string]*account),
+		netLogins: make(map[netip.Prefix]int64),
+		isoIP:     make(map[netip.Addr]*Isolation),
+		isoUser:   make(map[string]*Isolation),
+		suspended: make(map[string]Suspension),
+		bans:      newBanTable(),
+	}
+	if err := g.parseOverrides(); err != nil {
+		return nil, err
+	}
+	if p != nil {
+		b, err := p.LoadGuardState()
+		if err != nil {
+			return nil, fmt.Errorf("load guard state: %w", err)
+		}
+		if len(b) > 0 {
+			if err := g.restore(b); err != nil {
+				return nil, fmt.Errorf("load guard state: %w", err)
+			}
+		}
+	}
+	return g, nil
+}
+
+func (g *Guard) parseOverrides() error {
+	for k, l := range g.cfg.Overrides {
+		l = l.orElse(g.cfg.Local)
+		key := strings.TrimSpace(k)
+		if strings.Contains(key, "/") {
+			p, err := netip.ParsePrefix(key)
+			if err != nil {
+				return fmt.Errorf("guard override %q: %w", k, err)
+			}
+			p, _ = normPrefix(p)
+			g.ovNet = append(g.ovNet, prefixLimits{p, l})
+			continue
+		}
+		if a, err := netip.ParseAddr(key); err == nil {
+			g.ovIP[normAddr(a)] = l
+			continue
+		}
+		if key == "" {
+			return errors.New("guard override with an empty key")
+		}
+		g.ovAddr[normUser(key)] = l
+	}
+	// Most specific prefix first, so a /32 inside an overridden /24 wins.
+	for i := 1; i < len(g.ovNet); i++ {
+		for j := i; j > 0 && g.ovNet[j].p.Bits() > g.ovNet[j-1].p.Bits(); j-- {
+			g.ovNet[j], g.ovNet[j-1] = g.ovNet[j-1], g.ovNet[j]
+		}
+	}
+	return nil
+}
+
+// limitsForIP resolves the limits of an IP key (once, when its counters are
+// created).
+func (g *Guard) limitsForIP(ip netip.Addr) Limits {
+	if l, ok := g.ovIP[ip]; ok {
+		return l
+	}
+	for _, o := range g.ovNet {
+		if o.p.Contains(ip) {
+			return o.l
+		}
+	}
+	return g.cfg.Local
+}
+
+func (g *Guard) limitsForAddr(addr string) Limits {
+	if l, ok := g.ovAddr[addr]; ok {
+		return l
+	}
+	return g.cfg.Local
+}
+
+// Run does the guard's background work: hook calls (on a goroutine of
+// their own, since they may be slow), saving changed state every
+// SaveInterval, sweeping expired entries. It returns when ctx ends, after
+// the pending hook calls and a final save.
+func (g *Guard) Run(ctx context.Context) {
+	hooksDone := make(chan struct{})
+	go func() {
+		defer close(hooksDone)
+		g.runHooks(ctx)
+	}()
+	save := time.NewTicker(g.cfg.SaveInterval)
+	defer save.Stop()
+	sweep := time.NewTicker(sweepEvery)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-hooksDone
+			if err := g.save(); err != nil {
+				g.log.Error("guard final save", "err", err.Error())
+			}
+			return
+		case <-save.C:
+			g.mu.Lock()
+			dirty := g.dirty
+			g.mu.Unlock()
+			if dirty {
+				if err := g.save(); err != nil {
+					g.log.Error("guard save", "err", err.Error())
+				}
+			}
+		case <-sweep.C:
+			g.sweep()
+		}
+	}
+}
+
+// runHooks delivers queued hook calls until ctx ends, then the ones still
+// pending.
+func (g *Guard) runHooks(ctx context.Context) {
+	for {
+		select {
+		case ev := <-g.events:
+			g.deliver(ev)
+		case <-ctx.Done():
+			for {
+				select {
+				case ev := <-g.events:
+					g.deliver(ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// Close saves the state one last time. Calling it again does nothing.
+func (g *Guard) Close() error {
+	g.closeOnce.Do(func() { g.closeErr = g.save() })
+	return g.closeErr
+}
+
+// event is work for the hooks, queued by the hot path and done by Run.
+type event struct {
+	alert    Alert
+	hold     bool // call HoldQueued first
+	holdIP   netip.Addr
+	holdUser string
+}
+
+// enqueue hands ev to Run without ever blocking; called with g.mu held.
+func (g *Guard) enqueue(ev event, lg *logBuf) {
+	select {
+	case g.events <- ev:
+	default:
+		lg.add(slog.LevelError, "guard hook queue full: alert dropped",
+			slog.String("kind", ev.alert.Kind), slog.String("rule", ev.alert.Rule),
+			slog.String("ip", ev.alert.IP), slog.String("user", ev.alert.User))
+	}
+}
+
+func (g *Guard) deliver(ev event) {
+	if g.hooks == nil {
+		return
+	}
+	// The maps may be shared with the isolation record; the hook gets its own.
+	ev.alert.Counts = maps.Clone(ev.alert.Counts)
+	ev.alert.Extra = maps.Clone(ev.alert.Extra)
+	if ev.hold {
+		n, err := g.hooks.HoldQueued(ev.holdIP, ev.holdUser, ev.alert.Rule)
+		if err != nil {
+			g.log.Error("guard hold queued mail", "ip", ev.alert.IP, "user", ev.holdUser, "rule", ev.alert.Rule, "err", err.Error())
+			if ev.alert.Extra == nil {
+				ev.alert.Extra = map[string]string{}
+			}
+			ev.alert.Extra["hold_error"] = err.Error()
+		}
+		if ev.alert.Counts == nil {
+			ev.alert.Counts = map[string]int{}
+		}
+		ev.alert.Counts["queued_held"] = n
+	}
+	g.hooks.Alert(ev.alert)
+}
+
+// logBuf collects log records under the lock, to be written after it is
+// released. The fixed array keeps the common paths allocation-free.
+type logBuf struct {
+	log  *slog.Logger
+	n    int
+	recs [3]logRec
+}
+
+// on reports whether decisions are logged at all; the paths a flood takes
+// check it first, so that a discarded log costs no allocation.
+func (b *logBuf) on() bool { return b.log.Enabled(context.Background(), slog.LevelInfo) }
+
+type logRec struct {
+	level slog.Level
+	msg   string
+	attrs []slog.Attr
+}
+
+func (b *logBuf) add(level slog.Level, msg string, attrs ...slog.Attr) {
+	if b.n < len(b.recs) {
+		b.recs[b.n] = logRec{level, msg, attrs}
+		b.n++
+	}
+}
+
+func (b *logBuf) emit() {
+	for _, r := range b.recs[:b.n] {
+		b.log.LogAttrs(context.Background(), r.level, r.msg, r.attrs...)
+	}
+}
+
+// decision logs d (unless it is Accept) with the attributes given.
+func (b *logBuf) decision(stage string, d Decision, attrs ...slog.Attr) {
+	if d.Verdict == Accept {
+		return
+	}
+	a := append([]slog.Attr{slog.String("stage", stage), slog.String("verdict", d.Verdict.String()),
+		slog.String("rule", d.Rule), slog.Int("code", d.Code)}, attrs...)
+	b.add(slog.LevelInfo, "guard decision", a...)
+}
+
+// String names a verdict for logs.
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Hold:
+		return "hold"
+	case Defer:
+		return "defer"
+	case Reject:
+		return "reject"
+	case Drop:
+		return "drop"
+	}
+	return fmt.Sprintf("verdict(%d)", int(v))
+}
+
+// Replies. Decisions are values built from constants: no allocation.
+var (
+	decBanned      = Decision{Verdict: Drop, Code: 554, Enhanced: [3]int{5, 7, 1}, Text: "Access denied: your address is banned", Rule: "ban"}
+	decBannedLater = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 1}, Text: "Too many authentication failures from your address; closing connection", Rule: "ban"}
+	decConnGlobal  = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Server busy, try again later", Rule: "conn.global"}
+	decConnPerIP   = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your address, try again later", Rule: "conn.per_ip"}
+	decConnPerNet  = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your network, try again later", Rule: "conn.per_net"}
+	decConnRate    = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Connection rate limit exceeded, try again later", Rule: "conn.rate"}
+	decSuspended   = Decision{Verdict: Reject, Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "account suspended: contact your administrator"}
+	decPairBlocked = Decision{Verdict: Defer, Code: 454, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
+	decPairDrop    = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
+	decHoldCap     = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Sending from this account or host is suspended pending review; contact your administrator"}
+	decInMsgs      = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Too many messages from your address, try again later", Rule: "rate.msgs_per_minute"}
+	decInRcpts     = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Too many recipients from your address, try again later", Rule: "rate.rcpts_per_minute"}
+)
+
+// Normalisation. Addresses are compared case-insensitively; IPv4-mapped
+// IPv6 addresses are IPv4.
+
+func normAddr(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
+func normUser(u string) string { return strings.ToLower(strings.TrimSpace(u)) }
+
+// netOf is the network an address is judged with: its /24 (IPv4) or /48
+// (IPv6), the usual unit of one customer or office.
+func netOf(ip netip.Addr) netip.Prefix {
+	bits := 24
+	if ip.Is6() {
+		bits = 48
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return netip.Prefix{}
+	}
+	return p
+}
+
+func (g *Guard) clock() (time.Time, int64) {
+	t := g.cfg.Now()
+	return t, t.UnixMilli()
+}
+
+func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
