@@ -91,6 +91,8 @@ type Options struct {
 	Rand        *rand.Rand // for source addresses; nil: seeded randomly
 	Resolve     Resolver   // for the loopback check; nil: the system resolver
 	Logger      *slog.Logger
+
+	limit int // the test account's messages-per-minute limit, set by Check
 }
 
 // Result is a step's outcome.
@@ -230,9 +232,7 @@ func Check(ctx context.Context, opt Options) (Options, error) {
 	case opt.AuthTries == 0:
 		opt.AuthTries = max(DefaultAuthTries, pair+2)
 	}
-	if opt.Burst <= limit {
-		opt.Logger.Warn("drill: burst not above the sender limit", "burst", opt.Burst, "msgs_per_minute", limit)
-	}
+	opt.limit = limit
 	return opt, nil
 }
 
@@ -554,6 +554,9 @@ func runBurst(ctx context.Context, opt Options) Step {
 	default:
 		st.Result = NotFired
 		st.Line = fmt.Sprintf("burst: NOT FIRED — %d of %d messages accepted, user not isolated (%d held, %d queued)", bs.Accepted, bs.Sent, bs.Held, bs.Queued)
+	}
+	if opt.Burst <= opt.limit {
+		st.Notes = append(st.Notes, fmt.Sprintf("a burst of %d is not above the account's limit of %d messages per minute: the rate rule cannot fire", opt.Burst, opt.limit))
 	}
 	if bs.Passed > 0 {
 		st.Notes = append(st.Notes, fmt.Sprintf("the %d message(s) that got through bounce (%s cannot exist): expect DSNs in %s's mailbox", bs.Passed, DrillDomain, opt.User))

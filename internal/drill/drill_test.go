@@ -269,6 +269,8 @@ func TestRun(t *testing.T) {
 		wantCalls  []string // substrings expected among the admin calls
 		wantTodo   []string
 		wantStop   string // the reply that ended the password guessing
+		burst      int
+		wantNote   string // a note of the burst step
 	}{
 		{
 			name: "every defence fires", fake: fakeCfg{authLimit: 5, isolateAt: 30},
@@ -296,6 +298,12 @@ func TestRun(t *testing.T) {
 			wantPassed: true,
 		},
 		{
+			name: "burst below the limit", fake: fakeCfg{authLimit: 5, isolateAt: 30}, burst: 7,
+			wantLines:  []string{"relay: closed", "auth brute force: FIRED", "burst: NOT FIRED — 7 of 7 messages accepted, user not isolated"},
+			wantPassed: false,
+			wantNote:   "a burst of 7 is not above the account's limit of 30 messages per minute",
+		},
+		{
 			name: "all loopback trusted", fake: fakeCfg{authLimit: 5, isolateAt: 30}, trusted: pfx("127.0.0.0/8"),
 			wantLines:  []string{"relay: skipped: every loopback address is trusted", "auth brute force: FIRED", "burst: FIRED"},
 			wantPassed: true,
@@ -311,7 +319,7 @@ func TestRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startFake(t, tt.fake)
 			opt := Options{Target: f.addr, Submission: f.addr, User: testUser, Password: testPass,
-				Timeout: 5 * time.Second, Rand: mrand.New(mrand.NewPCG(5, 6))}
+				Timeout: 5 * time.Second, Rand: mrand.New(mrand.NewPCG(5, 6)), Burst: tt.burst}
 			if !tt.noConfig {
 				opt.Server = &Server{ConfigPath: "/etc/mamori.toml", Trusted: tt.trusted, Admin: f}
 			}
@@ -331,6 +339,9 @@ func TestRun(t *testing.T) {
 			}
 			if tt.wantStop != "" && rep.Steps[1].Auth.StopReply != tt.wantStop {
 				t.Errorf("password guessing ended with %q, want %q", rep.Steps[1].Auth.StopReply, tt.wantStop)
+			}
+			if tt.wantNote != "" && !strings.Contains(strings.Join(rep.Steps[2].Notes, "\n"), tt.wantNote) {
+				t.Errorf("burst notes %q lack %q", rep.Steps[2].Notes, tt.wantNote)
 			}
 			if rep.Passed != tt.wantPassed {
 				t.Errorf("Passed = %v, want %v", rep.Passed, tt.wantPassed)

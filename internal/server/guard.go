@@ -72,7 +72,11 @@ func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
 		f.ClientIP = ip.String()
 	}
 	n, err := h.q.Hold(f, rule)
-	h.log.Info("guard held queued mail", "client_ip", ip.String(), "user", user, "rule", rule, "count", n)
+	ipStr := ""
+	if ip.IsValid() {
+		ipStr = ip.String()
+	}
+	h.log.Info("guard held queued mail", "client_ip", ipStr, "user", user, "rule", rule, "count", n)
 	return n, err
 }
 
