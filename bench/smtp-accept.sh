@@ -25,10 +25,19 @@
 #   BENCH_WARMUP=200                              warm-up messages per server (0: none)
 #   BENCH_SEND_TIMEOUT=600                        max seconds for one smtp-source run
 #   BENCH_DELIVERY_TIMEOUT=300                    max seconds to wait for Maildir delivery
+#   BENCH_FS=loop                                 loop: each server's data on its own fresh
+#                                                 ext4 (default mkfs options, so with a
+#                                                 journal) in an image file in the work dir;
+#                                                 dir: straight in the work dir's filesystem
+#   BENCH_FS_SIZE=2G                              size of each loop image
 #   BENCH_WORK_BASE=/var/tmp                      where the work dir is made (must be a
 #                                                 real disk: fsync on tmpfs is free)
 #   BENCH_KEEP_WORK=0                             1: keep the work dir (logs, spools)
 #   BENCH_OUT=<repo>/bench/out                    where the Markdown result goes
+#   BENCH_MAMORI_REF=                             build mamori from this git commit (e.g. HEAD)
+#                                                 instead of the working tree
+#   BENCH_MAMORI_BIN=                             use this mamori binary instead of building
+#                                                 one (e.g. a profiling build)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +51,8 @@ WARMUP=${BENCH_WARMUP:-200}
 SEND_TIMEOUT=${BENCH_SEND_TIMEOUT:-600}
 DELIVERY_TIMEOUT=${BENCH_DELIVERY_TIMEOUT:-300}
 WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
+FS_MODE=${BENCH_FS:-loop}
+FS_SIZE=${BENCH_FS_SIZE:-2G}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
 FROM=sender@outside.test
@@ -54,14 +65,22 @@ die() {
 }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (apt-get and a private Postfix instance need it)"
-for c in go python3 apt-get dpkg dpkg-deb debconf-set-selections git; do
+for c in go python3 apt-get dpkg dpkg-deb debconf-set-selections git findmnt; do
 	command -v "$c" >/dev/null || die "missing command: $c"
 done
+case $FS_MODE in
+loop) for c in mkfs.ext4 mount umount mountpoint truncate; do
+	command -v "$c" >/dev/null || die "missing command: $c (or use BENCH_FS=dir)"
+done ;;
+dir) ;;
+*) die "BENCH_FS must be loop or dir, not $FS_MODE" ;;
+esac
 
 WORK=$(mktemp -d "$WORK_BASE/mamori-bench.XXXXXX")
 chmod 755 "$WORK" # Postfix daemons and the virtual delivery uid walk into it
 MAMORI_PID=
 PF_CONF=
+MOUNTS=()
 OK=0
 
 cleanup() {
@@ -82,10 +101,20 @@ cleanup() {
 			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
 		fi
 	fi
+	mkdir -p "$WORK/logs"
+	cp "$WORK/mamori/mamori.log" "$WORK/postfix/maillog" "$WORK/logs/" 2>/dev/null
+	for mp in "${MOUNTS[@]}"; do
+		if mountpoint -q "$mp" && ! umount "$mp"; then
+			log "could not unmount $mp"
+			KEEP_WORK=1 # never rm -rf into a mounted filesystem
+		else
+			rm -f "$mp.img"
+		fi
+	done
 	if [[ $OK -eq 1 && $KEEP_WORK != 1 ]]; then
 		rm -rf "$WORK"
 	else
-		log "work dir kept: $WORK (logs: mamori/mamori.log, postfix/maillog)"
+		log "work dir kept: $WORK (logs in logs/)"
 	fi
 	exit "$rc"
 }
@@ -104,7 +133,6 @@ DEB=$(ls "$WORK"/pkg/postfix_*.deb)
 PF_DEB_VERSION=$(dpkg-deb -f "$DEB" Version)
 dpkg -x "$DEB" "$WORK/pkg/x"
 SMTP_SOURCE=$WORK/pkg/x/usr/sbin/smtp-source
-smtp_source() { LD_LIBRARY_PATH=$WORK/pkg/x/usr/lib/postfix "$SMTP_SOURCE" "$@"; }
 
 # --- 2. stock Postfix, same package version, no system service ---------------
 if [[ " $SERVERS " == *" postfix "* ]]; then
@@ -125,6 +153,22 @@ EOF
 	fi
 fi
 
+# --- a filesystem per server -------------------------------------------------
+# $WORK/mamori and $WORK/postfix hold everything each server writes (queue,
+# Maildir). With BENCH_FS=loop each is a fresh journaled ext4 of its own, so
+# neither server's file churn (nor an earlier run's cleanup) shapes the
+# other's inode and block allocation.
+for server in $SERVERS; do
+	mkdir -p "$WORK/$server"
+	if [[ $FS_MODE == loop ]]; then
+		truncate -s "$FS_SIZE" "$WORK/$server.img"
+		mkfs.ext4 -q -F "$WORK/$server.img"
+		MOUNTS+=("$WORK/$server")
+		mount -o loop "$WORK/$server.img" "$WORK/$server"
+		chmod 755 "$WORK/$server"
+	fi
+done
+
 # --- free loopback ports -----------------------------------------------------
 read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF < <(python3 - <<'EOF'
 import socket
@@ -143,7 +187,7 @@ import socket, sys, time
 port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
 while time.time() < deadline:
     s = socket.socket()
-    s.settimeout(0.5)
+    s.settimeout(3)  # mamori's pre-greet test delays the first greeting
     if s.connect_ex(("127.0.0.1", port)) == 0:
         try:  # a polite SMTP probe: read the greeting, say QUIT
             if s.recv(512).startswith(b"220"):
@@ -160,11 +204,24 @@ EOF
 
 # --- 3. mamori ---------------------------------------------------------------
 MAMORI_NEW=
+MAMORI_BUILT=
 if [[ " $SERVERS " == *" mamori "* ]]; then
 	log "building mamori"
 	M=$WORK/mamori
 	mkdir -p "$M"
-	(cd "$REPO" && go build -o "$M/mamori" ./cmd/mamori)
+	if [[ -n ${BENCH_MAMORI_BIN:-} ]]; then
+		cp "$BENCH_MAMORI_BIN" "$M/mamori"
+		MAMORI_BUILT="binary $BENCH_MAMORI_BIN"
+	elif [[ -n ${BENCH_MAMORI_REF:-} ]]; then
+		mkdir -p "$M/src"
+		git -C "$REPO" archive "$BENCH_MAMORI_REF" | tar -x -C "$M/src"
+		(cd "$M/src" && go build -o "$M/mamori" ./cmd/mamori)
+		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short "$BENCH_MAMORI_REF")"
+	else
+		(cd "$REPO" && go build -o "$M/mamori" ./cmd/mamori)
+		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short HEAD)"
+		git -C "$REPO" diff --quiet HEAD 2>/dev/null || MAMORI_BUILT="$MAMORI_BUILT + uncommitted changes"
+	fi
 	"$M/mamori" init --dir "$M/inst" --domain bench.test --listen-host 127.0.0.1 \
 		--smtp-port "$P_SMTP" --submission-port "$P_SUB" --submissions-port "$P_SUBS" \
 		--admin-port "$P_ADMIN" >"$M/init.log"
@@ -172,6 +229,20 @@ if [[ " $SERVERS " == *" mamori "* ]]; then
 	# Warnings only: per-message info logs would measure the logger.
 	sed -i '/^\[log\]/,/^\[/ s/^level = .*/level = "warn"/' "$MCONF"
 	grep -q '^level = "warn"' "$MCONF" || die "could not set [log] level in $MCONF"
+	# All load comes from one client IP, 127.0.0.1: lift the guard's per-IP
+	# and per-network limits (the same way Postfix's anvil limits are lifted
+	# below). The guard still runs on every connection and message; the
+	# pre-greet test is left on (its verdict is cached per IP, so only the
+	# first connection waits).
+	if grep -q '^\[guard\]$' "$MCONF"; then
+		sed -i '/^\[guard\]$/a\
+inbound_msgs_per_minute = 100000000\
+inbound_rcpts_per_minute = 100000000\
+conns_per_minute = 100000000\
+max_conns_per_ip = 100000\
+max_conns_per_net = 100000\
+max_connections = 100000' "$MCONF"
+	fi
 	head -c 24 /dev/urandom | base64 | "$M/mamori" user add "$RCPT" --password-stdin --config "$MCONF" >"$M/user.log"
 	"$M/mamori" check-config --config "$MCONF" >/dev/null
 	DATA=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$MCONF")
@@ -185,6 +256,7 @@ fi
 
 # --- 4. Postfix instance -----------------------------------------------------
 PF_NEW=
+PF_PID=
 if [[ " $SERVERS " == *" postfix "* ]]; then
 	P=$WORK/postfix
 	mkdir -p "$P/etc" "$P/spool" "$P/data" "$P/vmail"
@@ -232,6 +304,7 @@ EOF
 	postfix -c "$PF_CONF" start >"$P/start.log" 2>&1 || die "postfix start failed, see $P/start.log"
 	wait_port "$P_PF" 30 || die "postfix did not listen on 127.0.0.1:$P_PF, see $P/maillog"
 	PF_NEW=$P/vmail/sink/new
+	PF_PID=$(tr -dc 0-9 <"$P/spool/pid/master.pid")
 	log "postfix listening on 127.0.0.1:$P_PF"
 fi
 
@@ -239,12 +312,61 @@ fi
 cat >"$WORK/measure.py" <<'EOF'
 """Run smtp-source once, then wait until all messages are in Maildir new/.
 
-Prints: "accepted_seconds delivered_seconds", both from the start of the run.
+Prints six numbers: accepted_s delivered_s server_cpu_s client_cpu_s
+machine_busy_s machine_iowait_s. The first two are wall times from the start
+of the run (smtp-source done; all N files in new/). The CPU times cover the
+whole run (acceptance and delivery): server = the server's process tree
+(mamori; Postfix's master and all its children, live or reaped), client =
+smtp-source, machine = every CPU's busy and I/O-wait time from /proc/stat.
+Machine busy minus server and client is kernel threads (block I/O, journal)
+and anything else running on the machine. A seventh number, with JBD2_INFO
+set to the server filesystem's /proc/fs/jbd2/DEV/info, is the number of ext4
+journal commits during the run.
 """
-import os, subprocess, sys, time
+import os, subprocess, sys, tempfile, threading, time
 
-newdir, n, send_timeout, delivery_timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-cmd = sys.argv[5:]
+HZ = os.sysconf("SC_CLK_TCK")
+
+def machine():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:7]) - v[3] - v[4]) / HZ, v[4] / HZ  # steal not counted
+
+def commits():
+    path = os.environ.get("JBD2_INFO")
+    if not path:
+        return 0
+    with open(path) as f:
+        return int(f.readline().split()[0])
+
+def tree_cpu(root):
+    """CPU seconds of root, its live descendants, and the reaped ones."""
+    stats = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+        stats[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    children = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo.extend(children.get(pid, []))
+    return total / HZ
+
+newdir, n = sys.argv[1], int(sys.argv[2])
+send_timeout, delivery_timeout = float(sys.argv[3]), float(sys.argv[4])
+server_pid = int(sys.argv[5])
+cmd = sys.argv[6:]
 
 def count():
     try:
@@ -253,12 +375,20 @@ def count():
     except FileNotFoundError:
         return 0
 
+out = tempfile.TemporaryFile()
+srv0, (busy0, wait0), jc0 = tree_cpu(server_pid), machine(), commits()
 t0 = time.monotonic()
-r = subprocess.run(cmd, timeout=send_timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+killer = threading.Timer(send_timeout, p.kill)
+killer.start()
+_, status, ru = os.wait4(p.pid, 0)
+p.returncode = os.waitstatus_to_exitcode(status)
+killer.cancel()
 t1 = time.monotonic()
-if r.returncode != 0:
-    sys.stderr.write(r.stdout[-4000:])
-    sys.exit(f"smtp-source exited {r.returncode}")
+if p.returncode != 0:
+    out.seek(0)
+    sys.stderr.write(out.read()[-4000:].decode(errors="replace"))
+    sys.exit(f"smtp-source exited {p.returncode} after {t1 - t0:.1f}s")
 deadline = t1 + delivery_timeout
 while True:
     c = count()
@@ -268,15 +398,31 @@ while True:
         sys.exit(f"only {c} of {n} messages in {newdir} after {delivery_timeout}s")
     time.sleep(0.01)
 t2 = time.monotonic()
+srv1, (busy1, wait1), jc1 = tree_cpu(server_pid), machine(), commits()
 if c != n:
     sys.exit(f"{c} messages in {newdir}, expected {n}")
-print(f"{t1 - t0:.3f} {t2 - t0:.3f}")
+client = ru.ru_utime + ru.ru_stime
+jc = str(jc1 - jc0) if os.environ.get("JBD2_INFO") else "-"
+print(f"{t1 - t0:.3f} {t2 - t0:.3f} {srv1 - srv0:.2f} {client:.2f} {busy1 - busy0:.2f} {wait1 - wait0:.2f} {jc}")
 EOF
 
-clear_maildir() { # new/ dir
-	local md
-	md=$(dirname "$1")
-	for d in new cur tmp; do
+# Empty a Maildir between runs by moving its new/ aside and making a fresh
+# one (same owner and mode). Deleting thousands of files right before a run
+# would make ext4 skip the recently freed inodes on every file creation
+# during that run (recently_deleted() in the inode allocator), a cost that
+# belongs to the cleanup, not to the server. The moved files go at exit.
+clear_maildir() { # server
+	local new md t
+	new=$(newdir_of "$1")
+	md=$(dirname "$new")
+	[[ -d $new ]] || return 0
+	mkdir -p "$WORK/$1/trash" # same filesystem as the Maildir: mv is a rename
+	t=$(mktemp -d "$WORK/$1/trash/XXXXXX")
+	mv "$new" "$t/new"
+	mkdir "$new"
+	chown --reference="$t/new" "$new"
+	chmod --reference="$t/new" "$new"
+	for d in cur tmp; do
 		[[ -d $md/$d ]] && find "$md/$d" -mindepth 1 -maxdepth 1 -type f -delete
 	done
 	return 0
@@ -284,15 +430,23 @@ clear_maildir() { # new/ dir
 
 port_of() { case $1 in mamori) echo "$P_SMTP" ;; postfix) echo "$P_PF" ;; esac; }
 newdir_of() { case $1 in mamori) echo "$MAMORI_NEW" ;; postfix) echo "$PF_NEW" ;; esac; }
+pid_of() { case $1 in mamori) echo "$MAMORI_PID" ;; postfix) echo "$PF_PID" ;; esac; }
+jbd2_of() { # the journal statistics of the server's own filesystem (loop mode)
+	local src
+	[[ $FS_MODE == loop ]] || return 0
+	src=$(findmnt -no SOURCE "$WORK/$1")
+	[[ -r /proc/fs/jbd2/$(basename "$src")-8/info ]] && echo "/proc/fs/jbd2/$(basename "$src")-8/info"
+	return 0
+}
 
-# measure SERVER SESSIONS N -> "accepted_s delivered_s"
+# measure SERVER SESSIONS N -> the seven numbers measure.py prints
 measure() {
 	local server=$1 s=$2 n=$3 newdir
 	newdir=$(newdir_of "$server")
-	clear_maildir "$newdir"
+	clear_maildir "$server"
 	sync
 	sleep 1
-	python3 "$WORK/measure.py" "$newdir" "$n" "$SEND_TIMEOUT" "$DELIVERY_TIMEOUT" \
+	JBD2_INFO=$(jbd2_of "$server") python3 "$WORK/measure.py" "$newdir" "$n" "$SEND_TIMEOUT" "$DELIVERY_TIMEOUT" "$(pid_of "$server")" \
 		env LD_LIBRARY_PATH="$WORK/pkg/x/usr/lib/postfix" "$SMTP_SOURCE" \
 		-s "$s" -l "$SIZE" -m "$n" -f "$FROM" -t "$RCPT" "127.0.0.1:$(port_of "$server")"
 }
@@ -304,25 +458,33 @@ if [[ $WARMUP -gt 0 ]]; then
 	done
 fi
 
-declare -A ACC DEL
+declare -A ACC DEL CPU
 for s in $SESSIONS; do
 	case $s in 1) n=$N1 ;; 10) n=$N10 ;; 50) n=$N50 ;; *) n=$N10 ;; esac
 	for server in $SERVERS; do
 		log "$server: $n messages, $s sessions"
-		read -r acc del < <(measure "$server" "$s" "$n")
-		[[ -n ${del:-} ]] || die "measurement failed: $server, $s sessions"
+		read -r acc del srv cli busy iowait jc < <(measure "$server" "$s" "$n")
+		[[ -n ${iowait:-} ]] || die "measurement failed: $server, $s sessions"
 		ACC[$server,$s]=$(python3 -c "print(f'{$n/$acc:.0f}')")
 		DEL[$server,$s]=$(python3 -c "print(f'{$n/$del:.0f}')")
-		log "$server s=$s n=$n: accepted in ${acc}s (${ACC[$server,$s]}/s), delivered in ${del}s (${DEL[$server,$s]}/s)"
+		# CPU ms per message: server, smtp-source, rest of the machine; machine busy and iowait in % of one CPU
+		CPU[$server,$s]=$(python3 -c "print(f'{$srv*1000/$n:.2f} / {$cli*1000/$n:.2f} / {max(0, $busy-$srv-$cli)*1000/$n:.2f}; {$busy/$del*100:.0f}% busy, {$iowait/$del*100:.0f}% iowait')")
+		[[ $jc != - ]] && CPU[$server,$s]+=$(python3 -c "print(f'; {$jc/$n:.2f} journal commits')")
+		log "$server s=$s n=$n: accepted in ${acc}s (${ACC[$server,$s]}/s), delivered in ${del}s (${DEL[$server,$s]}/s); CPU ms/msg server / smtp-source / rest; machine: ${CPU[$server,$s]}"
 	done
 done
 
 # --- 6. report ---------------------------------------------------------------
 ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
-fstype=$(df -T "$WORK" | awk 'NR==2 {print $2}')
-mntopts=$(findmnt -no OPTIONS -T "$WORK" 2>/dev/null || echo "?")
-commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "?")
-git -C "$REPO" diff --quiet HEAD 2>/dev/null || commit="$commit (+ uncommitted changes)"
+fsdesc() { # dir -> "ext4 (options), journal|no journal"
+	local src fstype opts j=
+	read -r src fstype opts < <(findmnt -no SOURCE,FSTYPE,OPTIONS -T "$1")
+	if [[ $fstype == ext4 ]]; then
+		j="no journal"
+		[[ -d /proc/fs/jbd2/$(basename "$src")-8 ]] && j="journal"
+	fi
+	echo "$fstype${j:+, $j} ($opts)"
+}
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -331,7 +493,7 @@ OUT=$OUT_DIR/smtp-accept-$stamp.md
 {
 	echo "# SMTP acceptance: mamori vs Postfix ($(date -u +'%Y-%m-%d %H:%M UTC'))"
 	echo
-	echo "Command: \`$(printf 'BENCH_N1=%s BENCH_N10=%s BENCH_N50=%s BENCH_SIZE=%s bash bench/smtp-accept.sh' "$N1" "$N10" "$N50" "$SIZE")\`"
+	echo "Command: \`$(printf 'BENCH_FS=%s BENCH_N1=%s BENCH_N10=%s BENCH_N50=%s BENCH_SIZE=%s%s bash bench/smtp-accept.sh' "$FS_MODE" "$N1" "$N10" "$N50" "$SIZE" "${BENCH_MAMORI_REF:+ BENCH_MAMORI_REF=$BENCH_MAMORI_REF}")\`"
 	echo
 	echo "Load: \`smtp-source -s S -l $SIZE -m N -f $FROM -t $RCPT 127.0.0.1:PORT\`"
 	echo "(one message per connection), N = $N1 / $N10 / $N50 at S = 1 / 10 / 50;"
@@ -342,9 +504,12 @@ OUT=$OUT_DIR/smtp-accept-$stamp.md
 	echo "| --- | --- |"
 	echo "| CPU | $(nproc) × $cpu |"
 	echo "| kernel | $(uname -r) |"
-	echo "| work dir filesystem | $fstype ($mntopts) |"
+	echo "| work dir filesystem | $(fsdesc "$WORK") on $(findmnt -no SOURCE -T "$WORK") |"
+	if [[ $FS_MODE == loop ]]; then
+		echo "| server filesystems | each server on its own fresh $FS_SIZE loop-mounted $(fsdesc "$WORK/${SERVERS%% *}") in the work dir |"
+	fi
 	echo "| Postfix | $(postconf -d -h mail_version 2>/dev/null || echo "?") (Debian package $PF_DEB_VERSION) |"
-	echo "| mamori | $commit, $(go version | awk '{print $3}') |"
+	echo "| mamori | ${MAMORI_BUILT:--}, $(go version | awk '{print $3}') |"
 	echo
 	echo "| sessions | N | mamori accepted/s | Postfix accepted/s | ratio | mamori accepted+delivered/s | Postfix accepted+delivered/s | ratio |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -355,6 +520,17 @@ OUT=$OUT_DIR/smtp-accept-$stamp.md
 		[[ -n $ma && -n $pa ]] && ra=$(ratio "$ma" "$pa")
 		[[ -n $md && -n $pd ]] && rd=$(ratio "$md" "$pd")
 		echo "| $s | $n | ${ma:--} | ${pa:--} | $ra | ${md:--} | ${pd:--} | $rd |"
+	done
+	echo
+	echo "CPU per message over the whole run (accept + deliver), in ms: the server's"
+	echo "process tree / smtp-source / the rest of the machine (kernel I/O threads and"
+	echo "anything else running); then machine busy and I/O wait in % of one CPU ($(nproc) CPUs);"
+	echo "with BENCH_FS=loop, ext4 journal commits per message on the server's filesystem:"
+	echo
+	echo "| sessions | mamori | Postfix |"
+	echo "| ---: | --- | --- |"
+	for s in $SESSIONS; do
+		echo "| $s | ${CPU[mamori,$s]:--} | ${CPU[postfix,$s]:--} |"
 	done
 } >"$OUT"
 cat "$OUT"

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -14,6 +15,28 @@ import (
 // (data_dir/mail): Root/DOMAIN/LOCALPART/{tmp,new,cur}.
 type Maildir struct {
 	Root string
+	// PerFileSync makes each delivery fsync its own file and new/ instead
+	// of sharing a syncfs(2) with concurrent deliveries (groupsync.go).
+	PerFileSync bool
+
+	syncOnce sync.Once
+	group    *groupSync // nil: per-file fsync
+}
+
+// grouped returns the shared syncer, or nil when deliveries fsync alone.
+func (m *Maildir) grouped() *groupSync {
+	m.syncOnce.Do(func() {
+		if m.PerFileSync {
+			return
+		}
+		if err := os.MkdirAll(m.Root, 0o700); err != nil {
+			return
+		}
+		if fn, err := syncfsFunc(m.Root); err == nil {
+			m.group = newGroupSync(fn)
+		}
+	})
+	return m.group
 }
 
 // mailboxDir returns Root/DOMAIN/LOCALPART for addr, refusing anything that
@@ -153,13 +176,15 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 	name := fmt.Sprintf("%d.%s.%s", time.Now().Unix(), uniq, maildirHost())
 	tmpPath := filepath.Join(base, "tmp", name)
 	newPath := filepath.Join(base, "new", name)
-	err = writeSynced(tmpPath, header, body)
+	group := m.grouped()
+	perFile := group == nil
+	err = writeFile(tmpPath, perFile, header, body)
 	if errors.Is(err, fs.ErrExist) {
 		// uniq is unique per message and recipient and the caller delivers
 		// each at most once at a time, so a same-named tmp/ file is the
 		// half-written leftover of a crash: replace it.
 		if rmErr := os.Remove(tmpPath); rmErr == nil {
-			err = writeSynced(tmpPath, header, body)
+			err = writeFile(tmpPath, perFile, header, body)
 		}
 	}
 	if err != nil {
@@ -175,15 +200,22 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 		_ = os.Remove(tmpPath)
 		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
 	}
-	if err := syncDir(filepath.Join(base, "new")); err != nil {
+	if perFile {
+		err = syncDir(filepath.Join(base, "new"))
+	} else {
+		// One syncfs makes the file's data, its inode and its new/ entry
+		// durable, together with every other delivery that got this far.
+		err = group.wait()
+	}
+	if err != nil {
 		return "", fmt.Errorf("maildir deliver to %s: %w", addr, err)
 	}
 	return newPath, nil
 }
 
-// writeSynced creates path exclusively (mode 0600), writes the parts and
-// fsyncs it. On error the file is removed.
-func writeSynced(path string, parts ...[]byte) (err error) {
+// writeFile creates path exclusively (mode 0600), writes the parts and,
+// with sync, fsyncs it. On error the file is removed.
+func writeFile(path string, sync bool, parts ...[]byte) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -199,8 +231,10 @@ func writeSynced(path string, parts ...[]byte) (err error) {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", path, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", path, err)
@@ -209,9 +243,12 @@ func writeSynced(path string, parts ...[]byte) (err error) {
 }
 
 // Delivered reports whether addr's new/ or cur/ already holds a message whose
-// name contains ".<uniq>.". It reads whole directories: use it only for
-// messages recovered after a crash.
-func (m *Maildir) Delivered(addr, uniq string) bool {
+// name contains ".<uniq>." and, when size >= 0, whose length is size. A
+// match of another length is what a crash before the sync can leave: it is
+// removed and Delivered reports false, so the message is delivered again
+// in full. It reads whole directories: use it only for messages recovered
+// after a crash.
+func (m *Maildir) Delivered(addr, uniq string, size int64) bool {
 	if checkUniq(uniq) != nil {
 		return false
 	}
@@ -221,28 +258,40 @@ func (m *Maildir) Delivered(addr, uniq string) bool {
 	}
 	needle := "." + uniq + "."
 	for _, sub := range []string{"new", "cur"} {
-		if dirHas(filepath.Join(base, sub), needle) {
+		dir := filepath.Join(base, sub)
+		name, ok := dirFind(dir, needle)
+		if !ok {
+			continue
+		}
+		if size < 0 {
 			return true
 		}
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Size() == size {
+			return true
+		}
+		_ = os.Remove(p) // torn by a crash before it was synced
+		return false
 	}
 	return false
 }
 
-func dirHas(dir, needle string) bool {
+// dirFind returns the first name in dir that contains needle.
+func dirFind(dir, needle string) (string, bool) {
 	d, err := os.Open(dir)
 	if err != nil {
-		return false
+		return "", false
 	}
 	defer d.Close()
 	for {
 		names, err := d.Readdirnames(1024)
 		for _, n := range names {
 			if strings.Contains(n, needle) {
-				return true
+				return n, true
 			}
 		}
 		if err != nil { // io.EOF at the end, or an unreadable directory
-			return false
+			return "", false
 		}
 	}
 }

@@ -70,7 +70,7 @@ func TestDeliver(t *testing.T) {
 
 func TestDelivered(t *testing.T) {
 	m := &Maildir{Root: t.TempDir()}
-	if m.Delivered("alice@example.test", "M1R1") {
+	if m.Delivered("alice@example.test", "M1R1", -1) {
 		t.Fatalf("Delivered true for a mailbox that does not exist")
 	}
 	path, err := m.Deliver("alice@example.test", "M1R1", []byte("h\r\n\r\n"), []byte("b"))
@@ -100,7 +100,7 @@ func TestDelivered(t *testing.T) {
 		{"../alice@example.test", "M1R1", false},
 	}
 	for _, tc := range tests {
-		if got := m.Delivered(tc.addr, tc.uniq); got != tc.want {
+		if got := m.Delivered(tc.addr, tc.uniq, -1); got != tc.want {
 			t.Errorf("Delivered(%q, %q) = %v, want %v", tc.addr, tc.uniq, got, tc.want)
 		}
 	}

@@ -308,10 +308,10 @@ func (l *localDelivery) DeliverLocal(ctx context.Context, rcpt string, m queue.M
 	// mailbox just before a crash, without its status being recorded. Only
 	// those pay for the directory scan; within one run, per-recipient
 	// status in the queue already prevents a second delivery.
-	if m.Received.Before(l.started) && l.md.Delivered(rcpt, uniq) {
+	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", m.From, rcpt)
+	if m.Received.Before(l.started) && l.md.Delivered(rcpt, uniq, int64(len(hdr)+len(body))) {
 		return nil
 	}
-	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", m.From, rcpt)
 	_, err := l.md.Deliver(rcpt, uniq, []byte(hdr), body)
 	if err != nil {
 		return fmt.Errorf("maildir %s: %w", rcpt, err)
