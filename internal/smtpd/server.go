@@ -87,8 +87,12 @@ type Config struct {
 	MaxLineLength   int
 	CommandTimeout  time.Duration
 	DataTimeout     time.Duration
-	MaxReceived     int                   // Received headers allowed before "mail loop"
-	LocalIPs        func(netip.Addr) bool // our own addresses, for [ip] literal recipients
+	MaxReceived     int // Received headers allowed before "mail loop"
+	// MaxInflightBytes bounds the message bytes all sessions together may
+	// hold in memory while receiving DATA (default 256 MiB); past it, new
+	// data is refused with 452 4.3.1 instead of growing without bound.
+	MaxInflightBytes int64
+	LocalIPs         func(netip.Addr) bool // our own addresses, for [ip] literal recipients
 
 	Guard          Guard         // nil: no limits (unit tests only)
 	DNSBL          DNSBL         // nil: no blocklist lookups
@@ -118,7 +122,8 @@ type Server struct {
 	spool Spool
 	log   *slog.Logger
 
-	nextSID atomic.Uint64
+	nextSID   atomic.Uint64
+	bodyBytes atomic.Int64 // message bytes held by sessions in DATA
 
 	pgMu     sync.Mutex
 	pgPassed map[netip.Addr]time.Time // clients that waited for the greeting
@@ -138,6 +143,9 @@ func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
 	}
 	if cfg.DataTimeout == 0 {
 		cfg.DataTimeout = 10 * time.Minute
+	}
+	if cfg.MaxInflightBytes == 0 {
+		cfg.MaxInflightBytes = 256 << 20
 	}
 	return &Server{cfg: cfg, dir: dir, spool: spool, log: log}
 }

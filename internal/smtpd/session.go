@@ -174,8 +174,14 @@ func (s *session) Data(r io.Reader) error {
 	// One budget for the whole DATA phase, so a client cannot trickle a
 	// message forever one byte per command timeout.
 	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
-	body, err := io.ReadAll(r)
+	body, reserved, err := s.srv.readBody(r)
+	defer s.srv.bodyBytes.Add(-reserved)
 	if err != nil {
+		if errors.Is(err, errBodyBudget) {
+			s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes)
+			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+				Message: "Insufficient system resources, try again later"})
+		}
 		if errors.Is(err, smtp.ErrDataTooLarge) {
 			return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 				Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
