@@ -23,18 +23,11 @@ func (e *env) cmdGuard(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	_, cl, closeFn, err := manager(c)
+	cl, closeFn, err := runningClient(*cfgPath, "guard "+sub)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	if cl == nil {
-		return fmt.Errorf("guard %s: the server is not running; start it with mamori serve --config %s", sub, c.Path)
-	}
 	one := func(what string) error {
 		if len(pos) != 1 {
 			return &exitError{2, fmt.Errorf("guard %s: want %s", sub, what)}

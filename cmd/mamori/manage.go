@@ -55,6 +55,24 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 	return admin.Local{Dir: dir}, nil, func() { st.Close() }, nil
 }
 
+// runningClient loads the config and returns an API client of the running
+// server, for commands that need it (queue, guard).
+func runningClient(cfgPath, what string) (*admin.Client, func(), error) {
+	c, err := loadConfig(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, cl, closeFn, err := manager(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl == nil {
+		closeFn()
+		return nil, nil, fmt.Errorf("%s: the server is not running; start it with mamori serve --config %s", what, c.Path)
+	}
+	return cl, closeFn, nil
+}
+
 // withManager loads the config named by --config and runs fn with a manager.
 func withManager(cfgPath string, fn func(admin.Manager) error) error {
 	c, err := loadConfig(cfgPath)

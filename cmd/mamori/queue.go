@@ -52,18 +52,11 @@ func (e *env) cmdQueue(args []string) error {
 			return &exitError{2, err}
 		}
 	}
-	c, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	_, cl, closeFn, err := manager(c)
+	cl, closeFn, err := runningClient(*cfgPath, "queue "+sub)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	if cl == nil {
-		return fmt.Errorf("queue %s: the server is not running; start it with mamori serve --config %s", sub, c.Path)
-	}
 	switch sub {
 	case "list":
 		if *count {
