@@ -86,6 +86,14 @@ type Limits struct {
 // Queue bounds the spool.
 type Queue struct {
 	MaxMessages int `toml:"max_messages"` // beyond it, new mail gets 452 4.3.1
+	// MaxBytes caps what the queue holds on disk; MinFreeBytes is the free
+	// space the queue's filesystem must keep. Past either, MAIL gets
+	// 452 4.3.1 (never a corrupted queue).
+	MaxBytes     int64 `toml:"max_bytes"`
+	MinFreeBytes int64 `toml:"min_free_bytes"`
+	// HeldRetention: held (isolated, quarantined) mail older than this is
+	// deleted, and the deletion logged. Export it first if it is evidence.
+	HeldRetention Duration `toml:"held_retention"`
 }
 
 // Delivery configures outbound and local delivery.
@@ -195,7 +203,7 @@ func Defaults() Config {
 			DataTimeout:    Duration{10 * time.Minute},
 			MaxReceived:    50,
 		},
-		Queue: Queue{MaxMessages: 200000},
+		Queue: Queue{MaxMessages: 200000, MaxBytes: 8 << 30, MinFreeBytes: 256 << 20, HeldRetention: Duration{30 * 24 * time.Hour}},
 		Delivery: Delivery{
 			Port:                 25,
 			Concurrency:          20,

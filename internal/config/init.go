@@ -206,6 +206,9 @@ data_timeout = "10m"
 
 [queue]
 max_messages = 200000         # beyond this new mail gets 452 4.3.1
+max_bytes = 8589934592        # 8 GiB of queued mail at most
+min_free_bytes = 268435456    # keep 256 MiB free on the queue's filesystem
+held_retention = "720h"       # held mail is deleted after 30 days (export evidence first)
 
 [delivery]
 port = 25

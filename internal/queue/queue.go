@@ -853,3 +853,15 @@ func (q *Queue) commit() {
 		q.cmu.Unlock()
 	}
 }
+
+// Bytes is the size of the live records (metadata and bodies) in the log:
+// what the queue holds, without the dead records compaction will reclaim.
+func (q *Queue) Bytes() int64 {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	var n int64
+	for _, s := range q.segs {
+		n += s.liveBytes.Load()
+	}
+	return n
+}

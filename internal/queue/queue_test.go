@@ -578,3 +578,33 @@ func TestInvalidUTF8RoundTrip(t *testing.T) {
 		t.Errorf("Count by subject = %d", n)
 	}
 }
+
+func TestBytesTracksLiveRecords(t *testing.T) {
+	q, err := Open(t.TempDir(), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Bytes() != 0 {
+		t.Fatalf("empty queue has %d bytes", q.Bytes())
+	}
+	body := make([]byte, 10000)
+	var ids []string
+	for i := 0; i < 3; i++ {
+		m, err := q.Enqueue(Meta{From: "a@x.test", Rcpts: []Rcpt{{Addr: "b@y.test"}}}, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	three := q.Bytes()
+	if three < 30000 || three > 33000 {
+		t.Fatalf("three 10 kB messages: %d bytes", three)
+	}
+	if n, err := q.Delete(Filter{IDs: ids[:2]}); err != nil || n != 2 {
+		t.Fatalf("delete: %d %v", n, err)
+	}
+	if got := q.Bytes(); got > three/3+100 || got < three/3-100 {
+		t.Errorf("after deleting two of three: %d bytes, want about %d", got, three/3)
+	}
+}

@@ -183,6 +183,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		MaxReceived:     c.Limits.MaxReceived,
 		LocalIPs:        localIPs(),
 		Guard:           def.guard,
+		Storage:         (&storage{dir: QueueDir(c), q: q, maxBytes: c.Queue.MaxBytes, minFree: c.Queue.MinFreeBytes}).check,
 		PregreetDelay:   c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))
@@ -238,6 +239,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		}()
 	}
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
+	go expireHeld(gctx, q, c.Queue.HeldRetention.Duration, func(int) {}, log.With("stage", "queue"))
 	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
 		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"], "admin", addrs["admin"],
 		"queued", q.Count(queue.Filter{}))

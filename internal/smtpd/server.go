@@ -92,7 +92,10 @@ type Config struct {
 	// hold in memory while receiving DATA (default 256 MiB); past it, new
 	// data is refused with 452 4.3.1 instead of growing without bound.
 	MaxInflightBytes int64
-	LocalIPs         func(netip.Addr) bool // our own addresses, for [ip] literal recipients
+	// Storage, when set, says whether a message of the given size still
+	// fits (queue size cap, free disk); an error means 452 4.3.1 at MAIL.
+	Storage  func(size int64) error
+	LocalIPs func(netip.Addr) bool // our own addresses, for [ip] literal recipients
 
 	Guard          Guard         // nil: no limits (unit tests only)
 	DNSBL          DNSBL         // nil: no blocklist lookups

@@ -13,6 +13,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -101,6 +102,17 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return s.reject("mail", from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
+	}
+	if st := s.srv.cfg.Storage; st != nil {
+		var size int64
+		if opts != nil {
+			size = opts.Size
+		}
+		if err := st(size); err != nil {
+			s.log.Warn("storage low", "err", err.Error())
+			return s.reject("mail", from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+				Message: "Insufficient system storage, try again later"})
+		}
 	}
 	addr, rep := policy.CheckMail(policy.MailInput{
 		From:          from,
@@ -239,7 +251,7 @@ func (s *session) Data(r io.Reader) error {
 		Rule:     rule,
 	}, msg)
 	if err != nil {
-		if errors.Is(err, queue.ErrFull) {
+		if errors.Is(err, queue.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
 		}
 		s.log.Error("enqueue failed", "err", err.Error())
