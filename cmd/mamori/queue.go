@@ -102,6 +102,7 @@ func (e *env) cmdQueue(args []string) error {
 		if isEmpty(f) && !*all {
 			return &exitError{2, fmt.Errorf("queue %s: give IDs or a filter, or --all for the whole queue", sub)}
 		}
+		total := -1
 		if sub == "delete" && !*yes {
 			n, err := cl.QueueCount(f)
 			if err != nil {
@@ -110,8 +111,11 @@ func (e *env) cmdQueue(args []string) error {
 			if n > bulkConfirm && !e.confirm(fmt.Sprintf("Delete %d messages?", n)) {
 				return fmt.Errorf("queue delete: %d messages match; not deleted (use --yes)", n)
 			}
+			total = n
 		}
+		stop := e.progress(sub, total)
 		n, err := cl.QueueOp(sub, f, *reason)
+		stop()
 		if err != nil {
 			return err
 		}
@@ -128,6 +132,39 @@ func (e *env) cmdQueue(args []string) error {
 func isEmpty(f queue.Filter) bool {
 	return len(f.IDs) == 0 && f.From == "" && f.To == "" && f.ClientIP == "" && f.User == "" &&
 		f.OlderThan == 0 && f.State == "" && f.Subject == "" && f.Rule == ""
+}
+
+// progress shows, on a terminal only, that a bulk operation is running
+// (the server does it in one durable batch, so there is no partial count to
+// show), and clears the line when stop is called.
+func (e *env) progress(op string, total int) (stop func()) {
+	f, ok := e.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return func() {}
+	}
+	what := "messages"
+	if total >= 0 {
+		what = fmt.Sprintf("%d messages", total)
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		spin := `|/-\`
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				fmt.Fprintf(f, "\r\033[K")
+				return
+			case <-t.C:
+				fmt.Fprintf(f, "\r\033[K%c %s %s… %.1fs", spin[i%4], op, what, time.Since(start).Seconds())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // confirm asks on a terminal; without one it answers no.
