@@ -94,7 +94,10 @@ type Config struct {
 	MaxInflightBytes int64
 	// Storage, when set, says whether a message of the given size still
 	// fits (queue size cap, free disk); an error means 452 4.3.1 at MAIL.
-	Storage  func(size int64) error
+	Storage func(size int64) error
+	// Recorder, when set, gets a summary of every session that queued,
+	// refused or failed something (evidence for incident export).
+	Recorder Recorder
 	LocalIPs func(netip.Addr) bool // our own addresses, for [ip] literal recipients
 
 	Guard          Guard         // nil: no limits (unit tests only)

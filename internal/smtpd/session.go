@@ -48,6 +48,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		tls:     isTLS,
 	}
 	sess.log = s.log.With("sid", strconv.FormatUint(s.nextSID.Add(1), 36), "client_ip", ip.String(), "listener", b.kind.String())
+	sess.sum = SessionSummary{Start: time.Now(), Listener: b.kind.String(), ClientIP: ip.String(), Helo: sess.helo, TLS: isTLS, Trusted: sess.trusted}
 	sess.log.Info("connect", "helo", sess.helo, "tls", isTLS, "trusted", sess.trusted)
 	if b.kind == KindMX {
 		return sess, nil
@@ -74,6 +75,8 @@ type session struct {
 	rcpts   []string // final recipients after alias expansion
 	seen    map[string]bool
 	smtputf bool
+
+	sum SessionSummary
 }
 
 func (s *session) Reset() {
@@ -82,6 +85,11 @@ func (s *session) Reset() {
 
 func (s *session) Logout() error {
 	s.log.Debug("disconnect")
+	if r := s.srv.cfg.Recorder; r != nil && (len(s.sum.Transactions) > 0 || len(s.sum.Rejects) > 0 || s.sum.AuthFailures > 0) {
+		s.sum.End = time.Now()
+		s.sum.User = s.user
+		r.RecordSession(s.sum)
+	}
 	return nil
 }
 
@@ -90,6 +98,7 @@ func smtpErr(r *policy.Reply) *smtp.SMTPError {
 }
 
 func (s *session) reject(stage, arg string, e *smtp.SMTPError) error {
+	s.noteReject(stage)
 	s.log.Info("rejected", "stage", stage, "arg", arg, "user", s.user, "code", e.Code,
 		"status", fmt.Sprintf("%d.%d.%d", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2]), "reason", e.Message)
 	return e
@@ -257,6 +266,7 @@ func (s *session) Data(r io.Reader) error {
 		s.log.Error("enqueue failed", "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
 	}
+	s.noteQueued(m.ID, m.From, s.rcpts, subject, string(state), rule)
 	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
 		"origin", string(origin), "state", string(state), "rule", rule)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
@@ -442,6 +452,7 @@ func (a *authSession) authenticate(username, password string) error {
 		}
 	}
 	if err != nil {
+		a.sum.AuthFailures++
 		a.log.Warn("auth failed", "user", login, "reason", authReason(err))
 		return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
 	}
