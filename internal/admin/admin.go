@@ -99,7 +99,13 @@ type Server struct {
 	token string
 	log   *slog.Logger
 	mux   *http.ServeMux
+
+	onQueueOp func(op, filter string, n int, remote string)
 }
+
+// OnQueueOp sets a function told about every bulk queue operation (the
+// evidence journal records who did what to how many).
+func (s *Server) OnQueueOp(fn func(op, filter string, n int, remote string)) { s.onQueueOp = fn }
 
 // maxBody bounds request bodies.
 const maxBody = 1 << 20
@@ -264,6 +270,9 @@ func (s *Server) routes() {
 			return
 		}
 		s.log.Info("admin queue "+op, "filter", r.URL.RawQuery, "count", n, "remote", r.RemoteAddr)
+		if s.onQueueOp != nil && err == nil {
+			s.onQueueOp(op, r.URL.RawQuery, n, r.RemoteAddr)
+		}
 		if err != nil {
 			writeErr(w, http.StatusInternalServerError, err)
 			return

@@ -12,6 +12,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/dnsbl"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/journal"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
@@ -61,9 +62,10 @@ func guardConfig(c *config.Config) guard.Config {
 
 // guardHooks let the guard act on the queue and tell the administrator.
 type guardHooks struct {
-	q     *queue.Queue
-	alert *alert.Notifier
-	log   *slog.Logger
+	q       *queue.Queue
+	alert   *alert.Notifier
+	journal *journal.Journal
+	log     *slog.Logger
 }
 
 func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
@@ -80,7 +82,10 @@ func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
 	return n, err
 }
 
-func (h *guardHooks) Alert(a guard.Alert) { h.alert.Alert(a) }
+func (h *guardHooks) Alert(a guard.Alert) {
+	guardEvent(h.journal, a)
+	h.alert.Alert(a)
+}
 
 // storePersister keeps the guard's state in the embedded store.
 type storePersister struct{ st *store.Store }
@@ -105,7 +110,7 @@ type defences struct {
 	paused func() bool
 }
 
-func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, log *slog.Logger) (*defences, error) {
+func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, log *slog.Logger) (*defences, error) {
 	d := &defences{paused: func() bool { return false }}
 	d.alert = alert.New(alert.Config{
 		Hostname:   c.Hostname,
@@ -113,7 +118,7 @@ func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *qu
 		Webhook:    c.Guard.Webhook,
 		Notify:     c.Guard.Notify,
 	}, q, log.With("stage", "alert"))
-	g, err := guard.New(guardConfig(c), &guardHooks{q: q, alert: d.alert, log: log.With("stage", "guard")},
+	g, err := guard.New(guardConfig(c), &guardHooks{q: q, alert: d.alert, journal: jrn, log: log.With("stage", "guard")},
 		storePersister{st}, log.With("stage", "guard"))
 	if err != nil {
 		return nil, err

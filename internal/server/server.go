@@ -25,6 +25,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/admin"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/delivery"
+	"github.com/mamori-mail/mamori/internal/journal"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
@@ -50,6 +51,9 @@ func StorePath(c *config.Config) string { return filepath.Join(c.DataDir, "mamor
 
 // QueueDir is where the spool lives.
 func QueueDir(c *config.Config) string { return filepath.Join(c.DataDir, "queue") }
+
+// JournalDir is where the evidence journal (JSON Lines) lives.
+func JournalDir(c *config.Config) string { return filepath.Join(c.DataDir, "journal") }
 
 // MailDir is the root of local Maildirs.
 func MailDir(c *config.Config) string { return filepath.Join(c.DataDir, "mail") }
@@ -91,6 +95,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if err != nil {
 		return fmt.Errorf("open directory: %w", err)
 	}
+	// The evidence journal is opened first and closed last, so every stage
+	// can record until the end.
+	jrn, err := journal.Open(JournalDir(c), journal.Options{})
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	defer jrn.Close()
 	q, err := queue.Open(QueueDir(c), queue.Options{MaxMessages: c.Queue.MaxMessages, Logger: log.With("stage", "queue")})
 	if err != nil {
 		return fmt.Errorf("open queue: %w", err)
@@ -117,7 +128,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
 	defer gcancel()
-	def, err := startDefences(gctx, c, st, q, res, log)
+	def, err := startDefences(gctx, c, st, q, res, jrn, log)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
@@ -184,6 +195,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		LocalIPs:        localIPs(),
 		Guard:           def.guard,
 		Storage:         (&storage{dir: QueueDir(c), q: q, maxBytes: c.Queue.MaxBytes, minFree: c.Queue.MinFreeBytes}).check,
+		Recorder:        sessionRecorder{jrn},
 		PregreetDelay:   c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))
@@ -231,6 +243,10 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if adminL != nil {
 		api := admin.NewServer(admin.Local{Dir: dir}, q, token, log.With("stage", "admin"))
 		api.SetGuard(def.guard, smtpPorts(addrs))
+		api.SetIncident(q, jrn)
+		api.OnQueueOp(func(op, filter string, n int, remote string) {
+			queueEvent(jrn, op, filter, "admin API from "+remote, n)
+		})
 		httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := httpSrv.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -239,7 +255,9 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		}()
 	}
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
-	go expireHeld(gctx, q, c.Queue.HeldRetention.Duration, func(int) {}, log.With("stage", "queue"))
+	go expireHeld(gctx, q, c.Queue.HeldRetention.Duration, func(n int) {
+		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
+	}, log.With("stage", "queue"))
 	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
 		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"], "admin", addrs["admin"],
 		"queued", q.Count(queue.Filter{}))
