@@ -35,6 +35,8 @@ func (e *env) cmdQueue(args []string) error {
 	fs.StringVar(&state, "state", "", "active, deferred or held")
 	fs.StringVar(&f.Subject, "subject", "", "subject substring (case-insensitive)")
 	fs.StringVar(&f.Rule, "rule", "", "guard or content rule that held the message")
+	fs.Int64Var(&f.MinSize, "larger-than", 0, "size in bytes: at least this")
+	fs.Int64Var(&f.MaxSize, "smaller-than", 0, "size in bytes: at most this")
 	asJSON := fs.Bool("json", false, "JSON output")
 	count := fs.Bool("count", false, "print only the number of matching messages")
 	all := fs.Bool("all", false, "allow an operation with no filter (the whole queue)")
@@ -131,7 +133,7 @@ func (e *env) cmdQueue(args []string) error {
 
 func isEmpty(f queue.Filter) bool {
 	return len(f.IDs) == 0 && f.From == "" && f.To == "" && f.ClientIP == "" && f.User == "" &&
-		f.OlderThan == 0 && f.State == "" && f.Subject == "" && f.Rule == ""
+		f.OlderThan == 0 && f.State == "" && f.Subject == "" && f.Rule == "" && f.MinSize == 0 && f.MaxSize == 0
 }
 
 // progress shows, on a terminal only, that a bulk operation is running

@@ -297,6 +297,15 @@ func FilterFromQuery(q url.Values) (queue.Filter, error) {
 	default:
 		return f, fmt.Errorf("state %q: want active, deferred or held", f.State)
 	}
+	for key, dst := range map[string]*int64{"min_size": &f.MinSize, "max_size": &f.MaxSize} {
+		if v := q.Get(key); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return f, fmt.Errorf("%s %q: want a number of bytes", key, v)
+			}
+			*dst = n
+		}
+	}
 	if v := q.Get("older_than"); v != "" {
 		d, err := ParseAge(v)
 		if err != nil {
@@ -324,6 +333,12 @@ func FilterQuery(f queue.Filter) url.Values {
 	set("state", string(f.State))
 	if f.OlderThan > 0 {
 		v.Set("older_than", f.OlderThan.String())
+	}
+	if f.MinSize > 0 {
+		v.Set("min_size", strconv.FormatInt(f.MinSize, 10))
+	}
+	if f.MaxSize > 0 {
+		v.Set("max_size", strconv.FormatInt(f.MaxSize, 10))
 	}
 	for _, id := range f.IDs {
 		v.Add("id", id)

@@ -101,4 +101,6 @@ type Filter struct {
 	State     State
 	Subject   string // case-insensitive substring
 	Rule      string
+	MinSize   int64 // bytes; 0 = no lower bound
+	MaxSize   int64 // bytes; 0 = no upper bound
 }

@@ -20,6 +20,9 @@ func (f Filter) Validate() error {
 	if f.OlderThan < 0 {
 		return fmt.Errorf("queue filter: negative age %v", f.OlderThan)
 	}
+	if f.MinSize < 0 || f.MaxSize < 0 || (f.MaxSize > 0 && f.MinSize > f.MaxSize) {
+		return fmt.Errorf("queue filter: bad size range %d..%d", f.MinSize, f.MaxSize)
+	}
 	switch f.State {
 	case "", StateActive, StateDeferred, StateHeld:
 	default:
@@ -178,6 +181,8 @@ type matcher struct {
 	state    State
 	subject  string // lower case
 	rule     string
+	minSize  int64
+	maxSize  int64
 }
 
 func compileFilter(f Filter, now time.Time) (*matcher, error) {
@@ -191,6 +196,8 @@ func compileFilter(f Filter, now time.Time) (*matcher, error) {
 		state:   f.State,
 		subject: strings.ToLower(f.Subject),
 		rule:    f.Rule,
+		minSize: f.MinSize,
+		maxSize: f.MaxSize,
 	}
 	if len(f.IDs) > 0 {
 		seen := make(map[string]bool, len(f.IDs))
@@ -218,6 +225,9 @@ func (m *matcher) match(e *entry) bool {
 		return false
 	}
 	if m.hasAge && !e.meta.Received.Before(m.cutoff) {
+		return false
+	}
+	if (m.minSize > 0 && e.meta.Size < m.minSize) || (m.maxSize > 0 && e.meta.Size > m.maxSize) {
 		return false
 	}
 	if m.user != "" && !strings.EqualFold(e.meta.User, m.user) {

@@ -171,6 +171,10 @@ func TestFilters(t *testing.T) {
 		{"ids", Filter{IDs: []string{byName["bob"], byName["alice"], "unknown", byName["bob"]}}, []string{"alice", "bob"}},
 		{"ids and field", Filter{IDs: []string{byName["bob"], byName["alice"]}, From: "@example.com", Subject: "lunch"}, []string{"bob"}},
 		{"combined", Filter{From: "@example.com", ClientIP: "10.0.0.0/8", OlderThan: time.Hour}, []string{"alice"}},
+		// Bodies are the names: alice 5 bytes, null and worm 4, bob and sub 3.
+		{"larger than", Filter{MinSize: 4}, []string{"alice", "null", "worm"}},
+		{"smaller than", Filter{MaxSize: 3}, []string{"bob", "sub"}},
+		{"size range", Filter{MinSize: 4, MaxSize: 4}, []string{"null", "worm"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
