@@ -151,9 +151,10 @@ func TestRelaytestDetectsOpenRelay(t *testing.T) {
 
 // toyServer is a minimal SMTP server for tests: accepts per accept(rcpt).
 type toyServer struct {
-	addr string
-	mu   sync.Mutex
-	got  map[string]int
+	addr      string
+	dataDelay time.Duration // sleep before answering the end of DATA
+	mu        sync.Mutex
+	got       map[string]int
 }
 
 func (s *toyServer) count(rcpt string) int {
@@ -201,6 +202,7 @@ func (s *toySession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 func (s *toySession) Data(r io.Reader) error {
 	io.Copy(io.Discard, r)
+	time.Sleep(s.ts.dataDelay)
 	s.ts.mu.Lock()
 	for _, r := range s.rcpts {
 		s.ts.got[r]++

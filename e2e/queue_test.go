@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,57 @@ func TestHeldRetention(t *testing.T) {
 	}
 	if !strings.Contains(in.log(), `"msg":"held mail expired","stage":"queue","count":3`) {
 		t.Errorf("expiry not logged with its count:\n%s", in.logTail(10))
+	}
+}
+
+// TestDeleteRacingDelivery: a bulk delete while delivery is in full swing
+// never both delivers and deletes a message: what the remote received plus
+// what the delete counted is exactly what was queued.
+func TestDeleteRacingDelivery(t *testing.T) {
+	slow := startToyServer(t, func(string) error { return nil })
+	slow.dataDelay = 200 * time.Millisecond // transactions in flight when the delete comes
+	in := newInstance(t, "ours.test", func(cfg string) string {
+		cfg = setKey(cfg, "per_domain_concurrency", "4")
+		return setRoutes(cfg, map[string]string{"far.test": slow.addr})
+	})
+	in.addUser("alice@ours.test", pw)
+	const total = 40
+	script := `
+import smtplib, ssl, sys
+h, p = sys.argv[1].split(":")
+s = smtplib.SMTP(h, int(p), timeout=20)
+s.starttls(context=ssl._create_unverified_context())
+s.login("alice@ours.test", sys.argv[2])
+for i in range(int(sys.argv[3])):
+    s.sendmail("alice@ours.test", ["r%d@far.test" % i], "From: alice@ours.test\r\nSubject: race %d\r\n\r\nx\r\n" % i)
+s.quit()
+`
+	// The guard would isolate alice past 30 messages a minute: raise it.
+	in.cfgEdit(func(cfg string) string {
+		return strings.Replace(cfg, "[guard.overrides]\n", "[guard.overrides]\n\"alice@ours.test\" = { msgs_per_minute = 1000, rcpts_per_minute = 1000, rcpts_per_hour = 1000, new_rcpts_per_minute = 1000 }\n", 1)
+	})
+	in.start()
+	if out, err := python(t, script, in.submission, pw, strconv.Itoa(total)); err != nil {
+		t.Fatalf("send: %v\n%s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond) // some delivered, some in flight, most waiting
+	out := in.mustCLI("", "queue", "delete", "--from", "alice@ours.test", "--yes")
+	var deleted int
+	if _, err := fmt.Sscanf(strings.TrimSpace(out), "deleted %d message(s)", &deleted); err != nil {
+		t.Fatalf("delete output %q", out)
+	}
+	if !waitFor(20*time.Second, func() bool { return in.queueCount() == 0 }) {
+		t.Fatalf("%d messages still queued", in.queueCount())
+	}
+	delivered := 0
+	for i := 0; i < total; i++ {
+		delivered += slow.count(fmt.Sprintf("r%d@far.test", i))
+	}
+	t.Logf("%d delivered, %d deleted", delivered, deleted)
+	if delivered+deleted != total {
+		t.Errorf("delivered %d + deleted %d != %d queued: a message was both delivered and deleted, or lost", delivered, deleted, total)
+	}
+	if deleted == 0 || delivered == 0 {
+		t.Errorf("the race did not happen (delivered %d, deleted %d); adjust timing", delivered, deleted)
 	}
 }

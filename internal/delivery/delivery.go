@@ -103,6 +103,11 @@ type Lease interface {
 	// Revoked reports that a hold or delete arrived: no further send may
 	// start for this message.
 	Revoked() bool
+	// BeginSend is called right before the message is handed to a mailbox
+	// or a remote server (each transaction); false means a hold or delete
+	// took it and nothing may be sent. After true, a hold or delete waits
+	// for this attempt's Finish.
+	BeginSend() bool
 }
 
 // Attempt is the outcome of one delivery attempt, given back to the spool.

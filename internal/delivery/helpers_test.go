@@ -33,12 +33,20 @@ import (
 // ---- fake spool ----
 
 type fakeLease struct {
+	sends   atomic.Int32 // BeginSend calls that said yes
 	meta    queue.Meta
 	revoked atomic.Bool
 }
 
 func (l *fakeLease) Message() queue.Meta { return l.meta }
 func (l *fakeLease) Revoked() bool       { return l.revoked.Load() }
+func (l *fakeLease) BeginSend() bool {
+	if l.revoked.Load() {
+		return false
+	}
+	l.sends.Add(1)
+	return true
+}
 
 type finishRec struct {
 	lease *fakeLease

@@ -307,7 +307,7 @@ func (s *Scheduler) session(ctx context.Context, l Lease, m queue.Meta, body []b
 	defer cn.close()
 
 	for start := 0; start < len(todo); start += maxRcptsPerTxn {
-		if l.Revoked() || ctx.Err() != nil {
+		if ctx.Err() != nil || !l.BeginSend() {
 			return sessionResult{relay: cn.relay}
 		}
 		chunk := todo[start:min(start+maxRcptsPerTxn, len(todo))]

@@ -231,7 +231,7 @@ func (s *Scheduler) deliverGroup(ctx context.Context, l Lease, m queue.Meta, bod
 
 func (s *Scheduler) deliverLocal(ctx context.Context, l Lease, m queue.Meta, body []byte, g *group, outs []outcome) {
 	for _, i := range g.idx {
-		if l.Revoked() || ctx.Err() != nil {
+		if ctx.Err() != nil || !l.BeginSend() {
 			return
 		}
 		rcpt := m.Rcpts[i].Addr

@@ -659,10 +659,13 @@ func TestPausedHoldsOutboundOnly(t *testing.T) {
 	cfg.Relayhost = relay.addr
 	cfg.Paused = func() bool { return true }
 	s, _ := newTestScheduler(cfg, sp, local, nil)
-	sp.add(queue.Meta{From: "alice@local.test", Rcpts: rcpts("bob@local.test", "x@far.example")}, testBody)
+	l := sp.add(queue.Meta{From: "alice@local.test", Rcpts: rcpts("bob@local.test", "x@far.example")}, testBody)
 
 	fin, _ := run(t, s, sp, 1)
 
+	if n := l.sends.Load(); n != 1 {
+		t.Errorf("BeginSend said yes %d times, want once (the local delivery; the paused remote sends nothing)", n)
+	}
 	a := fin[0].a
 	if rc := rcptStatus(t, a, "bob@local.test"); rc.Status != queue.RcptDelivered {
 		t.Errorf("local recipient %+v, want delivered", rc)

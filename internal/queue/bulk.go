@@ -32,9 +32,19 @@ func (q *Queue) bulk(op string, f Filter, decide func(e *entry) (change, bool)) 
 	var changes []change
 	var recs [][]byte
 	var encErr error
+	inflight := 0
 	q.forEachMatchLocked(m, func(e *entry) {
 		c, ok := decide(e)
 		if !ok || encErr != nil {
+			return
+		}
+		if l := e.lease; l != nil && l.sending && c.revoke {
+			// Being handed over right now: let that transaction finish,
+			// start no other, and take what is still undelivered at Finish.
+			l.stopped = true
+			cc := c
+			l.pending = &cc
+			inflight++
 			return
 		}
 		c.e = e
@@ -53,6 +63,10 @@ func (q *Queue) bulk(op string, f Filter, decide func(e *entry) (change, bool)) 
 	if encErr != nil {
 		q.mu.Unlock()
 		return 0, fmt.Errorf("queue: %s: %w", op, encErr)
+	}
+	if inflight > 0 {
+		q.log.Info("queue: messages in delivery right now; the operation applies when their attempt ends",
+			"op", op, "count", inflight)
 	}
 	if len(changes) == 0 {
 		q.mu.Unlock()

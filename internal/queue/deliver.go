@@ -21,12 +21,32 @@ type Lease struct {
 	q       *Queue
 	e       *entry
 	revoked atomic.Bool
-	done    bool // guarded by q.mu
+	done    bool    // guarded by q.mu
+	sending bool    // guarded by q.mu: BeginSend said yes; bulk ops now wait for Finish
+	pending *change // guarded by q.mu: a Hold or Delete that arrived while sending
+	stopped bool    // guarded by q.mu: no further BeginSend (pending is set)
 }
 
 // Revoked reports whether Hold or Delete touched the leased message since it
 // was leased: the worker must not start another send for it.
 func (l *Lease) Revoked() bool { return l.revoked.Load() }
+
+// BeginSend is the worker's commit point, called right before it hands the
+// message to a mailbox or a remote server. It returns false when a Hold or
+// Delete has taken the message. Once it has returned true, a Hold or Delete
+// no longer takes the message at once (nor counts it): the transaction
+// under way completes, no further one starts, and the operation is applied
+// in Finish to whatever is still undelivered. So a message is never both
+// delivered and counted as deleted, and never sent after a delete took it.
+func (l *Lease) BeginSend() bool {
+	l.q.mu.Lock()
+	defer l.q.mu.Unlock()
+	if l.done || l.revoked.Load() || l.stopped {
+		return false
+	}
+	l.sending = true
+	return true
+}
 
 // Attempt is the outcome of one delivery attempt.
 type Attempt struct {
@@ -201,6 +221,14 @@ func (q *Queue) Finish(l *Lease, a Attempt) error {
 	var rec []byte
 	var m Meta
 	remove := !hasPending(rcpts)
+	pend := l.pending
+	if pend != nil && !remove && pend.remove {
+		remove = true // a Delete that waited for this attempt
+	}
+	if pend != nil {
+		q.log.Info("queue: operation that waited for a delivery attempt", "id", e.meta.ID,
+			"op", map[bool]string{true: "delete", false: "hold"}[pend.remove], "applied", hasPending(rcpts))
+	}
 	if remove {
 		rec = encodeRecord(recRemove, []byte(e.meta.ID), nil)
 	} else {
@@ -214,6 +242,9 @@ func (q *Queue) Finish(l *Lease, a Attempt) error {
 		m.NextAttempt = normTime(a.NextAttempt)
 		if m.State != StateHeld {
 			m.State = StateDeferred
+		}
+		if pend != nil && !pend.remove {
+			m.State, m.Rule = StateHeld, pend.meta.Rule
 		}
 		data, err := encodeMeta(&m)
 		if err != nil {

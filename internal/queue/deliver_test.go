@@ -438,3 +438,90 @@ func TestNextAlternatesNewAndRetries(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkWhileSending: a Hold or Delete that arrives after the worker's
+// BeginSend neither takes nor counts the message; it stops further sends
+// and is applied at Finish to what is still undelivered — so no message is
+// both delivered and counted as deleted.
+func TestBulkWhileSending(t *testing.T) {
+	del := func(q *Queue, id string) (int, error) { return q.Delete(Filter{IDs: []string{id}}) }
+	hold := func(q *Queue, id string) (int, error) { return q.Hold(Filter{IDs: []string{id}}, "admin") }
+	onePending := func(rs []Rcpt) []Rcpt {
+		rs = slices.Clone(rs)
+		rs[0].Status = RcptDelivered
+		return rs
+	}
+	tests := []struct {
+		name      string
+		op        func(*Queue, string) (int, error)
+		rcpts     func([]Rcpt) []Rcpt
+		wantGone  bool
+		wantState State
+		wantRule  string
+	}{
+		{"delete, then all delivered", del, done, true, "", ""},
+		{"delete, then one still pending", del, onePending, true, "", ""},
+		{"hold, then all delivered", hold, done, true, "", ""},
+		{"hold, then one still pending", hold, onePending, false, StateHeld, "admin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			q := openQueue(t, dir, Options{})
+			m := mustEnqueue(t, q, msg("a@b.test", "r1@x.test", "r2@y.test"), []byte("body"))
+			l, err := q.Next(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !l.BeginSend() {
+				t.Fatal("BeginSend refused on a fresh lease")
+			}
+			n, err := tt.op(q, m.ID)
+			if err != nil || n != 0 {
+				t.Fatalf("operation on a message being sent: counted %d, err %v; want 0", n, err)
+			}
+			if l.BeginSend() {
+				t.Error("no further send may start after the operation")
+			}
+			if _, ok := q.Get(m.ID); !ok {
+				t.Fatal("message taken while its send was in flight")
+			}
+			if err := q.Finish(l, Attempt{Rcpts: tt.rcpts(l.Meta.Rcpts), NextAttempt: time.Now().Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			check := func(q *Queue) {
+				t.Helper()
+				got, ok := q.Get(m.ID)
+				if tt.wantGone {
+					if ok {
+						t.Fatalf("still queued: %+v", got)
+					}
+					return
+				}
+				if !ok || got.State != tt.wantState || got.Rule != tt.wantRule {
+					t.Fatalf("got %+v (ok %v), want state %s rule %q", got, ok, tt.wantState, tt.wantRule)
+				}
+			}
+			check(q)
+			q.Close()
+			check(openQueue(t, dir, Options{}))
+		})
+	}
+}
+
+// TestBulkBeforeSendTakesAtOnce: before BeginSend, Delete takes and counts
+// the leased message, and BeginSend then refuses.
+func TestBulkBeforeSendTakesAtOnce(t *testing.T) {
+	q := openQueue(t, t.TempDir(), Options{})
+	m := mustEnqueue(t, q, msg("a@b.test", "r1@x.test"), []byte("body"))
+	l, err := q.Next(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.Delete(Filter{IDs: []string{m.ID}}); n != 1 || err != nil {
+		t.Fatalf("delete before send: %d %v", n, err)
+	}
+	if l.BeginSend() {
+		t.Fatal("BeginSend allowed a send after the message was deleted")
+	}
+}

@@ -347,6 +347,7 @@ type lease struct{ l *queue.Lease }
 
 func (l lease) Message() queue.Meta { return l.l.Meta }
 func (l lease) Revoked() bool       { return l.l.Revoked() }
+func (l lease) BeginSend() bool     { return l.l.BeginSend() }
 func (l lease) Recovered() bool     { return l.l.Recovered }
 
 func (s spool) Next(ctx context.Context) (delivery.Lease, error) {
