@@ -250,6 +250,16 @@ type remote struct {
 	conns     int
 	active    int
 	maxActive int
+	// Open mail transactions (MAIL until the end of DATA or RSET). Unlike
+	// connections, these end before the client's QUIT, so they measure the
+	// client's concurrency exactly.
+	txns, maxTxns int
+}
+
+func (r *remote) maxTransactions() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxTxns
 }
 
 func startRemote(t *testing.T, tlsConfig *tls.Config) *remote {
@@ -321,18 +331,37 @@ func (c *countingConn) Close() error {
 }
 
 type remoteSession struct {
-	r     *remote
-	c     *smtp.Conn
-	msg   gotMsg
-	inTxn bool
+	r       *remote
+	c       *smtp.Conn
+	msg     gotMsg
+	inTxn   bool
+	counted bool // this session holds one of r.txns
 }
 
-func (s *remoteSession) Reset()        { s.msg, s.inTxn = gotMsg{}, false }
-func (s *remoteSession) Logout() error { return nil }
+func (s *remoteSession) Reset() {
+	s.msg, s.inTxn = gotMsg{}, false
+	s.endTxn()
+}
+
+func (s *remoteSession) Logout() error { s.endTxn(); return nil }
+
+func (s *remoteSession) endTxn() {
+	if s.counted {
+		s.r.mu.Lock()
+		s.r.txns--
+		s.r.mu.Unlock()
+		s.counted = false
+	}
+}
 
 func (s *remoteSession) Mail(from string, opts *smtp.MailOptions) error {
 	s.r.mu.Lock()
 	s.r.mails++
+	if !s.counted {
+		s.counted = true
+		s.r.txns++
+		s.r.maxTxns = max(s.r.maxTxns, s.r.txns)
+	}
 	hook, reply := s.r.mailHook, s.r.mailReply
 	s.r.mu.Unlock()
 	if hook != nil {

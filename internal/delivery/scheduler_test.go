@@ -370,7 +370,7 @@ func TestPerDomainConcurrency(t *testing.T) {
 	r.mailHook = func() {
 		for range 200 {
 			r.mu.Lock()
-			n := r.active
+			n := r.txns
 			r.mu.Unlock()
 			if n >= 2 {
 				return
@@ -396,8 +396,8 @@ func TestPerDomainConcurrency(t *testing.T) {
 			t.Errorf("%s: %+v", f.lease.meta.ID, f.a.Rcpts[0])
 		}
 	}
-	if _, maxActive, _ := r.stats(); maxActive != 2 {
-		t.Errorf("at most %d concurrent sessions, want exactly the cap 2", maxActive)
+	if maxTxns := r.maxTransactions(); maxTxns != 2 {
+		t.Errorf("at most %d concurrent sessions, want exactly the cap 2", maxTxns)
 	}
 	if k := s.perDest.size(); k != 0 {
 		t.Errorf("%d per-destination semaphores left behind", k)
