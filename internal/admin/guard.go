@@ -2,6 +2,7 @@ package admin
 
 import (
 	"fmt"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"io"
 	"net/http"
 	"net/netip"
@@ -38,7 +39,7 @@ func (s *Server) SetGuard(g Guard, ports []int) {
 		if !decode(w, r, &req) {
 			return
 		}
-		p, err := ParsePrefix(req.CIDR)
+		p, err := ipnet.ParsePrefix(req.CIDR)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -59,7 +60,7 @@ func (s *Server) SetGuard(g Guard, ports []int) {
 		if !decode(w, r, &req) {
 			return
 		}
-		p, err := ParsePrefix(req.CIDR)
+		p, err := ipnet.ParsePrefix(req.CIDR)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
@@ -124,24 +125,6 @@ func normalise(s guard.Snapshot) guard.Snapshot {
 	return s
 }
 
-// ParsePrefix accepts an IP (as a /32 or /128) or a CIDR.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // WriteNft renders the current bans as an nftables table with two
 // timeout sets, so the firewall drops banned clients before they reach
 // mamori: `mamori guard export --nft | nft -f -`.
@@ -149,7 +132,7 @@ func WriteNft(w io.Writer, bans []guard.Ban, ports []int, now time.Time) {
 	var v4, v6 []string
 	sort.Slice(bans, func(i, j int) bool { return bans[i].CIDR < bans[j].CIDR })
 	for _, b := range bans {
-		p, err := ParsePrefix(b.CIDR)
+		p, err := ipnet.ParsePrefix(b.CIDR)
 		if err != nil || !b.Expires.After(now) {
 			continue
 		}

@@ -14,6 +14,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"net"
 	"net/netip"
 	"os"
@@ -359,7 +360,7 @@ func (c *Config) Validate() error {
 	}
 	for k := range c.Guard.Overrides {
 		if !strings.Contains(k, "@") {
-			if _, err := parsePrefix(k); err != nil {
+			if _, err := ipnet.ParsePrefix(k); err != nil {
 				errs = append(errs, fmt.Errorf("guard.overrides: %q is neither a user address nor an IP/CIDR", k))
 			}
 		}
@@ -407,7 +408,7 @@ const (
 func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range c.Relay.TrustedNetworks {
-		p, err := parsePrefix(s)
+		p, err := ipnet.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("relay.trusted_networks: %w", err)
 		}
@@ -417,22 +418,6 @@ func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q: %w", s, err)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an IP nor a CIDR", s)
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 func checkTrusted(p netip.Prefix) error {

@@ -29,6 +29,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -426,7 +427,7 @@ func banFor(snap guard.Snapshot, ip netip.Addr, old map[string]bool) (guard.Ban,
 	var best guard.Ban
 	bestBits := -1
 	for _, b := range snap.Bans {
-		p, err := parsePrefix(b.CIDR)
+		p, err := ipnet.ParsePrefix(b.CIDR)
 		if err != nil || !p.Contains(ip) || old[b.CIDR] {
 			continue
 		}
@@ -435,19 +436,6 @@ func banFor(snap guard.Snapshot, ip netip.Addr, old map[string]bool) (guard.Ban,
 		}
 	}
 	return best, bestBits >= 0
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // --- step 3: burst ---
@@ -688,7 +676,7 @@ func cleanUp(opt Options, rep *Report, start time.Time) {
 		}
 	}
 	for _, b := range snap.Bans {
-		p, err := parsePrefix(b.CIDR)
+		p, err := ipnet.ParsePrefix(b.CIDR)
 		if err != nil || !p.IsSingleIP() {
 			continue // a network ban is the administrator's, not the drill's
 		}

@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"hash"
 	"io"
 	"net/netip"
@@ -55,7 +56,7 @@ type Filter struct {
 // Validate reports whether the filter can be used.
 func (f Filter) Validate() error {
 	if f.ClientIP != "" {
-		if _, err := parsePrefix(f.ClientIP); err != nil {
+		if _, err := ipnet.ParsePrefix(f.ClientIP); err != nil {
 			return fmt.Errorf("incident filter: client IP %q is neither an IP nor a CIDR", f.ClientIP)
 		}
 	}
@@ -260,12 +261,12 @@ func newRelation(f Filter, msgs []queue.Meta) *relation {
 		users:   make(map[string]bool),
 	}
 	if f.ClientIP != "" {
-		r.prefix, _ = parsePrefix(f.ClientIP) // checked by Validate
+		r.prefix, _ = ipnet.ParsePrefix(f.ClientIP) // checked by Validate
 		r.hasIP = true
 	}
 	for _, m := range msgs {
 		r.ids[m.ID] = true
-		if p, err := parsePrefix(m.ClientIP); err == nil && p.IsSingleIP() {
+		if p, err := ipnet.ParsePrefix(m.ClientIP); err == nil && p.IsSingleIP() {
 			r.ips[p.Addr()] = true
 		}
 		if m.From != "" {
@@ -288,7 +289,7 @@ func (r *relation) match(e journal.Event) bool {
 		}
 	}
 	if e.IP != "" {
-		if p, err := parsePrefix(e.IP); err == nil {
+		if p, err := ipnet.ParsePrefix(e.IP); err == nil {
 			if r.hasIP && r.prefix.Overlaps(p) {
 				return true
 			}
@@ -315,28 +316,6 @@ func (r *relation) match(e journal.Event) bool {
 		return true
 	}
 	return false
-}
-
-// parsePrefix accepts an IP (as a single-address prefix, IPv4-mapped IPv6
-// unmapped) or a CIDR, with optional brackets around an IP.
-func parsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap().WithZone("")
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // normAddrPattern lower-cases a sender pattern and drops angle brackets,

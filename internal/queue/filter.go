@@ -2,6 +2,7 @@ package queue
 
 import (
 	"fmt"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"net/netip"
 	"strings"
 	"time"
@@ -13,7 +14,7 @@ import (
 // invalid filter as matching nothing; the bulk operations return this error.
 func (f Filter) Validate() error {
 	if f.ClientIP != "" {
-		if _, err := parseIPOrPrefix(f.ClientIP); err != nil {
+		if _, err := ipnet.ParsePrefix(f.ClientIP); err != nil {
 			return fmt.Errorf("queue filter: client IP %q: %w", f.ClientIP, err)
 		}
 	}
@@ -29,26 +30,6 @@ func (f Filter) Validate() error {
 		return fmt.Errorf("queue filter: unknown state %q", f.State)
 	}
 	return nil
-}
-
-func parseIPOrPrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	a = a.Unmap().WithZone("")
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // parseClientIP reads a message's ClientIP; an unparsable one is the zero
@@ -210,7 +191,7 @@ func compileFilter(f Filter, now time.Time) (*matcher, error) {
 		}
 	}
 	if f.ClientIP != "" {
-		p, _ := parseIPOrPrefix(f.ClientIP) // checked by Validate
+		p, _ := ipnet.ParsePrefix(f.ClientIP) // checked by Validate
 		m.hasIP, m.prefix = true, p
 	}
 	if f.OlderThan > 0 {
