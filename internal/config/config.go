@@ -44,6 +44,7 @@ type Config struct {
 	DNS      DNS      `toml:"dns"`
 	Log      Log      `toml:"log"`
 	Guard    Guard    `toml:"guard"`
+	Content  Content  `toml:"content"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -170,6 +171,22 @@ type Guard struct {
 	DisableStale bool `toml:"disable_stale"` // and are disabled automatically
 }
 
+// Content configures the attachment policy and the virus scanner.
+type Content struct {
+	// Action for a blocked attachment: "reject" (550 5.7.1 at end of DATA,
+	// naming the part) or "hold" (quarantine in the queue).
+	Action          string   `toml:"action"`
+	BlockExtensions []string `toml:"block_extensions"` // added to the built-in list
+	AllowExtensions []string `toml:"allow_extensions"` // removed from it
+	// Clamd is "unix:/path/clamd.ctl" or "host:port"; empty: no scanning.
+	Clamd        string   `toml:"clamd"`
+	ClamdTimeout Duration `toml:"clamd_timeout"`
+	// ClamdFail: when clamd cannot answer, "closed" defers the message
+	// (451) and "open" accepts it unscanned (logged).
+	ClamdFail   string `toml:"clamd_fail"`
+	VirusAction string `toml:"virus_action"` // "reject" or "hold"
+}
+
 // Log chooses the structured log format.
 type Log struct {
 	Format string `toml:"format"` // "json" (default) or "logfmt"
@@ -213,8 +230,9 @@ func Defaults() Config {
 			MinBackoff:           Duration{time.Minute},
 			MaxBackoff:           Duration{time.Hour},
 		},
-		DNS: DNS{Timeout: Duration{5 * time.Second}},
-		Log: Log{Format: "json", Level: "info"},
+		DNS:     DNS{Timeout: Duration{5 * time.Second}},
+		Log:     Log{Format: "json", Level: "info"},
+		Content: Content{Action: "reject", VirusAction: "reject", ClamdFail: "closed", ClamdTimeout: Duration{30 * time.Second}},
 		Guard: Guard{
 			PregreetDelay:           Duration{500 * time.Millisecond},
 			MaxSessionTime:          Duration{30 * time.Minute},
@@ -372,6 +390,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Guard.MaxSessionTime.Duration < 5*time.Second {
 		errs = append(errs, errors.New("guard.max_session_time must be at least 5s"))
+	}
+	for key, v := range map[string]string{"content.action": c.Content.Action, "content.virus_action": c.Content.VirusAction} {
+		if v != "reject" && v != "hold" {
+			errs = append(errs, fmt.Errorf("%s %q: want reject or hold", key, v))
+		}
+	}
+	if c.Content.ClamdFail != "open" && c.Content.ClamdFail != "closed" {
+		errs = append(errs, fmt.Errorf("content.clamd_fail %q: want open or closed", c.Content.ClamdFail))
 	}
 	switch c.Log.Format {
 	case "json", "logfmt", "text":

@@ -244,6 +244,14 @@ stale_days = 90
 [guard.notify]
 # "alice@example.org" = "alice.private@elsewhere.example"
 
+[content]
+action = "reject"             # blocked attachments (exe, scr, js, … also inside zips): reject or hold
+# block_extensions = ["xlsm"]
+# allow_extensions = ["iso"]
+# clamd = "unix:/run/clamav/clamd.ctl"   # ClamAV daemon (INSTREAM); empty: no virus scan
+clamd_fail = "closed"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
+virus_action = "reject"
+
 [log]
 format = "json"   # or "logfmt"
 level = "info"

@@ -95,6 +95,9 @@ type Config struct {
 	// Storage, when set, says whether a message of the given size still
 	// fits (queue size cap, free disk); an error means 452 4.3.1 at MAIL.
 	Storage func(size int64) error
+	// Content, when set, inspects every message at the end of DATA
+	// (attachment policy, virus scanner) before it is queued.
+	Content func(ctx context.Context, s guard.Sender, msg []byte) ContentVerdict
 	// Recorder, when set, gets a summary of every session that queued,
 	// refused or failed something (evidence for incident export).
 	Recorder Recorder
@@ -104,6 +107,13 @@ type Config struct {
 	DNSBL          DNSBL         // nil: no blocklist lookups
 	PregreetDelay  time.Duration // MX, untrusted: wait this long for a client that talks first
 	MaxSessionTime time.Duration // a session is cut after this long, whatever it does
+}
+
+// ContentVerdict is the content stage's answer for one message.
+type ContentVerdict struct {
+	Action string // "accept", "reject" (550 5.7.1), "hold" (queued as held), "defer" (451, scanner unavailable)
+	Rule   string
+	Reason string // safe for an SMTP reply
 }
 
 // Guard is the abuse-defence engine as the SMTP stage sees it.

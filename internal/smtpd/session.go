@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -244,6 +245,24 @@ func (s *session) Data(r io.Reader) error {
 			state, rule = queue.StateHeld, gd.Rule
 		default:
 			return s.guardRefusal("data", "", gd)
+		}
+	}
+	if cf := s.srv.cfg.Content; cf != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+		v := cf(ctx, s.sender(), body)
+		cancel()
+		switch v.Action {
+		case "", "accept":
+		case "hold":
+			if state != queue.StateHeld { // an isolated sender's rule stays the first reason
+				state, rule = queue.StateHeld, v.Rule
+			}
+		case "defer":
+			return s.reject("data", v.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+				Message: "Content scanner unavailable, try again later"})
+		default:
+			return s.reject("data", v.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+				Message: "Message refused: " + v.Reason})
 		}
 	}
 	msg := append(s.receivedHeader(), body...)
