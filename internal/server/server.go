@@ -196,6 +196,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Guard:           def.guard,
 		Storage:         (&storage{dir: QueueDir(c), q: q, maxBytes: c.Queue.MaxBytes, minFree: c.Queue.MinFreeBytes}).check,
 		Recorder:        sessionRecorder{jrn},
+		Content:         contentChecker(c, log.With("stage", "content")),
 		PregreetDelay:   c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))

@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// attachScript sends one message per case over port 25 and prints the
+// reply: it builds real MIME attachments with Python's email package,
+// including a .scr inside a zip inside a zip and a PE file renamed .txt.
+const attachScript = `
+import io, smtplib, sys, zipfile
+from email.message import EmailMessage
+h, p = sys.argv[1].split(":")
+PE = b"MZ" + b"\x90" * 58 + (64).to_bytes(4, "little") + b"PE\x00\x00" + b"\x00" * 200
+PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
+def zipof(name, data):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, data)
+    return b.getvalue()
+cases = {
+    "plain": None,
+    "pdf": ("report.pdf", "application", "pdf", PDF),
+    "exe": ("setup.exe", "application", "octet-stream", PE),
+    "double": ("invoice.pdf.exe", "application", "octet-stream", PE),
+    "zipzip": ("docs.zip", "application", "zip", zipof("inner.zip", zipof("screensaver.scr", PE))),
+    "renamed": ("notes.txt", "text", "plain", PE),
+}
+for name, att in cases.items():
+    m = EmailMessage()
+    m["From"] = "sender@outside.test"
+    m["To"] = "rcpt@ours.test"
+    m["Subject"] = "case " + name
+    m.set_content("hello\n")
+    if att:
+        fn, mt, st, data = att
+        m.add_attachment(data, maintype=mt, subtype=st, filename=fn)
+    s = smtplib.SMTP(h, int(p), timeout=20)
+    s.ehlo("sender.test")
+    try:
+        s.send_message(m, from_addr="sender@outside.test", to_addrs=["rcpt@ours.test"])
+        print(name, "ACCEPTED")
+    except smtplib.SMTPDataError as e:
+        print(name, e.smtp_code, e.smtp_error.decode())
+    s.quit()
+`
+
+// TestAttachmentPolicy (S4): a plain message and a PDF pass; an .exe, a
+// double extension, a .scr inside a zip inside a zip and a PE renamed .txt
+// are refused at end of DATA with 550 5.7.1 naming the part; with
+// action = "hold" they are quarantined instead.
+func TestAttachmentPolicy(t *testing.T) {
+	for _, mode := range []string{"reject", "hold"} {
+		t.Run(mode, func(t *testing.T) {
+			in := newInstance(t, "ours.test", func(cfg string) string {
+				return setKey(cfg, "action", `"`+mode+`"`)
+			})
+			in.addUser("rcpt@ours.test", pw)
+			in.start()
+			out, err := python(t, attachScript, in.smtp)
+			if err != nil {
+				t.Fatalf("python: %v\n%s", err, out)
+			}
+			res := map[string]string{}
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				k, v, _ := strings.Cut(l, " ")
+				res[k] = v
+			}
+			for _, ok := range []string{"plain", "pdf"} {
+				if res[ok] != "ACCEPTED" {
+					t.Errorf("%s: %q, want accepted", ok, res[ok])
+				}
+			}
+			bad := map[string]string{"exe": "setup.exe", "double": "invoice.pdf.exe", "zipzip": "screensaver.scr", "renamed": "notes.txt"}
+			for k, part := range bad {
+				switch mode {
+				case "reject":
+					if !strings.HasPrefix(res[k], "550 5.7.1") || !strings.Contains(res[k], part) {
+						t.Errorf("%s: %q, want 550 5.7.1 naming %s", k, res[k], part)
+					}
+				case "hold":
+					if res[k] != "ACCEPTED" {
+						t.Errorf("%s: %q, want accepted into hold", k, res[k])
+					}
+				}
+			}
+			if mode == "hold" {
+				if n := in.queueCount("--state", "held"); n != len(bad) {
+					t.Errorf("%d held, want %d", n, len(bad))
+				}
+			}
+			delivered := in.waitMail("rcpt@ours.test", 2, 20e9)
+			if len(delivered) != 2 {
+				t.Errorf("%d delivered, want only the plain and PDF messages", len(delivered))
+			}
+		})
+	}
+}

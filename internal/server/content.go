@@ -1,0 +1,79 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+
+	"github.com/mamori-mail/mamori/internal/clamd"
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/content"
+	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/smtpd"
+)
+
+// contentChecker builds the end-of-DATA inspection: the attachment policy
+// first (cheap, local), then clamd when configured.
+func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []byte) smtpd.ContentVerdict {
+	pol := content.DefaultPolicy()
+	pol.Action = content.Action(c.Content.Action)
+	for _, e := range c.Content.BlockExtensions {
+		pol.BlockedExt[strings.ToLower(strings.TrimPrefix(e, "."))] = true
+	}
+	for _, e := range c.Content.AllowExtensions {
+		delete(pol.BlockedExt, strings.ToLower(strings.TrimPrefix(e, ".")))
+	}
+	var cl *clamd.Client
+	if c.Content.Clamd != "" {
+		cl = &clamd.Client{Addr: c.Content.Clamd, Timeout: c.Content.ClamdTimeout.Duration, MaxSize: c.Limits.MaxMessageSize + 1<<20}
+	}
+	failOpen := c.Content.ClamdFail == "open"
+	return func(ctx context.Context, s guard.Sender, msg []byte) smtpd.ContentVerdict {
+		if v := pol.Check(msg); v.Action != content.Accept && v.Action != "" {
+			log.Info("content", "verdict", string(v.Action), "rule", v.Rule, "part", v.Part, "reason", v.Reason,
+				"client_ip", s.IP.String(), "user", s.User, "from", s.From)
+			reason := v.Reason
+			if v.Part != "" && !strings.Contains(reason, v.Part) {
+				reason += " (" + v.Part + ")"
+			}
+			return smtpd.ContentVerdict{Action: string(v.Action), Rule: v.Rule, Reason: reason}
+		}
+		if cl == nil {
+			return smtpd.ContentVerdict{Action: "accept"}
+		}
+		res, err := cl.Scan(ctx, bytes.NewReader(msg))
+		if err != nil {
+			// Unreachable, or the message is over clamd's StreamMaxLength
+			// (ErrTooLarge): either way it went unscanned, so the
+			// configured fail mode decides.
+			log.Warn("clamd", "err", err.Error(), "unavailable", errors.Is(err, clamd.ErrUnavailable),
+				"too_large", errors.Is(err, clamd.ErrTooLarge), "fail", c.Content.ClamdFail, "client_ip", s.IP.String())
+			if failOpen {
+				return smtpd.ContentVerdict{Action: "accept"}
+			}
+			return smtpd.ContentVerdict{Action: "defer", Rule: "clamd.unavailable"}
+		}
+		if res.Infected {
+			log.Info("content", "verdict", c.Content.VirusAction, "rule", "virus", "signature", res.Signature,
+				"client_ip", s.IP.String(), "user", s.User, "from", s.From)
+			return smtpd.ContentVerdict{Action: c.Content.VirusAction, Rule: "virus", Reason: "virus found (" + sanitizeSig(res.Signature) + ")"}
+		}
+		return smtpd.ContentVerdict{Action: "accept"}
+	}
+}
+
+// sanitizeSig keeps a signature name printable and short for the reply.
+func sanitizeSig(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x21 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, s)
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	return s
+}
