@@ -57,81 +57,23 @@ SETTLE_TIMEOUT=${BENCH_SETTLE_TIMEOUT:-600}
 ABUSER=abuser@bad.test
 OTHERS=$((N - ABUSE))
 
-log() { printf '%s queue-surgery: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+LOG_NAME=queue-surgery
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
-[[ $(id -u) -eq 0 ]] || die "run as root (mount and a private Postfix instance need it)"
+need_root "mount and a private Postfix instance need it"
 ((ABUSE > 0 && OTHERS > 0)) || die "need 0 < BENCH_ABUSE < BENCH_N"
-for c in go python3 git findmnt apt-get; do
-	command -v "$c" >/dev/null || die "missing command: $c"
-done
-case $FS_MODE in
-loop) for c in mkfs.ext4 mount umount mountpoint truncate; do
-	command -v "$c" >/dev/null || die "missing command: $c (or use BENCH_FS=dir)"
-done ;;
-dir) ;;
-*) die "BENCH_FS must be loop or dir, not $FS_MODE" ;;
-esac
-
-WORK=$(mktemp -d "$WORK_BASE/mamori-qbench.XXXXXX")
-chmod 755 "$WORK"
-MAMORI_PID=
-PF_CONF=
-MOUNTS=()
-OK=0
-
-cleanup() {
-	local rc=$?
-	set +e
-	if [[ -n $MAMORI_PID ]] && kill -0 "$MAMORI_PID" 2>/dev/null; then
-		kill -TERM "$MAMORI_PID"
-		for _ in $(seq 1 100); do kill -0 "$MAMORI_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -0 "$MAMORI_PID" 2>/dev/null && kill -KILL "$MAMORI_PID"
-		wait "$MAMORI_PID" 2>/dev/null
-	fi
-	if [[ -n $PF_CONF ]]; then
-		local pidfile=$WORK/postfix/spool/pid/master.pid pid=
-		[[ -f $pidfile ]] && pid=$(tr -dc 0-9 <"$pidfile")
-		postfix -c "$PF_CONF" stop >/dev/null 2>&1
-		if [[ -n $pid ]]; then
-			for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-		fi
-	fi
-	mkdir -p "$WORK/logs"
-	cp "$WORK/mamori/mamori.log" "$WORK/postfix/maillog" "$WORK/logs/" 2>/dev/null
-	for mp in "${MOUNTS[@]}"; do
-		if mountpoint -q "$mp" && ! umount "$mp"; then
-			log "could not unmount $mp"
-			KEEP_WORK=1 # never rm -rf into a mounted filesystem
-		else
-			rm -f "$mp.img"
-		fi
-	done
-	if [[ $OK -eq 1 && $KEEP_WORK != 1 ]]; then
-		rm -rf "$WORK"
-	else
-		log "work dir kept: $WORK (logs in logs/)"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+need_commands go python3 git findmnt apt-get
+make_work mamori-qbench
 
 # --- tools -------------------------------------------------------------------
 if ! command -v jq >/dev/null; then
 	log "installing jq"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >"$WORK/apt-jq.log" 2>&1 || die "apt-get install jq failed"
 fi
-if [[ " $SERVERS " == *" postfix "* ]] && ! command -v postsuper >/dev/null; then
-	log "installing postfix (debconf: No configuration)"
-	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >"$WORK/apt-install.log" 2>&1 ||
-		die "apt-get install postfix failed, see $WORK/apt-install.log"
+if has_server postfix && ! command -v postsuper >/dev/null; then
+	# shellcheck disable=SC2119 # any version
+	install_postfix
 fi
 log "building bench/qfill"
 (cd "$REPO" && go build -o "$WORK/qfill" ./bench/qfill)
@@ -139,49 +81,11 @@ log "building bench/qfill"
 # --- a filesystem per server -------------------------------------------------
 # Postfix keeps one file per message plus one defer log per deferred message:
 # 100,000 messages need 200,000+ inodes, more than mkfs's default gives.
-for server in $SERVERS; do
-	mkdir -p "$WORK/$server"
-	if [[ $FS_MODE == loop ]]; then
-		truncate -s "$FS_SIZE" "$WORK/$server.img"
-		mkfs.ext4 -q -F -N $((N * 4)) "$WORK/$server.img"
-		MOUNTS+=("$WORK/$server")
-		mount -o loop "$WORK/$server.img" "$WORK/$server"
-		chmod 755 "$WORK/$server"
-	fi
-done
+server_filesystems -N $((N * 4))
 
 # --- free loopback ports (the last one is left closed: the dead next hop) ----
-read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF P_DEAD < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
-
-wait_port() { # port seconds: wait for an SMTP greeting
-	python3 - "$1" "$2" <<'EOF' || return 1
-import socket, sys, time
-port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
-while time.time() < deadline:
-    s = socket.socket()
-    s.settimeout(3)
-    if s.connect_ex(("127.0.0.1", port)) == 0:
-        try:
-            if s.recv(512).startswith(b"220"):
-                s.sendall(b"QUIT\r\n")
-                s.recv(512)
-                sys.exit(0)
-        except OSError:
-            pass
-    s.close()
-    time.sleep(0.1)
-sys.exit(1)
-EOF
-}
+ports=$(free_ports 6)
+read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF P_DEAD <<<"$ports"
 
 # The machine is shared: wait until no go test runs before each measurement.
 wait_idle() {
@@ -224,27 +128,10 @@ MAMORI_FILL=
 PF_FILL=
 
 # --- mamori ------------------------------------------------------------------
-if [[ " $SERVERS " == *" mamori "* ]]; then
+if has_server mamori; then
 	M=$WORK/mamori
-	log "building mamori"
-	if [[ -n ${BENCH_MAMORI_BIN:-} ]]; then
-		cp "$BENCH_MAMORI_BIN" "$M/mamori"
-		MAMORI_BUILT="binary $BENCH_MAMORI_BIN"
-	elif [[ -n ${BENCH_MAMORI_REF:-} ]]; then
-		mkdir -p "$WORK/src"
-		git -C "$REPO" archive "$BENCH_MAMORI_REF" | tar -x -C "$WORK/src"
-		(cd "$WORK/src" && go build -o "$M/mamori" ./cmd/mamori)
-		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short "$BENCH_MAMORI_REF")"
-	else
-		(cd "$REPO" && go build -o "$M/mamori" ./cmd/mamori)
-		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short HEAD)"
-		git -C "$REPO" diff --quiet HEAD 2>/dev/null || MAMORI_BUILT="$MAMORI_BUILT + uncommitted changes"
-	fi
-	"$M/mamori" init --dir "$M/inst" --domain bench.test --listen-host 127.0.0.1 \
-		--smtp-port "$P_SMTP" --submission-port "$P_SUB" --submissions-port "$P_SUBS" \
-		--admin-port "$P_ADMIN" >"$M/init.log"
-	MCONF=$M/inst/mamori.toml
-	sed -i '/^\[log\]/,/^\[/ s/^level = .*/level = "warn"/' "$MCONF"
+	build_mamori "$M" "$WORK/src"
+	init_mamori "$M" "$P_SMTP" "$P_SUB" "$P_SUBS" "$P_ADMIN"
 	# 127.0.0.1 may relay (like Postfix's mynetworks), dest.test goes to a
 	# closed port, retries wait an hour (nothing is due while we measure).
 	sed -i 's/^trusted_networks = \[\]$/trusted_networks = ["127.0.0.0\/8"]/' "$MCONF"
@@ -265,11 +152,7 @@ max_conns_per_net = 100000\
 max_connections = 100000' "$MCONF"
 	grep -q '^"dest.test" = ' "$MCONF" || die "could not set [delivery.routes] in $MCONF"
 	grep -q '^trusted_networks = \["127' "$MCONF" || die "could not set [relay] trusted_networks in $MCONF"
-	"$M/mamori" check-config --config "$MCONF" >/dev/null
-	"$M/mamori" serve --config "$MCONF" >"$M/mamori.log" 2>&1 &
-	MAMORI_PID=$!
-	wait_port "$P_SMTP" 30 || die "mamori did not listen on 127.0.0.1:$P_SMTP, see $M/mamori.log"
-	log "mamori listening on 127.0.0.1:$P_SMTP (pid $MAMORI_PID)"
+	start_mamori "$M" "$P_SMTP"
 
 	mq() { "$M/mamori" queue "$@" --config "$MCONF"; }
 	m_settle() { # wait until nothing is due for delivery
@@ -323,55 +206,28 @@ max_connections = 100000' "$MCONF"
 			m_check "after refill" "$ABUSE" 0 "$N"
 		fi
 	done
-	kill -TERM "$MAMORI_PID"
-	wait "$MAMORI_PID" 2>/dev/null || true
-	MAMORI_PID=
+	stop_mamori
 fi
 
 # --- Postfix -----------------------------------------------------------------
-if [[ " $SERVERS " == *" postfix "* ]]; then
+if has_server postfix; then
 	P=$WORK/postfix
 	mkdir -p "$P/etc" "$P/spool" "$P/data"
 	chown postfix "$P/data"
 	cp /etc/postfix/master.cf "$P/etc/master.cf"
 	PF_VERSION=$(postconf -d -h mail_version 2>/dev/null || echo "?")
-	cat >"$P/etc/main.cf" <<EOF
-# Stock Postfix $PF_VERSION, private instance for bench/queue-surgery.sh.
-# Relays for 127.0.0.0/8 to a closed port: everything ends up deferred.
-compatibility_level = 3.6
-queue_directory = $P/spool
-data_directory = $P/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.local
-mydomain = bench.local
-myorigin = \$myhostname
-mydestination =
-alias_maps =
-alias_database =
-relayhost = [127.0.0.1]:$P_DEAD
-biff = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = $P/maillog
-maillog_file_prefixes = $P
-default_process_limit = 100
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
+	{
+		echo "# Stock Postfix $PF_VERSION, private instance for bench/queue-surgery.sh."
+		echo "# Relays for 127.0.0.0/8 to a closed port: everything ends up deferred."
+		postfix_main_cf "$P" "[127.0.0.1]:$P_DEAD"
+		cat <<EOF
 smtpd_client_message_rate_limit = 0
 minimal_backoff_time = 1h
 maximal_backoff_time = 2h
 queue_run_delay = 1h
 EOF
-	PF_CONF=$P/etc
-	postconf -c "$PF_CONF" -F '*/*/chroot = n'
-	postconf -c "$PF_CONF" -MX smtp/inet
-	postconf -c "$PF_CONF" -M "$P_PF/inet = $P_PF inet n - n - - smtpd"
-	postfix -c "$PF_CONF" check >"$P/check.log" 2>&1 || die "postfix check failed, see $P/check.log"
-	postfix -c "$PF_CONF" start >"$P/start.log" 2>&1 || die "postfix start failed, see $P/start.log"
-	wait_port "$P_PF" 30 || die "postfix did not listen on 127.0.0.1:$P_PF, see $P/maillog"
-	log "postfix listening on 127.0.0.1:$P_PF"
+	} >"$P/etc/main.cf"
+	start_postfix "$P" "$P_PF"
 	export MAIL_CONFIG=$PF_CONF # postqueue, postsuper and mailq use the private instance
 
 	p_settle() { # wait until incoming and active are empty (everything deferred or held)
@@ -461,10 +317,7 @@ hdr() {
 	echo "$h median (s) |$1"
 	echo "$s ---: |$2"
 }
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-stamp=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT_DIR"
-OUT=$OUT_DIR/queue-surgery-$stamp.md
+OUT=$(report_path queue-surgery)
 {
 	echo "# Queue surgery: $N messages, $ABUSE from one sender ($(date -u +'%Y-%m-%d %H:%M UTC'))"
 	echo
@@ -474,17 +327,14 @@ OUT=$OUT_DIR/queue-surgery-$stamp.md
 	echo "deferred (next hop a closed 127.0.0.1 port). Wall-clock seconds per command,"
 	echo "against the running server; counts verified after every step."
 	echo
-	echo "| machine | |"
-	echo "| --- | --- |"
-	echo "| CPU | $(nproc) × $cpu |"
-	echo "| kernel | $(uname -r) |"
+	machine_rows
 	echo "| work dir | $(fsdesc "$WORK") |"
 	[[ $FS_MODE == loop ]] && echo "| server filesystems | each server on its own fresh $FS_SIZE loop-mounted ext4 in the work dir |"
 	echo "| Postfix | $(postconf -d -h mail_version 2>/dev/null || echo "?") (Debian $(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo "?")), jq $(jq --version 2>/dev/null) |"
-	echo "| mamori | ${MAMORI_BUILT:--}, $(go version | awk '{print $3}') |"
+	mamori_row
 	echo "| fill time (SMTP, $SESSIONS sessions, until settled) | mamori ${MAMORI_FILL:--} s, Postfix ${PF_FILL:--} s |"
 	echo
-	if [[ " $SERVERS " == *" mamori "* ]]; then
+	if has_server mamori; then
 		echo "## mamori (target: each < 1 s)"
 		echo
 		hdr " < 1 s every run |" " :---: |"
@@ -500,7 +350,7 @@ OUT=$OUT_DIR/queue-surgery-$stamp.md
 		row "\`curl -H 'Authorization: Bearer …' 'http://127.0.0.1:PORT/api/v1/queue?from=$ABUSER'\`" m_curl ""
 		echo
 	fi
-	if [[ " $SERVERS " == *" postfix "* ]]; then
+	if has_server postfix; then
 		echo "## Postfix"
 		echo
 		hdr "" ""
@@ -512,6 +362,4 @@ OUT=$OUT_DIR/queue-surgery-$stamp.md
 		row "\`postsuper -d ALL\` (all $N, once, last)" p_delete_all ""
 	fi
 } >"$OUT"
-cat "$OUT"
-log "wrote $OUT"
-OK=1
+finish_report "$OUT"

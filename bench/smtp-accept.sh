@@ -58,90 +58,23 @@ OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
 FROM=sender@outside.test
 RCPT=sink@bench.test
 
-log() { printf '%s smtp-accept: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+LOG_NAME=smtp-accept
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
-[[ $(id -u) -eq 0 ]] || die "run as root (apt-get and a private Postfix instance need it)"
-for c in go python3 apt-get dpkg dpkg-deb debconf-set-selections git findmnt; do
-	command -v "$c" >/dev/null || die "missing command: $c"
-done
-case $FS_MODE in
-loop) for c in mkfs.ext4 mount umount mountpoint truncate; do
-	command -v "$c" >/dev/null || die "missing command: $c (or use BENCH_FS=dir)"
-done ;;
-dir) ;;
-*) die "BENCH_FS must be loop or dir, not $FS_MODE" ;;
-esac
-
-WORK=$(mktemp -d "$WORK_BASE/mamori-bench.XXXXXX")
-chmod 755 "$WORK" # Postfix daemons and the virtual delivery uid walk into it
-MAMORI_PID=
-PF_CONF=
-MOUNTS=()
-OK=0
-
-cleanup() {
-	local rc=$?
-	set +e
-	if [[ -n $MAMORI_PID ]] && kill -0 "$MAMORI_PID" 2>/dev/null; then
-		kill -TERM "$MAMORI_PID"
-		for _ in $(seq 1 100); do kill -0 "$MAMORI_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -0 "$MAMORI_PID" 2>/dev/null && kill -KILL "$MAMORI_PID"
-		wait "$MAMORI_PID" 2>/dev/null
-	fi
-	if [[ -n $PF_CONF ]]; then
-		local pidfile=$WORK/postfix/spool/pid/master.pid pid=
-		[[ -f $pidfile ]] && pid=$(tr -dc 0-9 <"$pidfile")
-		postfix -c "$PF_CONF" stop >/dev/null 2>&1
-		if [[ -n $pid ]]; then
-			for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-		fi
-	fi
-	mkdir -p "$WORK/logs"
-	cp "$WORK/mamori/mamori.log" "$WORK/postfix/maillog" "$WORK/logs/" 2>/dev/null
-	for mp in "${MOUNTS[@]}"; do
-		if mountpoint -q "$mp" && ! umount "$mp"; then
-			log "could not unmount $mp"
-			KEEP_WORK=1 # never rm -rf into a mounted filesystem
-		else
-			rm -f "$mp.img"
-		fi
-	done
-	if [[ $OK -eq 1 && $KEEP_WORK != 1 ]]; then
-		rm -rf "$WORK"
-	else
-		log "work dir kept: $WORK (logs in logs/)"
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+need_root "apt-get and a private Postfix instance need it"
+need_commands go python3 apt-get dpkg dpkg-deb debconf-set-selections git findmnt
+make_work mamori-bench
 
 # --- 1. smtp-source from Debian's postfix package, no install ----------------
 log "downloading the postfix package for smtp-source"
-mkdir -p "$WORK/pkg"
-if ! (cd "$WORK/pkg" && apt-get download postfix >/dev/null 2>&1); then
-	apt-get update -qq
-	(cd "$WORK/pkg" && apt-get download postfix >/dev/null 2>&1) || die "apt-get download postfix failed"
-fi
-DEB=$(ls "$WORK"/pkg/postfix_*.deb)
-PF_DEB_VERSION=$(dpkg-deb -f "$DEB" Version)
-dpkg -x "$DEB" "$WORK/pkg/x"
-SMTP_SOURCE=$WORK/pkg/x/usr/sbin/smtp-source
+fetch_postfix_pkg
 
 # --- 2. stock Postfix, same package version, no system service ---------------
-if [[ " $SERVERS " == *" postfix "* ]]; then
+if has_server postfix; then
 	installed=$(dpkg-query -W -f='${Status} ${Version}' postfix 2>/dev/null || true)
 	if [[ $installed != "install ok installed $PF_DEB_VERSION" ]]; then
-		log "installing postfix $PF_DEB_VERSION (debconf: No configuration)"
-		echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postfix=$PF_DEB_VERSION" >"$WORK/apt-install.log" 2>&1 ||
-			die "apt-get install postfix failed, see $WORK/apt-install.log"
+		install_postfix "$PF_DEB_VERSION"
 	fi
 	if python3 - <<'EOF'; then
 import socket, sys
@@ -158,77 +91,20 @@ fi
 # Maildir). With BENCH_FS=loop each is a fresh journaled ext4 of its own, so
 # neither server's file churn (nor an earlier run's cleanup) shapes the
 # other's inode and block allocation.
-for server in $SERVERS; do
-	mkdir -p "$WORK/$server"
-	if [[ $FS_MODE == loop ]]; then
-		truncate -s "$FS_SIZE" "$WORK/$server.img"
-		mkfs.ext4 -q -F "$WORK/$server.img"
-		MOUNTS+=("$WORK/$server")
-		mount -o loop "$WORK/$server.img" "$WORK/$server"
-		chmod 755 "$WORK/$server"
-	fi
-done
+# shellcheck disable=SC2119 # default mkfs options
+server_filesystems
 
 # --- free loopback ports -----------------------------------------------------
-read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(5):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
-
-wait_port() { # port seconds: wait for an SMTP greeting
-	python3 - "$1" "$2" <<'EOF' || return 1
-import socket, sys, time
-port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
-while time.time() < deadline:
-    s = socket.socket()
-    s.settimeout(3)  # mamori's pre-greet test delays the first greeting
-    if s.connect_ex(("127.0.0.1", port)) == 0:
-        try:  # a polite SMTP probe: read the greeting, say QUIT
-            if s.recv(512).startswith(b"220"):
-                s.sendall(b"QUIT\r\n")
-                s.recv(512)
-                sys.exit(0)
-        except OSError:
-            pass
-    s.close()
-    time.sleep(0.1)
-sys.exit(1)
-EOF
-}
+ports=$(free_ports 5)
+read -r P_SMTP P_SUB P_SUBS P_ADMIN P_PF <<<"$ports"
 
 # --- 3. mamori ---------------------------------------------------------------
 MAMORI_NEW=
 MAMORI_BUILT=
-if [[ " $SERVERS " == *" mamori "* ]]; then
-	log "building mamori"
+if has_server mamori; then
 	M=$WORK/mamori
-	mkdir -p "$M"
-	if [[ -n ${BENCH_MAMORI_BIN:-} ]]; then
-		cp "$BENCH_MAMORI_BIN" "$M/mamori"
-		MAMORI_BUILT="binary $BENCH_MAMORI_BIN"
-	elif [[ -n ${BENCH_MAMORI_REF:-} ]]; then
-		mkdir -p "$M/src"
-		git -C "$REPO" archive "$BENCH_MAMORI_REF" | tar -x -C "$M/src"
-		(cd "$M/src" && go build -o "$M/mamori" ./cmd/mamori)
-		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short "$BENCH_MAMORI_REF")"
-	else
-		(cd "$REPO" && go build -o "$M/mamori" ./cmd/mamori)
-		MAMORI_BUILT="commit $(git -C "$REPO" rev-parse --short HEAD)"
-		git -C "$REPO" diff --quiet HEAD 2>/dev/null || MAMORI_BUILT="$MAMORI_BUILT + uncommitted changes"
-	fi
-	"$M/mamori" init --dir "$M/inst" --domain bench.test --listen-host 127.0.0.1 \
-		--smtp-port "$P_SMTP" --submission-port "$P_SUB" --submissions-port "$P_SUBS" \
-		--admin-port "$P_ADMIN" >"$M/init.log"
-	MCONF=$M/inst/mamori.toml
-	# Warnings only: per-message info logs would measure the logger.
-	sed -i '/^\[log\]/,/^\[/ s/^level = .*/level = "warn"/' "$MCONF"
-	grep -q '^level = "warn"' "$MCONF" || die "could not set [log] level in $MCONF"
+	build_mamori "$M" "$M/src"
+	init_mamori "$M" "$P_SMTP" "$P_SUB" "$P_SUBS" "$P_ADMIN"
 	# All load comes from one client IP, 127.0.0.1: lift the guard's per-IP
 	# and per-network limits (the same way Postfix's anvil limits are lifted
 	# below). The guard still runs on every connection and message; the
@@ -244,68 +120,37 @@ max_conns_per_net = 100000\
 max_connections = 100000' "$MCONF"
 	fi
 	head -c 24 /dev/urandom | base64 | "$M/mamori" user add "$RCPT" --password-stdin --config "$MCONF" >"$M/user.log"
-	"$M/mamori" check-config --config "$MCONF" >/dev/null
 	DATA=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$MCONF")
 	[[ -n $DATA ]] || die "no data_dir in $MCONF"
 	MAMORI_NEW=$DATA/mail/bench.test/sink/new
-	"$M/mamori" serve --config "$MCONF" >"$M/mamori.log" 2>&1 &
-	MAMORI_PID=$!
-	wait_port "$P_SMTP" 30 || die "mamori did not listen on 127.0.0.1:$P_SMTP, see $M/mamori.log"
-	log "mamori listening on 127.0.0.1:$P_SMTP (pid $MAMORI_PID)"
+	start_mamori "$M" "$P_SMTP"
 fi
 
 # --- 4. Postfix instance -----------------------------------------------------
 PF_NEW=
 PF_PID=
-if [[ " $SERVERS " == *" postfix "* ]]; then
+if has_server postfix; then
 	P=$WORK/postfix
 	mkdir -p "$P/etc" "$P/spool" "$P/data" "$P/vmail"
 	chown postfix "$P/data"
 	chown nobody:nogroup "$P/vmail"
 	cp /etc/postfix/master.cf "$P/etc/master.cf"
 	printf '%s %s\n' "$RCPT" "sink/" >"$P/etc/vmailbox"
-	cat >"$P/etc/main.cf" <<EOF
-# Stock Postfix $PF_DEB_VERSION, private instance for bench/smtp-accept.sh.
-# Only what a virtual-mailbox MX for bench.test needs; fsync etc. at defaults.
-compatibility_level = 3.6
-queue_directory = $P/spool
-data_directory = $P/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.bench.local
-mydomain = bench.local
-myorigin = \$myhostname
-mydestination =
-alias_maps =
-alias_database =
-relayhost =
-biff = no
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = $P/maillog
-maillog_file_prefixes = $P
-default_process_limit = 100
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
+	{
+		echo "# Stock Postfix $PF_DEB_VERSION, private instance for bench/smtp-accept.sh."
+		echo "# Only what a virtual-mailbox MX for bench.test needs; fsync etc. at defaults."
+		postfix_main_cf "$P" ""
+		cat <<EOF
 virtual_mailbox_domains = bench.test
 virtual_mailbox_maps = texthash:$P/etc/vmailbox
 virtual_mailbox_base = $P/vmail
 virtual_uid_maps = static:$(id -u nobody)
 virtual_gid_maps = static:$(getent group nogroup | cut -d: -f3)
 EOF
-	PF_CONF=$P/etc
-	# No chroot (it would need copies of /etc files inside the spool); smtpd
-	# on the free loopback port instead of :25.
-	postconf -c "$PF_CONF" -F '*/*/chroot = n'
-	postconf -c "$PF_CONF" -MX smtp/inet
-	postconf -c "$PF_CONF" -M "$P_PF/inet = $P_PF inet n - n - - smtpd"
-	postfix -c "$PF_CONF" check >"$P/check.log" 2>&1 || die "postfix check failed, see $P/check.log"
-	postfix -c "$PF_CONF" start >"$P/start.log" 2>&1 || die "postfix start failed, see $P/start.log"
-	wait_port "$P_PF" 30 || die "postfix did not listen on 127.0.0.1:$P_PF, see $P/maillog"
+	} >"$P/etc/main.cf"
+	start_postfix "$P" "$P_PF"
 	PF_NEW=$P/vmail/sink/new
 	PF_PID=$(tr -dc 0-9 <"$P/spool/pid/master.pid")
-	log "postfix listening on 127.0.0.1:$P_PF"
 fi
 
 # --- 5. measure --------------------------------------------------------------
@@ -485,11 +330,8 @@ fsdesc() { # dir -> "ext4 (options), journal|no journal"
 	fi
 	echo "$fstype${j:+, $j} ($opts)"
 }
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 
-stamp=$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT_DIR"
-OUT=$OUT_DIR/smtp-accept-$stamp.md
+OUT=$(report_path smtp-accept)
 {
 	echo "# SMTP acceptance: mamori vs Postfix ($(date -u +'%Y-%m-%d %H:%M UTC'))"
 	echo
@@ -500,16 +342,13 @@ OUT=$OUT_DIR/smtp-accept-$stamp.md
 	echo "warm-up $WARMUP messages per server first. accepted = N / smtp-source wall time"
 	echo "(every message got 250); delivered = N / time until N files in Maildir new/."
 	echo
-	echo "| machine | |"
-	echo "| --- | --- |"
-	echo "| CPU | $(nproc) × $cpu |"
-	echo "| kernel | $(uname -r) |"
+	machine_rows
 	echo "| work dir filesystem | $(fsdesc "$WORK") on $(findmnt -no SOURCE -T "$WORK") |"
 	if [[ $FS_MODE == loop ]]; then
 		echo "| server filesystems | each server on its own fresh $FS_SIZE loop-mounted $(fsdesc "$WORK/${SERVERS%% *}") in the work dir |"
 	fi
 	echo "| Postfix | $(postconf -d -h mail_version 2>/dev/null || echo "?") (Debian package $PF_DEB_VERSION) |"
-	echo "| mamori | ${MAMORI_BUILT:--}, $(go version | awk '{print $3}') |"
+	mamori_row
 	echo
 	echo "| sessions | N | mamori accepted/s | Postfix accepted/s | ratio | mamori accepted+delivered/s | Postfix accepted+delivered/s | ratio |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -533,6 +372,4 @@ OUT=$OUT_DIR/smtp-accept-$stamp.md
 		echo "| $s | ${CPU[mamori,$s]:--} | ${CPU[postfix,$s]:--} |"
 	done
 } >"$OUT"
-cat "$OUT"
-log "wrote $OUT"
-OK=1
+finish_report "$OUT"
