@@ -97,3 +97,35 @@ func TestAttachmentPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestContentHitsIsolateLocalSender: a PC on the trusted network that
+// suddenly mails executables trips the guard (content.dangerous) and is
+// isolated; its later mail is held, not delivered.
+func TestContentHitsIsolateLocalSender(t *testing.T) {
+	in := newInstance(t, "ours.test", func(cfg string) string {
+		return setKey(cfg, "trusted_networks", `["127.0.0.0/8"]`)
+	})
+	in.addUser("rcpt@ours.test", pw)
+	in.start()
+	if out, err := python(t, attachScript, in.smtp); err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	snap := in.guardList()
+	iso, ok := isolationOf(snap, "127.0.0.1", "")
+	if !ok || iso.Rule != "content.dangerous" {
+		t.Fatalf("127.0.0.1 not isolated by content.dangerous: %+v", snap.Isolated)
+	}
+	// A harmless message from the isolated PC is now held, not delivered.
+	before := len(readMaildir(in.maildirNew("rcpt@ours.test")))
+	host, port, _ := strings.Cut(in.smtp, ":")
+	if out, code := swaks(t, "--server", host, "--port", port, "--from", "pc@ours.test", "--to", "rcpt@ours.test",
+		"--h-Subject", "after isolation"); code != 0 {
+		t.Fatalf("send: %s", out)
+	}
+	if n := in.queueCount("--state", "held", "--client-ip", "127.0.0.1", "--subject", "after isolation"); n != 1 {
+		t.Errorf("the message after isolation: %d held, want 1", n)
+	}
+	if after := len(readMaildir(in.maildirNew("rcpt@ours.test"))); after != before {
+		t.Errorf("isolated PC's mail delivered (%d → %d)", before, after)
+	}
+}

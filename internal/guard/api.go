@@ -74,7 +74,8 @@ type Message struct {
 	Rcpts              []string // final recipients
 	Foreign            int      // how many of Rcpts are outside our domains
 	Subject            string
-	HeaderFromMismatch bool // header From not owned by the login (already refused by smtpd; a signal)
+	HeaderFromMismatch bool   // header From not owned by the login (already refused by smtpd; a signal)
+	ContentHit         string // content rule that refused or held this message ("" = clean): a signal
 }
 
 // Alert is raised when a sender is isolated, an account suspended, an IP

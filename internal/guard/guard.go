@@ -46,6 +46,7 @@ type Config struct {
 
 	// Additions to the list.
 	HeaderFromMismatches int           // messages per user in 10 min whose header From the login does not own, default 3; more → isolate
+	ContentHits          int           // messages per local sender in 10 min refused or held by the content policy (executables, viruses), default 3 → isolate: a PC suddenly mailing executables is a worm sign
 	MaxTracked           int           // entries in each bounded outsider table (IPs, networks, IP+account pairs, failing usernames), default 100,000
 	SaveInterval         time.Duration // how often Run saves changed state, default 10 s
 }
@@ -127,6 +128,7 @@ func (c Config) withDefaults() Config {
 	c.LoginNetworks = orInt(c.LoginNetworks, 3)
 	c.HistoryFactor = orFloat(c.HistoryFactor, 10)
 	c.HeaderFromMismatches = orInt(c.HeaderFromMismatches, 3)
+	c.ContentHits = orInt(c.ContentHits, 3)
 	c.MaxTracked = orInt(c.MaxTracked, defaultMaxTracked)
 	c.SaveInterval = orDur(c.SaveInterval, 10*time.Second)
 	if c.Now == nil {

@@ -20,10 +20,11 @@ const (
 	wRcpts10          // RCPT commands per 10 min (accepted or refused)
 	wBad10            // refused RCPT commands per 10 min
 	wHdrFrom10        // header From mismatches per 10 min
+	wContent10        // messages refused or held by the content policy per 10 min
 	nWindows
 )
 
-var widths = [nWindows]int64{minuteMS, hourMS, minuteMS, hourMS, dayMS, minuteMS, tenMinMS, tenMinMS, tenMinMS}
+var widths = [nWindows]int64{minuteMS, hourMS, minuteMS, hourMS, dayMS, minuteMS, tenMinMS, tenMinMS, tenMinMS, tenMinMS}
 
 // senderStats are the counters of one local sender key.
 type senderStats struct {
@@ -40,7 +41,7 @@ type senderStats struct {
 
 // tally is a snapshot of a key's counters after a message.
 type tally struct {
-	msgsMin, msgsHour, rcptsMin, rcptsHour, rcptsDay, newMin, rcpts10, bad10, hdrFrom int
+	msgsMin, msgsHour, rcptsMin, rcptsHour, rcptsDay, newMin, rcpts10, bad10, hdrFrom, content int
 }
 
 func (c tally) counts() map[string]int {
@@ -48,7 +49,7 @@ func (c tally) counts() map[string]int {
 		"msgs_per_minute": c.msgsMin, "msgs_per_hour": c.msgsHour,
 		"rcpts_per_minute": c.rcptsMin, "rcpts_per_hour": c.rcptsHour, "rcpts_per_day": c.rcptsDay,
 		"new_rcpts_per_minute": c.newMin, "rcpts_10m": c.rcpts10, "refused_rcpts_10m": c.bad10,
-		"header_from_mismatches_10m": c.hdrFrom,
+		"header_from_mismatches_10m": c.hdrFrom, "content_hits_10m": c.content,
 	}
 }
 
@@ -315,6 +316,9 @@ func (g *Guard) count(st *senderStats, m *Message, now int64) (string, tally) {
 	if m.HeaderFromMismatch {
 		st.w[wHdrFrom10].add(now, tenMinMS, 1)
 	}
+	if m.ContentHit != "" {
+		st.w[wContent10].add(now, tenMinMS, 1)
+	}
 	c := g.tallyOf(st, now)
 	l := st.limits
 	switch {
@@ -332,6 +336,8 @@ func (g *Guard) count(st *senderStats, m *Message, now int64) (string, tally) {
 		return "unknown_rcpts", c
 	case c.hdrFrom > g.cfg.HeaderFromMismatches:
 		return "header_from", c
+	case c.content >= g.cfg.ContentHits:
+		return "content.dangerous", c
 	}
 	return "", c
 }
@@ -347,6 +353,7 @@ func (g *Guard) tallyOf(st *senderStats, now int64) tally {
 		rcpts10:   st.w[wRcpts10].get(now, tenMinMS),
 		bad10:     st.w[wBad10].get(now, tenMinMS),
 		hdrFrom:   st.w[wHdrFrom10].get(now, tenMinMS),
+		content:   st.w[wContent10].get(now, tenMinMS),
 	}
 }
 

@@ -77,6 +77,7 @@ func TestLocalRulesTripAtThreshold(t *testing.T) {
 		step     time.Duration // clock advance between messages
 		rcpts    func(i int) []string
 		mismatch bool
+		content  bool
 		allowed  int
 		rule     string
 		key      string // which key tripped
@@ -100,6 +101,8 @@ func TestLocalRulesTripAtThreshold(t *testing.T) {
 			allowed: 6, rule: "burst.new_rcpts", key: "user"},
 		{name: "header From mismatch", sender: alice, rcpts: func(int) []string { return same10[:1] }, mismatch: true,
 			allowed: 3, rule: "header_from", key: "user"},
+		{name: "content policy hits (executables from a PC)", sender: pc5, rcpts: func(int) []string { return same10[:1] }, content: true,
+			allowed: 2, rule: "content.dangerous", key: "ip"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,6 +113,9 @@ func TestLocalRulesTripAtThreshold(t *testing.T) {
 				}
 				m := mail(tc.sender, i, tc.rcpts(i)...)
 				m.HeaderFromMismatch = tc.mismatch
+				if tc.content {
+					m.ContentHit = "attachment.blocked_ext"
+				}
 				d := g.Message(m)
 				if i < tc.allowed {
 					wantVerdict(t, "message "+strconv.Itoa(i+1), d, Accept, "")

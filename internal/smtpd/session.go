@@ -236,9 +236,25 @@ func (s *session) Data(r io.Reader) error {
 		origin = queue.OriginTrusted
 	}
 	subject := decodeSubject(hdr.Get("Subject"))
+	// Content first (attachment policy, virus scan): its verdict is also a
+	// signal for the guard — a PC that suddenly mails executables is a worm.
+	cv := ContentVerdict{Action: "accept"}
+	if cf := s.srv.cfg.Content; cf != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+		cv = cf(ctx, s.sender(), body)
+		cancel()
+		if cv.Action == "defer" {
+			return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+				Message: "Content scanner unavailable, try again later"})
+		}
+	}
+	hit := ""
+	if cv.Action == "reject" || cv.Action == "hold" {
+		hit = cv.Rule
+	}
 	state, rule := queue.StateActive, ""
 	if g := s.srv.cfg.Guard; g != nil {
-		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject})
+		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit})
 		switch gd.Verdict {
 		case guard.Accept:
 		case guard.Hold:
@@ -247,23 +263,15 @@ func (s *session) Data(r io.Reader) error {
 			return s.guardRefusal("data", "", gd)
 		}
 	}
-	if cf := s.srv.cfg.Content; cf != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
-		v := cf(ctx, s.sender(), body)
-		cancel()
-		switch v.Action {
-		case "", "accept":
-		case "hold":
-			if state != queue.StateHeld { // an isolated sender's rule stays the first reason
-				state, rule = queue.StateHeld, v.Rule
-			}
-		case "defer":
-			return s.reject("data", v.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-				Message: "Content scanner unavailable, try again later"})
-		default:
-			return s.reject("data", v.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-				Message: "Message refused: " + v.Reason})
+	switch cv.Action {
+	case "", "accept":
+	case "hold":
+		if state != queue.StateHeld { // an isolated sender's rule stays the first reason
+			state, rule = queue.StateHeld, cv.Rule
 		}
+	default:
+		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: "Message refused: " + cv.Reason})
 	}
 	msg := append(s.receivedHeader(), body...)
 	m, err := s.srv.spool.Enqueue(queue.Meta{
