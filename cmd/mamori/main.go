@@ -35,6 +35,7 @@ Usage:
   mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
   mamori guard list [--json] | ban IP|CIDR [--for DUR] | unban IP|CIDR | release IP|ADDRESS [--release-mail] | export --nft   (--config FILE)
   mamori incident export --since DUR|TIME [--sender A] [--client-ip IP|CIDR] --out FILE.tar.gz --config FILE
+  mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
   mamori drill --target HOST:PORT --submission HOST:PORT --user ADDRESS --password-stdin
                [--config FILE] [--burst N] [--allow-remote] [--json]
@@ -103,6 +104,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdDrill(rest)
 	case "incident":
 		return e.cmdIncident(rest)
+	case "dkim":
+		return e.cmdDKIM(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

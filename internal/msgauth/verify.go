@@ -1,0 +1,437 @@
+package msgauth
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"blitiri.com.ar/go/spf"
+	"github.com/emersion/go-msgauth/authres"
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-msgauth/dmarc"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Result values used in Results (RFC 8601 result keywords).
+const (
+	ResultPass      = "pass"
+	ResultFail      = "fail"
+	ResultSoftFail  = "softfail"
+	ResultNeutral   = "neutral"
+	ResultNone      = "none"
+	ResultTempError = "temperror"
+	ResultPermError = "permerror"
+)
+
+// MaxDKIMSignatures bounds how many DKIM-Signature fields of one message are
+// verified; the rest are ignored. Each costs DNS lookups and a body hash, so
+// an unbounded number would let a sender make us do unbounded work.
+const MaxDKIMSignatures = 5
+
+// DefaultTimeout bounds Verify when the caller's context has no deadline.
+const DefaultTimeout = 30 * time.Second
+
+// DKIMResult is the verdict on one DKIM-Signature.
+type DKIMResult struct {
+	Domain   string // d= (the signing domain)
+	Selector string // s=
+	Result   string // pass fail neutral temperror permerror
+}
+
+// Results is what Verify found out about a message.
+type Results struct {
+	SPF       string // pass fail softfail neutral none temperror permerror
+	SPFDomain string // the domain SPF was checked for (MAIL FROM's, or HELO's for the null sender)
+
+	DKIM []DKIMResult // one per verified signature (at most MaxDKIMSignatures); empty: dkim=none
+
+	DMARC       string // pass fail none temperror permerror
+	DMARCPolicy string // none quarantine reject: the policy to apply; set only when DMARC is fail
+	FromDomain  string // the header From domain (lower case), "" if none could be found
+
+	// Header is the whole Authentication-Results field, folded at 78
+	// characters where possible, ending in CRLF; ready to prepend.
+	Header string
+}
+
+// DKIMPass reports whether at least one DKIM signature verified.
+func (r Results) DKIMPass() bool {
+	for _, d := range r.DKIM {
+		if d.Result == ResultPass {
+			return true
+		}
+	}
+	return false
+}
+
+// Verify checks SPF for the envelope (ip, helo, mailFrom), every DKIM
+// signature of msg (up to MaxDKIMSignatures), and DMARC for msg's From
+// domain, and formats an Authentication-Results header for authservID
+// (normally the server's host name).
+//
+// mailFrom is the envelope sender without angle brackets; "" is the null
+// sender, for which SPF checks postmaster@helo. msg is the message as
+// received (header and body); bare LF line ends are treated as CRLF.
+//
+// Verify never fails: DNS problems become temperror results. It returns
+// when ctx is done at the latest; without a deadline on ctx it applies
+// DefaultTimeout.
+func Verify(ctx context.Context, r Resolver, authservID string, ip netip.Addr, helo, mailFrom string, msg []byte) Results {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	msg = toCRLF(msg)
+	hdr := readHeader(msg)
+
+	var res Results
+	var mailFromDomain string
+	res.SPF, res.SPFDomain, mailFromDomain = checkSPF(ctx, r, ip, helo, mailFrom)
+	res.DKIM = checkDKIM(ctx, r, msg, hdr)
+
+	from, fromErr := fromDomain(hdr)
+	res.FromDomain = from
+	if fromErr != nil {
+		slog.DebugContext(ctx, "msgauth: no usable From domain", "err", fromErr)
+		res.DMARC = ResultPermError
+	} else {
+		// DMARC's SPF identifier is the MAIL FROM domain only (RFC 7489
+		// section 3.1.2); a HELO-only pass does not align.
+		spfAligned := ""
+		if res.SPF == ResultPass {
+			spfAligned = mailFromDomain
+		}
+		res.DMARC, res.DMARCPolicy = checkDMARC(ctx, r, from, spfAligned, res.DKIM)
+	}
+	res.Header = formatHeader(authservID, helo, mailFrom, res)
+	return res
+}
+
+// checkSPF returns the SPF result, the domain checked, and the MAIL FROM
+// domain ("" for the null sender).
+func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) (result, domain, mailFromDomain string) {
+	mailFrom = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(mailFrom), "<"), ">")
+	helo = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(helo), "."))
+	sender := mailFrom
+	if mailFrom == "" {
+		if helo == "" || strings.HasPrefix(helo, "[") || net.ParseIP(helo) != nil {
+			return ResultNone, "", ""
+		}
+		sender = "postmaster@" + helo
+		domain = helo
+	} else {
+		at := strings.LastIndexByte(mailFrom, '@')
+		if at < 0 || at == len(mailFrom)-1 {
+			return ResultNone, "", ""
+		}
+		domain = strings.ToLower(strings.TrimSuffix(mailFrom[at+1:], "."))
+		sender = mailFrom[:at+1] + domain
+		mailFromDomain = domain
+	}
+	if !ip.IsValid() {
+		return ResultPermError, domain, mailFromDomain
+	}
+	res, err := spf.CheckHostWithSender(net.IP(ip.Unmap().AsSlice()), helo, sender,
+		spf.WithContext(ctx), spf.WithResolver(spfResolver{r}))
+	if err != nil {
+		slog.DebugContext(ctx, "msgauth: spf", "domain", domain, "result", string(res), "detail", err)
+	}
+	switch res {
+	case spf.Pass, spf.Fail, spf.SoftFail, spf.Neutral, spf.None, spf.TempError, spf.PermError:
+		return string(res), domain, mailFromDomain
+	}
+	return ResultPermError, domain, mailFromDomain
+}
+
+// checkDKIM verifies up to MaxDKIMSignatures signatures.
+func checkDKIM(ctx context.Context, r Resolver, msg []byte, hdr textproto.MIMEHeader) []DKIMResult {
+	sigs := hdr.Values("Dkim-Signature")
+	if len(sigs) == 0 {
+		return nil
+	}
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{
+		LookupTXT:        txtLookup(ctx, r),
+		MaxVerifications: MaxDKIMSignatures,
+	})
+	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
+		// Not a verdict on a signature: the message itself could not be
+		// read (a malformed header). Report every signature as permerror.
+		slog.DebugContext(ctx, "msgauth: dkim", "err", err)
+		out := make([]DKIMResult, 0, min(len(sigs), MaxDKIMSignatures))
+		for _, s := range sigs[:min(len(sigs), MaxDKIMSignatures)] {
+			out = append(out, DKIMResult{Domain: tagValue(s, "d"), Selector: tagValue(s, "s"), Result: ResultPermError})
+		}
+		return out
+	}
+	out := make([]DKIMResult, 0, len(verifs))
+	for i, v := range verifs {
+		d := DKIMResult{Domain: strings.ToLower(v.Domain), Result: ResultPass}
+		if i < len(sigs) {
+			// verifs are in header order, like sigs.
+			d.Selector = tagValue(sigs[i], "s")
+			if d.Domain == "" {
+				d.Domain = strings.ToLower(tagValue(sigs[i], "d"))
+			}
+		}
+		switch {
+		case v.Err == nil:
+		case dkim.IsTempFail(v.Err):
+			d.Result = ResultTempError
+		case dkim.IsPermFail(v.Err):
+			d.Result = ResultPermError
+		default:
+			d.Result = ResultFail
+		}
+		if v.Err != nil {
+			slog.DebugContext(ctx, "msgauth: dkim", "domain", d.Domain, "selector", d.Selector, "result", d.Result, "detail", v.Err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// tagValue returns the value of tag in a DKIM tag=value list, without
+// whitespace.
+func tagValue(list, tag string) string {
+	for _, part := range strings.Split(list, ";") {
+		k, v, ok := strings.Cut(part, "=")
+		if ok && strings.TrimSpace(k) == tag {
+			return strings.Join(strings.Fields(v), "")
+		}
+	}
+	return ""
+}
+
+// errFrom: the message has no single usable From address.
+var errFrom = errors.New("msgauth: no single From address with a domain")
+
+// fromDomain returns the lower-case domain of the message's single From
+// address (RFC 7489 section 6.6.1).
+func fromDomain(hdr textproto.MIMEHeader) (string, error) {
+	froms := hdr.Values("From")
+	if len(froms) != 1 {
+		return "", errFrom
+	}
+	var addr string
+	if list, err := mail.ParseAddressList(froms[0]); err == nil {
+		if len(list) != 1 {
+			return "", errFrom
+		}
+		addr = list[0].Address
+	} else {
+		// Be lenient with a From the parser rejects: a sender must not
+		// escape DMARC by writing a malformed header. Take the address in
+		// angle brackets, or the whole value.
+		v := froms[0]
+		if i := strings.LastIndexByte(v, '<'); i >= 0 {
+			v = v[i+1:]
+			if j := strings.IndexByte(v, '>'); j >= 0 {
+				v = v[:j]
+			}
+		}
+		addr = strings.TrimSpace(v)
+	}
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", errFrom
+	}
+	d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[at+1:]), "."))
+	if d == "" || strings.ContainsAny(d, " \t\r\n@<>") {
+		return "", errFrom
+	}
+	return d, nil
+}
+
+// checkDMARC evaluates the From domain's DMARC record. spfDomain is the MAIL
+// FROM domain if SPF passed, else "".
+func checkDMARC(ctx context.Context, r Resolver, from, spfDomain string, dkims []DKIMResult) (result, policy string) {
+	org := orgDomain(from)
+	opts := &dmarc.LookupOptions{LookupTXT: txtLookup(ctx, r)}
+	rec, err := dmarc.LookupWithOptions(from, opts)
+	atOrg := false
+	if errors.Is(err, dmarc.ErrNoPolicy) && org != from {
+		// RFC 7489 section 6.6.3: fall back to the organisational domain.
+		rec, err = dmarc.LookupWithOptions(org, opts)
+		atOrg = true
+	}
+	switch {
+	case errors.Is(err, dmarc.ErrNoPolicy):
+		return ResultNone, ""
+	case dmarc.IsTempFail(err):
+		return ResultTempError, ""
+	case err != nil:
+		slog.DebugContext(ctx, "msgauth: dmarc", "domain", from, "err", err)
+		return ResultPermError, ""
+	}
+
+	if spfDomain != "" && aligned(spfDomain, from, rec.SPFAlignment) {
+		return ResultPass, ""
+	}
+	for _, d := range dkims {
+		if d.Result == ResultPass && aligned(d.Domain, from, rec.DKIMAlignment) {
+			return ResultPass, ""
+		}
+	}
+
+	p := rec.Policy
+	if atOrg && rec.SubdomainPolicy != "" {
+		p = rec.SubdomainPolicy
+	}
+	// pct (RFC 7489 section 6.6.4): messages not sampled get the next
+	// weaker policy.
+	if rec.Percent != nil && *rec.Percent < 100 && rand.IntN(100) >= *rec.Percent {
+		switch p {
+		case dmarc.PolicyReject:
+			p = dmarc.PolicyQuarantine
+		case dmarc.PolicyQuarantine:
+			p = dmarc.PolicyNone
+		}
+	}
+	switch p {
+	case dmarc.PolicyReject, dmarc.PolicyQuarantine, dmarc.PolicyNone:
+	default:
+		p = dmarc.PolicyNone
+	}
+	return ResultFail, string(p)
+}
+
+// aligned reports identifier alignment (RFC 7489 section 3.1): strict
+// needs the same domain, relaxed the same organisational domain.
+func aligned(domain, from string, mode dmarc.AlignmentMode) bool {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if domain == from {
+		return true
+	}
+	if mode == dmarc.AlignmentStrict {
+		return false
+	}
+	return orgDomain(domain) == orgDomain(from)
+}
+
+// orgDomain returns the organisational domain (public suffix plus one
+// label) of d, or d itself when it has none (d is a public suffix).
+func orgDomain(d string) string {
+	o, err := publicsuffix.EffectiveTLDPlusOne(d)
+	if err != nil {
+		return d
+	}
+	return o
+}
+
+// readHeader parses the header section of msg; a malformed header yields
+// the fields read up to the problem.
+func readHeader(msg []byte) textproto.MIMEHeader {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	if h == nil {
+		h = textproto.MIMEHeader{}
+	}
+	return h
+}
+
+// toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
+func toCRLF(b []byte) []byte {
+	n := bytes.Count(b, []byte("\n")) - bytes.Count(b, []byte("\r\n"))
+	if n == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b)+n)
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// formatHeader builds the Authentication-Results field.
+func formatHeader(authservID, helo, mailFrom string, res Results) string {
+	if !safeValue(authservID) {
+		authservID = "mamori"
+	}
+	spfRes := &authres.SPFResult{Value: authres.ResultValue(res.SPF)}
+	if mailFrom != "" {
+		spfRes.From = safe(strings.TrimSuffix(strings.TrimPrefix(mailFrom, "<"), ">"))
+	} else {
+		spfRes.Helo = safe(helo)
+	}
+	results := []authres.Result{spfRes}
+	if len(res.DKIM) == 0 {
+		results = append(results, &authres.DKIMResult{Value: authres.ResultNone})
+	}
+	for _, d := range res.DKIM {
+		params := map[string]string{}
+		if v := safe(d.Domain); v != "" {
+			params["header.d"] = v
+		}
+		if v := safe(d.Selector); v != "" {
+			params["header.s"] = v
+		}
+		results = append(results, &authres.GenericResult{Method: "dkim", Value: authres.ResultValue(d.Result), Params: params})
+	}
+	results = append(results, &authres.DMARCResult{Value: authres.ResultValue(res.DMARC), From: safe(res.FromDomain)})
+	return fold("Authentication-Results: " + authres.Format(authservID, results))
+}
+
+// safe returns v if it can go into the header unquoted and parse back
+// (authres.Parse splits on ";" and white space), else "" (the parameter is
+// then left out). This also keeps CR/LF out of the header.
+func safe(v string) string {
+	if safeValue(v) {
+		return v
+	}
+	return ""
+}
+
+func safeValue(v string) bool {
+	if v == "" || len(v) > 255 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`";()\`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// maxLine is the recommended header line length (RFC 5322 section 2.1.1),
+// without the CRLF.
+const maxLine = 78
+
+// fold folds a one-line header field at spaces so that each line is at
+// most maxLine characters where possible (a single longer word stays
+// whole), and appends CRLF.
+func fold(field string) string {
+	var b strings.Builder
+	lineLen := 0
+	for i, w := range strings.Fields(field) {
+		switch {
+		case i == 0:
+		case lineLen+1+len(w) > maxLine:
+			b.WriteString("\r\n\t")
+			lineLen = 1
+			b.WriteString(w)
+			lineLen += len(w)
+			continue
+		default:
+			b.WriteByte(' ')
+			lineLen++
+		}
+		b.WriteString(w)
+		lineLen += len(w)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
