@@ -45,6 +45,7 @@ type Config struct {
 	Log      Log      `toml:"log"`
 	Guard    Guard    `toml:"guard"`
 	Content  Content  `toml:"content"`
+	Auth     Auth     `toml:"auth"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -171,6 +172,20 @@ type Guard struct {
 	DisableStale bool `toml:"disable_stale"` // and are disabled automatically
 }
 
+// Auth configures sender authentication: SPF, DKIM and DMARC checks of
+// inbound mail and DKIM signing of outbound mail.
+type Auth struct {
+	// VerifyInbound adds an Authentication-Results header to mail from
+	// outside (SPF, DKIM, DMARC through [dns] resolver).
+	VerifyInbound bool `toml:"verify_inbound"`
+	// DMARCReject refuses inbound mail whose From domain publishes
+	// p=reject and fails DMARC (550 5.7.1).
+	DMARCReject bool `toml:"dmarc_reject"`
+	// Outbound mail is signed with data_dir/dkim/DOMAIN.SELECTOR.key (made
+	// by mamori dkim keygen) for the domain of its From header.
+	DKIMSelector string `toml:"dkim_selector"`
+}
+
 // Content configures the attachment policy and the virus scanner.
 type Content struct {
 	// Action for a blocked attachment: "reject" (550 5.7.1 at end of DATA,
@@ -232,6 +247,7 @@ func Defaults() Config {
 		},
 		DNS:     DNS{Timeout: Duration{5 * time.Second}},
 		Log:     Log{Format: "json", Level: "info"},
+		Auth:    Auth{VerifyInbound: true, DMARCReject: true, DKIMSelector: "mamori"},
 		Content: Content{Action: "reject", VirusAction: "reject", ClamdFail: "closed", ClamdTimeout: Duration{30 * time.Second}},
 		Guard: Guard{
 			PregreetDelay:           Duration{500 * time.Millisecond},

@@ -252,6 +252,11 @@ action = "reject"             # blocked attachments (exe, scr, js, … also insi
 clamd_fail = "closed"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
 virus_action = "reject"
 
+[auth]
+verify_inbound = true         # SPF, DKIM, DMARC of inbound mail → Authentication-Results header
+dmarc_reject = true           # honour p=reject: refuse failing mail with 550 5.7.1
+dkim_selector = "mamori"      # sign outbound mail with data_dir/dkim/DOMAIN.SELECTOR.key (mamori dkim keygen)
+
 [log]
 format = "json"   # or "logfmt"
 level = "info"

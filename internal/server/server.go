@@ -197,6 +197,8 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Storage:         (&storage{dir: QueueDir(c), q: q, maxBytes: c.Queue.MaxBytes, minFree: c.Queue.MinFreeBytes}).check,
 		Recorder:        sessionRecorder{jrn},
 		Content:         contentChecker(c, log.With("stage", "content")),
+		Verify:          inboundVerifier(c, res, log.With("stage", "auth")),
+		Sign:            dkimSigner(c, log.With("stage", "auth")),
 		PregreetDelay:   c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))

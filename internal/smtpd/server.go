@@ -98,6 +98,13 @@ type Config struct {
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
 	Content func(ctx context.Context, s guard.Sender, msg []byte) ContentVerdict
+	// Verify, when set, checks SPF, DKIM and DMARC of inbound mail (not
+	// from users or trusted networks) and returns the Authentication-Results
+	// header to add, and whether DMARC policy says reject.
+	Verify func(ctx context.Context, ip netip.Addr, helo, mailFrom string, msg []byte) (header string, reject bool, reason string)
+	// Sign, when set, DKIM-signs mail of users and trusted clients; it
+	// returns msg unchanged when there is no key for its From domain.
+	Sign func(msg []byte) []byte
 	// Recorder, when set, gets a summary of every session that queued,
 	// refused or failed something (evidence for incident export).
 	Recorder Recorder

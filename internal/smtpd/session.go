@@ -273,7 +273,22 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Message refused: " + cv.Reason})
 	}
-	msg := append(s.receivedHeader(), body...)
+	var authRes string
+	if origin == queue.OriginInbound && s.srv.cfg.Verify != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		hdrLine, reject, reason := s.srv.cfg.Verify(ctx, s.ip, s.helo, s.from, body)
+		cancel()
+		if reject {
+			return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+				Message: "Rejected by the sender domain's DMARC policy: " + reason})
+		}
+		authRes = hdrLine
+	}
+	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
+		body = s.srv.cfg.Sign(body)
+	}
+	msg := append(s.receivedHeader(), authRes...)
+	msg = append(msg, body...)
 	m, err := s.srv.spool.Enqueue(queue.Meta{
 		From:     s.from,
 		Rcpts:    rcptList(s.rcpts),
