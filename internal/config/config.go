@@ -200,6 +200,17 @@ type Content struct {
 	// (451) and "open" accepts it unscanned (logged).
 	ClamdFail   string `toml:"clamd_fail"`
 	VirusAction string `toml:"virus_action"` // "reject" or "hold"
+	// Domains overrides the attachment policy for mail to a local domain:
+	// its own action and list changes. A message to several domains gets
+	// the strictest verdict.
+	Domains map[string]ContentDomain `toml:"domains"`
+}
+
+// ContentDomain is one domain's attachment policy override.
+type ContentDomain struct {
+	Action          string   `toml:"action"` // "" = the global action
+	BlockExtensions []string `toml:"block_extensions"`
+	AllowExtensions []string `toml:"allow_extensions"`
 }
 
 // Log chooses the structured log format.
@@ -410,6 +421,11 @@ func (c *Config) Validate() error {
 	for key, v := range map[string]string{"content.action": c.Content.Action, "content.virus_action": c.Content.VirusAction} {
 		if v != "reject" && v != "hold" {
 			errs = append(errs, fmt.Errorf("%s %q: want reject or hold", key, v))
+		}
+	}
+	for d, o := range c.Content.Domains {
+		if o.Action != "" && o.Action != "reject" && o.Action != "hold" {
+			errs = append(errs, fmt.Errorf("content.domains.%q.action %q: want reject or hold", d, o.Action))
 		}
 	}
 	if c.Content.ClamdFail != "open" && c.Content.ClamdFail != "closed" {

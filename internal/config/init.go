@@ -252,6 +252,9 @@ action = "reject"             # blocked attachments (exe, scr, js, … also insi
 clamd_fail = "closed"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
 virus_action = "reject"
 
+[content.domains]
+# "lab.example.org" = { allow_extensions = ["exe"] }
+
 [auth]
 verify_inbound = true         # SPF, DKIM, DMARC of inbound mail → Authentication-Results header
 dmarc_reject = true           # honour p=reject: refuse failing mail with 550 5.7.1

@@ -16,22 +16,23 @@ import (
 
 // contentChecker builds the end-of-DATA inspection: the attachment policy
 // first (cheap, local), then clamd when configured.
-func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []byte) smtpd.ContentVerdict {
-	pol := content.DefaultPolicy()
-	pol.Action = content.Action(c.Content.Action)
-	for _, e := range c.Content.BlockExtensions {
-		pol.BlockedExt[strings.ToLower(strings.TrimPrefix(e, "."))] = true
-	}
-	for _, e := range c.Content.AllowExtensions {
-		delete(pol.BlockedExt, strings.ToLower(strings.TrimPrefix(e, ".")))
+func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) smtpd.ContentVerdict {
+	pol := policyWith(content.DefaultPolicy(), c.Content.Action, c.Content.BlockExtensions, c.Content.AllowExtensions)
+	perDomain := map[string]content.Policy{}
+	for d, o := range c.Content.Domains {
+		action := o.Action
+		if action == "" {
+			action = c.Content.Action
+		}
+		perDomain[strings.TrimSuffix(strings.ToLower(d), ".")] = policyWith(pol, action, o.BlockExtensions, o.AllowExtensions)
 	}
 	var cl *clamd.Client
 	if c.Content.Clamd != "" {
 		cl = &clamd.Client{Addr: c.Content.Clamd, Timeout: c.Content.ClamdTimeout.Duration, MaxSize: c.Limits.MaxMessageSize + 1<<20}
 	}
 	failOpen := c.Content.ClamdFail == "open"
-	return func(ctx context.Context, s guard.Sender, msg []byte) smtpd.ContentVerdict {
-		if v := pol.Check(msg); v.Action != content.Accept && v.Action != "" {
+	return func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) smtpd.ContentVerdict {
+		if v := strictest(pol, perDomain, rcpts, msg); v.Action != content.Accept && v.Action != "" {
 			log.Info("content", "verdict", string(v.Action), "rule", v.Rule, "part", v.Part, "reason", v.Reason,
 				"client_ip", s.IP.String(), "user", s.User, "from", s.From)
 			reason := v.Reason
@@ -62,6 +63,53 @@ func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, gu
 		}
 		return smtpd.ContentVerdict{Action: "accept"}
 	}
+}
+
+// policyWith derives a policy: its action and extension list changes.
+func policyWith(base content.Policy, action string, block, allow []string) content.Policy {
+	p := base
+	p.Action = content.Action(action)
+	p.BlockedExt = make(map[string]bool, len(base.BlockedExt))
+	for k, v := range base.BlockedExt {
+		p.BlockedExt[k] = v
+	}
+	for _, e := range block {
+		p.BlockedExt[strings.ToLower(strings.TrimPrefix(e, "."))] = true
+	}
+	for _, e := range allow {
+		delete(p.BlockedExt, strings.ToLower(strings.TrimPrefix(e, ".")))
+	}
+	return p
+}
+
+// strictest checks msg under the policy of each recipient domain (the
+// default for domains without an override) and returns the strictest
+// verdict: reject over hold over accept.
+func strictest(def content.Policy, per map[string]content.Policy, rcpts []string, msg []byte) content.Verdict {
+	rank := map[content.Action]int{content.Accept: 0, "": 0, content.Hold: 1, content.Reject: 2}
+	seen := map[string]bool{}
+	var best content.Verdict
+	check := func(p content.Policy) {
+		if v := p.Check(msg); rank[v.Action] > rank[best.Action] {
+			best = v
+		}
+	}
+	usedDefault := len(per) == 0
+	for _, r := range rcpts {
+		d := strings.ToLower(r[strings.LastIndexByte(r, '@')+1:])
+		if p, ok := per[d]; ok {
+			if !seen[d] {
+				seen[d] = true
+				check(p)
+			}
+		} else {
+			usedDefault = true
+		}
+	}
+	if usedDefault {
+		check(def)
+	}
+	return best
 }
 
 // sanitizeSig keeps a signature name printable and short for the reply.

@@ -97,7 +97,7 @@ type Config struct {
 	Storage func(size int64) error
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
-	Content func(ctx context.Context, s guard.Sender, msg []byte) ContentVerdict
+	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) ContentVerdict
 	// Verify, when set, checks SPF, DKIM and DMARC of inbound mail (not
 	// from users or trusted networks) and returns the Authentication-Results
 	// header to add, and whether DMARC policy says reject.

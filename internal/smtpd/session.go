@@ -241,7 +241,7 @@ func (s *session) Data(r io.Reader) error {
 	cv := ContentVerdict{Action: "accept"}
 	if cf := s.srv.cfg.Content; cf != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
-		cv = cf(ctx, s.sender(), body)
+		cv = cf(ctx, s.sender(), s.rcpts, body)
 		cancel()
 		if cv.Action == "defer" {
 			return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
