@@ -138,6 +138,7 @@ type Guard struct {
 	UnknownRcptRatio      float64                `toml:"unknown_rcpt_ratio"`
 	InboundMsgsPerMinute  int                    `toml:"inbound_msgs_per_minute"`
 	InboundRcptsPerMinute int                    `toml:"inbound_rcpts_per_minute"`
+	InboundAuthFails      int                    `toml:"inbound_auth_fails"` // per outside IP in 10 min failing SPF/DMARC before 451
 	MaxConnections        int                    `toml:"max_connections"`
 	MaxConnsPerIP         int                    `toml:"max_conns_per_ip"`
 	MaxConnsPerNet        int                    `toml:"max_conns_per_net"`

@@ -76,6 +76,7 @@ type Message struct {
 	Subject            string
 	HeaderFromMismatch bool   // header From not owned by the login (already refused by smtpd; a signal)
 	ContentHit         string // content rule that refused or held this message ("" = clean): a signal
+	AuthFail           bool   // inbound message failing SPF or DMARC: a signal against spoofing sources
 }
 
 // Alert is raised when a sender is isolated, an account suspended, an IP

@@ -46,6 +46,7 @@ type Config struct {
 
 	// Additions to the list.
 	HeaderFromMismatches int           // messages per user in 10 min whose header From the login does not own, default 3; more → isolate
+	InboundAuthFails     int           // messages from one outside IP failing SPF or DMARC in 10 min before its mail is deferred, default 20
 	ContentHits          int           // messages per local sender in 10 min refused or held by the content policy (executables, viruses), default 3 → isolate: a PC suddenly mailing executables is a worm sign
 	MaxTracked           int           // entries in each bounded outsider table (IPs, networks, IP+account pairs, failing usernames), default 100,000
 	SaveInterval         time.Duration // how often Run saves changed state, default 10 s
@@ -128,6 +129,7 @@ func (c Config) withDefaults() Config {
 	c.LoginNetworks = orInt(c.LoginNetworks, 3)
 	c.HistoryFactor = orFloat(c.HistoryFactor, 10)
 	c.HeaderFromMismatches = orInt(c.HeaderFromMismatches, 3)
+	c.InboundAuthFails = orInt(c.InboundAuthFails, 20)
 	c.ContentHits = orInt(c.ContentHits, 3)
 	c.MaxTracked = orInt(c.MaxTracked, defaultMaxTracked)
 	c.SaveInterval = orDur(c.SaveInterval, 10*time.Second)
@@ -201,6 +203,7 @@ type ipState struct {
 	conns     window // per minute
 	msgs      window // inbound messages per minute
 	rcpts     window // inbound recipients per minute
+	spoofs    window // inbound messages failing SPF or DMARC per 10 minutes
 	authFails window // per 15 min
 }
 
@@ -484,6 +487,7 @@ var (
 	decPairBlocked = Decision{Verdict: Defer, Code: 454, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
 	decPairDrop    = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
 	decHoldCap     = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Sending from this account or host is suspended pending review; contact your administrator"}
+	decAuthFails   = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Too many messages from your address fail SPF or DMARC, try again later", Rule: "auth.spoofing"}
 	decInMsgs      = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Too many messages from your address, try again later", Rule: "rate.msgs_per_minute"}
 	decInRcpts     = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Too many recipients from your address, try again later", Rule: "rate.rcpts_per_minute"}
 )

@@ -209,11 +209,24 @@ func (g *Guard) Message(m Message) Decision {
 	var d Decision
 	if m.Local() {
 		d = g.localMessage(&m, normUser(m.User), normUser(m.From), t, now, &lg)
-	} else if n := g.ips.get(m.IP).msgs.add(now, minuteMS, 1); n > g.cfg.InboundMsgsPerMinute {
-		d = decInMsgs
-		if lg.on() {
-			lg.decision("data", d, slog.String("ip", m.IP.String()), slog.String("from", m.From),
-				slog.Int("msgs_per_minute", n), slog.Int("limit", g.cfg.InboundMsgsPerMinute))
+	} else {
+		st := g.ips.get(m.IP)
+		fails := st.spoofs.get(now, tenMinMS)
+		if m.AuthFail {
+			fails = st.spoofs.add(now, tenMinMS, 1)
+		}
+		if n := st.msgs.add(now, minuteMS, 1); n > g.cfg.InboundMsgsPerMinute {
+			d = decInMsgs
+			if lg.on() {
+				lg.decision("data", d, slog.String("ip", m.IP.String()), slog.String("from", m.From),
+					slog.Int("msgs_per_minute", n), slog.Int("limit", g.cfg.InboundMsgsPerMinute))
+			}
+		} else if fails > g.cfg.InboundAuthFails {
+			d = decAuthFails
+			if lg.on() {
+				lg.decision("data", d, slog.String("ip", m.IP.String()), slog.String("from", m.From),
+					slog.Int("auth_fails_10m", fails), slog.Int("limit", g.cfg.InboundAuthFails))
+			}
 		}
 	}
 	g.mu.Unlock()

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -371,4 +372,25 @@ func TestKnownRecipientsBounded(t *testing.T) {
 	if !st.knows(hash(knownRcptsCap + 999)) {
 		t.Fatal("the newest recipient was not kept")
 	}
+}
+
+// TestInboundSpoofingSignal: an outside IP whose messages keep failing SPF
+// or DMARC is deferred past the threshold; clean mail from another IP and
+// the same IP's mail after the window are not.
+func TestInboundSpoofingSignal(t *testing.T) {
+	g, clk, _ := newTestGuard(t, Config{InboundAuthFails: 3}, nil)
+	spoofer := Sender{IP: netip.MustParseAddr("198.51.100.9"), From: "ceo@victim.test"}
+	other := Sender{IP: netip.MustParseAddr("198.51.100.10"), From: "news@fine.test"}
+	for i := 1; i <= 3; i++ {
+		m := mail(spoofer, i, "x@ours.test")
+		m.AuthFail = true
+		wantVerdict(t, "failing message "+strconv.Itoa(i), g.Message(m), Accept, "")
+	}
+	m := mail(spoofer, 4, "x@ours.test")
+	m.AuthFail = true
+	wantVerdict(t, "fourth failing message", g.Message(m), Defer, "auth.spoofing")
+	wantVerdict(t, "clean message from the same IP, still in the window", g.Message(mail(spoofer, 5, "x@ours.test")), Defer, "auth.spoofing")
+	wantVerdict(t, "another IP", g.Message(mail(other, 1, "x@ours.test")), Accept, "")
+	clk.Advance(21 * time.Minute)
+	wantVerdict(t, "after the window", g.Message(mail(spoofer, 6, "x@ours.test")), Accept, "")
 }

@@ -39,6 +39,7 @@ func guardConfig(c *config.Config) guard.Config {
 		UnknownRcptRatio:      g.UnknownRcptRatio,
 		InboundMsgsPerMinute:  g.InboundMsgsPerMinute,
 		InboundRcptsPerMinute: g.InboundRcptsPerMinute,
+		InboundAuthFails:      g.InboundAuthFails,
 		MaxConnections:        g.MaxConnections,
 		MaxConnsPerIP:         g.MaxConnsPerIP,
 		MaxConnsPerNet:        g.MaxConnsPerNet,

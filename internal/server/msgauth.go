@@ -15,21 +15,23 @@ import (
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/msgauth"
 	"github.com/mamori-mail/mamori/internal/resolver"
+	"github.com/mamori-mail/mamori/internal/smtpd"
 )
 
 // inboundVerifier checks SPF, DKIM and DMARC of inbound mail.
-func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger) func(context.Context, netip.Addr, string, string, []byte) (string, bool, string) {
+func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger) func(context.Context, netip.Addr, string, string, []byte) smtpd.AuthVerdict {
 	if !c.Auth.VerifyInbound {
 		return nil
 	}
-	return func(ctx context.Context, ip netip.Addr, helo, from string, msg []byte) (string, bool, string) {
+	return func(ctx context.Context, ip netip.Addr, helo, from string, msg []byte) smtpd.AuthVerdict {
 		r := msgauth.Verify(ctx, res, c.Hostname, ip, helo, from, msg)
 		log.Info("auth results", "client_ip", ip.String(), "from", from, "header_from_domain", r.FromDomain,
 			"spf", r.SPF, "dmarc", r.DMARC, "dmarc_policy", r.DMARCPolicy, "dkim_pass", r.DKIMPass())
+		v := smtpd.AuthVerdict{Header: r.Header, Fail: r.SPF == msgauth.ResultFail || r.DMARC == msgauth.ResultFail}
 		if c.Auth.DMARCReject && r.DMARC == msgauth.ResultFail && r.DMARCPolicy == "reject" {
-			return r.Header, true, r.FromDomain + " publishes p=reject and this message fails DMARC"
+			v.Reject, v.Reason = true, r.FromDomain+" publishes p=reject and this message fails DMARC"
 		}
-		return r.Header, false, ""
+		return v
 	}
 }
 

@@ -101,7 +101,7 @@ type Config struct {
 	// Verify, when set, checks SPF, DKIM and DMARC of inbound mail (not
 	// from users or trusted networks) and returns the Authentication-Results
 	// header to add, and whether DMARC policy says reject.
-	Verify func(ctx context.Context, ip netip.Addr, helo, mailFrom string, msg []byte) (header string, reject bool, reason string)
+	Verify func(ctx context.Context, ip netip.Addr, helo, mailFrom string, msg []byte) AuthVerdict
 	// Sign, when set, DKIM-signs mail of users and trusted clients; it
 	// returns msg unchanged when there is no key for its From domain.
 	Sign func(msg []byte) []byte
@@ -114,6 +114,14 @@ type Config struct {
 	DNSBL          DNSBL         // nil: no blocklist lookups
 	PregreetDelay  time.Duration // MX, untrusted: wait this long for a client that talks first
 	MaxSessionTime time.Duration // a session is cut after this long, whatever it does
+}
+
+// AuthVerdict is the sender-authentication answer for one inbound message.
+type AuthVerdict struct {
+	Header string // the Authentication-Results header line(s), CRLF-terminated
+	Fail   bool   // SPF or DMARC failed: a signal for the guard
+	Reject bool   // DMARC policy says reject (and the config honours it)
+	Reason string
 }
 
 // ContentVerdict is the content stage's answer for one message.

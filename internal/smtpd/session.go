@@ -252,9 +252,15 @@ func (s *session) Data(r io.Reader) error {
 	if cv.Action == "reject" || cv.Action == "hold" {
 		hit = cv.Rule
 	}
+	var av AuthVerdict
+	if origin == queue.OriginInbound && s.srv.cfg.Verify != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		av = s.srv.cfg.Verify(ctx, s.ip, s.helo, s.from, body)
+		cancel()
+	}
 	state, rule := queue.StateActive, ""
 	if g := s.srv.cfg.Guard; g != nil {
-		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit})
+		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit, AuthFail: av.Fail})
 		switch gd.Verdict {
 		case guard.Accept:
 		case guard.Hold:
@@ -273,21 +279,14 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Message refused: " + cv.Reason})
 	}
-	var authRes string
-	if origin == queue.OriginInbound && s.srv.cfg.Verify != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		hdrLine, reject, reason := s.srv.cfg.Verify(ctx, s.ip, s.helo, s.from, body)
-		cancel()
-		if reject {
-			return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-				Message: "Rejected by the sender domain's DMARC policy: " + reason})
-		}
-		authRes = hdrLine
+	if av.Reject {
+		return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: "Rejected by the sender domain's DMARC policy: " + av.Reason})
 	}
 	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
 		body = s.srv.cfg.Sign(body)
 	}
-	msg := append(s.receivedHeader(), authRes...)
+	msg := append(s.receivedHeader(), av.Header...)
 	msg = append(msg, body...)
 	m, err := s.srv.spool.Enqueue(queue.Meta{
 		From:     s.from,
