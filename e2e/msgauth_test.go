@@ -62,8 +62,22 @@ func TestDKIMBetweenInstancesAndDMARC(t *testing.T) {
 		}
 	}
 
-	// A forger: envelope from elsewhere, From: ours.test, no signature.
+	// A forged Authentication-Results in B's own name is removed (RFC 8601 §5).
 	host, port, _ = strings.Cut(b.smtp, ":")
+	if out, code := swaks(t, "--server", host, "--port", port, "--from", "x@elsewhere.test", "--to", "bob@other.test",
+		"--add-header", "Authentication-Results: mx.other.test; dkim=pass header.d=bank.test",
+		"--h-Subject", "pre-stamped"); code != 0 {
+		t.Fatalf("send pre-stamped: %s", out)
+	}
+	for _, m := range b.waitMail("bob@other.test", 2, 30*time.Second) {
+		if strings.Contains(m, "pre-stamped") {
+			if strings.Contains(m, "header.d=bank.test") || strings.Count(m, "Authentication-Results: mx.other.test") != 1 {
+				t.Errorf("forged Authentication-Results survived:\n%.1500s", m)
+			}
+		}
+	}
+
+	// A forger: envelope from elsewhere, From: ours.test, no signature.
 	out, code := swaks(t, "--server", host, "--port", port, "--from", "x@elsewhere.test", "--h-From", "ceo@ours.test",
 		"--to", "bob@other.test", "--h-Subject", "wire the money")
 	if code == 0 || !strings.Contains(out, "550 5.7.1") || !strings.Contains(out, "DMARC") {

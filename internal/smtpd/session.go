@@ -254,6 +254,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	var av AuthVerdict
 	if origin == queue.OriginInbound && s.srv.cfg.Verify != nil {
+		body = stripAuthResults(body, s.srv.cfg.Hostname)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		av = s.srv.cfg.Verify(ctx, s.ip, s.helo, s.from, body)
 		cancel()
