@@ -141,15 +141,7 @@ if has_server mamori; then
 	# guard's rate limits, or it would (rightly) isolate the abuser and hold
 	# its mail; this benchmark is about the queue, not the guard.
 	sed -i -E 's/^(msgs_per_minute|rcpts_per_minute|rcpts_per_hour|rcpts_per_day) = .*/\1 = 100000000/' "$MCONF"
-	sed -i '/^\[guard\]$/a\
-new_rcpts_per_minute = 100000000\
-hold_cap = 10000000\
-inbound_msgs_per_minute = 100000000\
-inbound_rcpts_per_minute = 100000000\
-conns_per_minute = 100000000\
-max_conns_per_ip = 100000\
-max_conns_per_net = 100000\
-max_connections = 100000' "$MCONF"
+	raise_guard_limits "$MCONF" new_rcpts_per_minute=100000000 hold_cap=10000000
 	grep -q '^"dest.test" = ' "$MCONF" || die "could not set [delivery.routes] in $MCONF"
 	grep -q '^trusted_networks = \["127' "$MCONF" || die "could not set [relay] trusted_networks in $MCONF"
 	start_mamori "$M" "$P_SMTP"

@@ -110,15 +110,7 @@ if has_server mamori; then
 	# below). The guard still runs on every connection and message; the
 	# pre-greet test is left on (its verdict is cached per IP, so only the
 	# first connection waits).
-	if grep -q '^\[guard\]$' "$MCONF"; then
-		sed -i '/^\[guard\]$/a\
-inbound_msgs_per_minute = 100000000\
-inbound_rcpts_per_minute = 100000000\
-conns_per_minute = 100000000\
-max_conns_per_ip = 100000\
-max_conns_per_net = 100000\
-max_connections = 100000' "$MCONF"
-	fi
+	raise_guard_limits "$MCONF"
 	head -c 24 /dev/urandom | base64 | "$M/mamori" user add "$RCPT" --password-stdin --config "$MCONF" >"$M/user.log"
 	DATA=$(sed -n 's/^data_dir = "\(.*\)"$/\1/p' "$MCONF")
 	[[ -n $DATA ]] || die "no data_dir in $MCONF"

@@ -29,7 +29,7 @@ Usage:
   mamori serve --config FILE
   mamori check-config --config FILE
   mamori user add ADDRESS [--password-stdin] --config FILE
-  mamori user list|del ADDRESS|passwd ADDRESS [--password-stdin] --config FILE
+  mamori user list [--stale [--days N]] [--json] | del ADDRESS | passwd ADDRESS [--password-stdin]   (--config FILE)
   mamori domain add|del DOMAIN --config FILE;  mamori domain list --config FILE
   mamori alias add ALIAS TARGET... --config FILE;  mamori alias list|del ALIAS --config FILE
   mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
