@@ -18,9 +18,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/testdns"
 )
 
-var mamoriBin string
+var (
+	mamoriBin string
+	sharedDNS string // address of the in-process DNS server every instance uses
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "mamori-e2e-bin")
@@ -35,7 +40,17 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build mamori:", err)
 		os.Exit(1)
 	}
+	// Every instance resolves through this in-process DNS server (it
+	// answers NXDOMAIN for anything a test has not published), so no test
+	// ever queries the machine's resolver.
+	dns, err := testdns.Start(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test DNS:", err)
+		os.Exit(1)
+	}
+	sharedDNS = dns.Addr
 	code := m.Run()
+	dns.Close()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -101,6 +116,9 @@ func newInstance(t *testing.T, domain string, edit func(cfg string) string) *ins
 		t.Fatalf("init printed no admin token:\n%s", out)
 	}
 	in.cfg = filepath.Join(in.dir, "mamori.toml")
+	if b, err := os.ReadFile(in.cfg); err == nil {
+		os.WriteFile(in.cfg, []byte(setKey(string(b), "resolver", strconv.Quote(sharedDNS))), 0o600)
+	}
 	in.smtp = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	in.submission = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	in.submissions = fmt.Sprintf("127.0.0.1:%d", ports[2])

@@ -185,6 +185,10 @@ type Auth struct {
 	// Outbound mail is signed with data_dir/dkim/DOMAIN.SELECTOR.key (made
 	// by mamori dkim keygen) for the domain of its From header.
 	DKIMSelector string `toml:"dkim_selector"`
+	// Timeout bounds the whole check of one message (all its DNS lookups);
+	// past it the results are temperror and the message goes on, so a DNS
+	// outage never stalls inbound mail for long.
+	Timeout Duration `toml:"timeout"`
 }
 
 // Content configures the attachment policy and the virus scanner.
@@ -259,7 +263,7 @@ func Defaults() Config {
 		},
 		DNS:     DNS{Timeout: Duration{5 * time.Second}},
 		Log:     Log{Format: "json", Level: "info"},
-		Auth:    Auth{VerifyInbound: true, DMARCReject: true, DKIMSelector: "mamori"},
+		Auth:    Auth{VerifyInbound: true, DMARCReject: true, DKIMSelector: "mamori", Timeout: Duration{4 * time.Second}},
 		Content: Content{Action: "reject", VirusAction: "reject", ClamdFail: "closed", ClamdTimeout: Duration{30 * time.Second}},
 		Guard: Guard{
 			PregreetDelay:           Duration{500 * time.Millisecond},

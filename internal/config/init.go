@@ -259,6 +259,7 @@ virus_action = "reject"
 verify_inbound = true         # SPF, DKIM, DMARC of inbound mail → Authentication-Results header
 dmarc_reject = true           # honour p=reject: refuse failing mail with 550 5.7.1
 dkim_selector = "mamori"      # sign outbound mail with data_dir/dkim/DOMAIN.SELECTOR.key (mamori dkim keygen)
+timeout = "4s"                # budget for all DNS lookups of one message; then temperror, mail goes on
 
 [log]
 format = "json"   # or "logfmt"

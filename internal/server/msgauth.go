@@ -23,7 +23,13 @@ func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger)
 	if !c.Auth.VerifyInbound {
 		return nil
 	}
+	budget := c.Auth.Timeout.Duration
 	return func(ctx context.Context, ip netip.Addr, helo, from string, msg []byte) smtpd.AuthVerdict {
+		if budget > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, budget)
+			defer cancel()
+		}
 		r := msgauth.Verify(ctx, res, c.Hostname, ip, helo, from, msg)
 		log.Info("auth results", "client_ip", ip.String(), "from", from, "header_from_domain", r.FromDomain,
 			"spf", r.SPF, "dmarc", r.DMARC, "dmarc_policy", r.DMARCPolicy, "dkim_pass", r.DKIMPass())
