@@ -66,7 +66,7 @@ func TestSPF(t *testing.T) {
 		servfail   string
 		ip         netip.Addr
 		helo, from string
-		want       string
+		want       Result
 		wantDomain string
 	}{
 		{name: "pass ip4", records: []string{`pass.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"`},
@@ -282,8 +282,8 @@ func TestDMARC(t *testing.T) {
 		ip         netip.Addr
 		mailFrom   string
 		from       string
-		want       string
-		wantPolicy string
+		want       Result
+		wantPolicy Policy
 	}{
 		{name: "reject: spf fail, no dkim",
 			records: []string{`_dmarc.sender.test. 60 IN TXT "v=DMARC1; p=reject"`, `sender.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"`},
@@ -323,36 +323,41 @@ func TestDMARC(t *testing.T) {
 	}
 }
 
-func TestFromDomain(t *testing.T) {
-	tests := []struct {
-		header string
-		want   string // "" = error
-	}{
-		{"From: Alice <alice@Example.TEST>\r\n", "example.test"},
-		{"From: alice@example.test\r\n", "example.test"},
-		{"From: \"broken <x@evil.test>\r\n", "evil.test"},
-		{"From: a@one.test, b@two.test\r\n", ""},
-		{"From: a@one.test\r\nFrom: b@two.test\r\n", ""},
-		{"Subject: no from\r\n", ""},
-		{"From: undisclosed\r\n", ""},
-	}
-	for _, tc := range tests {
-		got, err := fromDomain(readHeader([]byte(tc.header + "\r\nbody\r\n")))
-		if tc.want == "" && err == nil {
-			t.Errorf("%q: got %q, want error", tc.header, got)
+// TestEveryAuthorDomain: RFC 7489 section 6.6.1 — with several author
+// domains, each is evaluated and the strictest verdict applies, whatever
+// their order.
+func TestEveryAuthorDomain(t *testing.T) {
+	_, r := startDNS(t,
+		`_dmarc.bank.test. 60 IN TXT "v=DMARC1; p=reject"`,
+		`_dmarc.lax.test. 60 IN TXT "v=DMARC1; p=none"`,
+		`evil.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"`,
+	)
+	for _, from := range []string{"a@evil.test, b@bank.test", "b@bank.test, a@evil.test", "x@lax.test, b@bank.test"} {
+		msg := []byte("From: " + from + "\r\nSender: a@evil.test\r\nSubject: x\r\n\r\nbody\r\n")
+		res := Verify(ctxT(t), r, "mx", goodIP, "x", "a@evil.test", msg)
+		if res.DMARC != ResultFail || res.DMARCPolicy != PolicyReject {
+			t.Errorf("From: %s: DMARC %q policy %q, want fail reject (%+v)", from, res.DMARC, res.DMARCPolicy, res.Authors)
 		}
-		if tc.want != "" && got != tc.want {
-			t.Errorf("%q: got %q (%v), want %q", tc.header, got, err, tc.want)
+		if len(res.Authors) != 2 {
+			t.Errorf("From: %s: %d author verdicts, want 2", from, len(res.Authors))
+		}
+		if !strings.Contains(res.Header, "header.from=bank.test") {
+			t.Errorf("Authentication-Results lacks the bank.test verdict: %s", res.Header)
 		}
 	}
 }
 
-func TestMultipleFromIsPermerror(t *testing.T) {
+func TestAmbiguousFromIsPermerror(t *testing.T) {
 	_, r := startDNS(t)
-	msg := []byte("From: a@one.test\r\nFrom: b@two.test\r\nSubject: x\r\n\r\nbody\r\n")
-	res := Verify(ctxT(t), r, "mx", goodIP, "x", "a@one.test", msg)
-	if res.DMARC != "permerror" {
-		t.Errorf("DMARC = %q, want permerror", res.DMARC)
+	for _, head := range []string{
+		"From: a@one.test\r\nFrom: b@two.test\r\n",
+		"From:\r\nFrom: b@two.test\r\n",
+		"Subject: no From\r\n",
+	} {
+		res := Verify(ctxT(t), r, "mx", goodIP, "x", "a@one.test", []byte(head+"\r\nbody\r\n"))
+		if res.DMARC != ResultPermError {
+			t.Errorf("%q: DMARC = %q, want permerror", head, res.DMARC)
+		}
 	}
 }
 

@@ -89,22 +89,28 @@ func parseKey(data []byte) (crypto.Signer, error) {
 }
 
 // Sign returns msg with a DKIM-Signature header field prepended
-// (relaxed/relaxed canonicalization, rsa-sha256 or ed25519-sha256 by key
-// type, the fields in SignedHeaders). Bare LF line ends in msg are turned
-// into CRLF first, since the signature covers the message as sent over
-// SMTP; the returned message has CRLF line ends.
+// (see Signature); the returned message has CRLF line ends.
 func (s *Signer) Sign(msg []byte) ([]byte, error) {
+	msg = toCRLF(msg)
+	sig, err := s.Signature(msg)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(sig)+len(msg))
+	out = append(out, sig...)
+	return append(out, msg...), nil
+}
+
+// Signature returns the DKIM-Signature header field (ending in CRLF) for
+// msg: relaxed/relaxed canonicalization, rsa-sha256 or ed25519-sha256 by
+// key type, the fields in SignedHeaders. The signature covers the message
+// as sent over SMTP, so bare LF line ends count as CRLF. msg is not
+// copied unless it has bare LFs or lacks the header/body separator.
+func (s *Signer) Signature(msg []byte) ([]byte, error) {
 	if s == nil || s.Key == nil {
 		return nil, errors.New("dkim sign: no key")
 	}
 	msg = toCRLF(msg)
-	if !bytes.Contains(msg, []byte("\r\n\r\n")) && !bytes.HasPrefix(msg, []byte("\r\n")) {
-		// A message without a body: DKIM needs the header/body separator.
-		msg = append(append([]byte{}, msg...), "\r\n"...)
-		if !bytes.HasSuffix(msg, []byte("\r\n\r\n")) {
-			msg = append(msg, "\r\n"...)
-		}
-	}
 	signer, err := dkim.NewSigner(&dkim.SignOptions{
 		Domain:                 s.Domain,
 		Selector:               s.Selector,
@@ -121,13 +127,21 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 		signer.Close()
 		return nil, fmt.Errorf("dkim sign %s: %w", s.Domain, err)
 	}
+	if !bytes.Contains(msg, []byte("\r\n\r\n")) && !bytes.HasPrefix(msg, []byte("\r\n")) {
+		// A message without a body: DKIM needs the header/body separator.
+		sep := "\r\n"
+		if !bytes.HasSuffix(msg, []byte("\r\n")) {
+			sep = "\r\n\r\n"
+		}
+		if _, err := signer.Write([]byte(sep)); err != nil {
+			signer.Close()
+			return nil, fmt.Errorf("dkim sign %s: %w", s.Domain, err)
+		}
+	}
 	if err := signer.Close(); err != nil {
 		return nil, fmt.Errorf("dkim sign %s: %w", s.Domain, err)
 	}
-	sig := signer.Signature()
-	out := make([]byte, 0, len(sig)+len(msg))
-	out = append(out, sig...)
-	return append(out, msg...), nil
+	return []byte(signer.Signature()), nil
 }
 
 // Keygen creates a DKIM key for domain and selector: algo "rsa" (2048

@@ -1,16 +1,13 @@
 package msgauth
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/mail"
 	"net/netip"
-	"net/textproto"
 	"strings"
 	"time"
 
@@ -19,23 +16,57 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/publicsuffix"
+
+	"github.com/mamori-mail/mamori/internal/msgheader"
 )
+
+// Result is an RFC 8601 result keyword.
+type Result string
 
 // Result values used in Results (RFC 8601 result keywords).
 const (
-	ResultPass      = "pass"
-	ResultFail      = "fail"
-	ResultSoftFail  = "softfail"
-	ResultNeutral   = "neutral"
-	ResultNone      = "none"
-	ResultTempError = "temperror"
-	ResultPermError = "permerror"
+	ResultPass      Result = "pass"
+	ResultFail      Result = "fail"
+	ResultSoftFail  Result = "softfail"
+	ResultNeutral   Result = "neutral"
+	ResultNone      Result = "none"
+	ResultTempError Result = "temperror"
+	ResultPermError Result = "permerror"
 )
+
+// Policy is a DMARC policy to apply to a failing message.
+type Policy string
+
+// DMARC policies (RFC 7489 section 6.3, p= tag).
+const (
+	PolicyNone       Policy = "none"
+	PolicyQuarantine Policy = "quarantine"
+	PolicyReject     Policy = "reject"
+)
+
+// strictness orders policies: a higher value is stricter.
+func (p Policy) strictness() int {
+	switch p {
+	case PolicyReject:
+		return 3
+	case PolicyQuarantine:
+		return 2
+	case PolicyNone:
+		return 1
+	}
+	return 0
+}
 
 // MaxDKIMSignatures bounds how many DKIM-Signature fields of one message are
 // verified; the rest are ignored. Each costs DNS lookups and a body hash, so
 // an unbounded number would let a sender make us do unbounded work.
 const MaxDKIMSignatures = 5
+
+// MaxAuthorDomains bounds how many author domains get a DMARC evaluation.
+// A From with more distinct domains is refused by the caller long before
+// (it needs a Sender, and our own users own at most a few domains); the
+// bound only caps DNS work.
+const MaxAuthorDomains = 10
 
 // DefaultTimeout bounds Verify when the caller's context has no deadline.
 const DefaultTimeout = 30 * time.Second
@@ -44,19 +75,31 @@ const DefaultTimeout = 30 * time.Second
 type DKIMResult struct {
 	Domain   string // d= (the signing domain)
 	Selector string // s=
-	Result   string // pass fail neutral temperror permerror
+	Result   Result // pass fail neutral temperror permerror
+}
+
+// AuthorResult is the DMARC verdict for one author domain.
+type AuthorResult struct {
+	Domain string
+	DMARC  Result // pass fail none temperror permerror
+	Policy Policy // set only when DMARC is fail
 }
 
 // Results is what Verify found out about a message.
 type Results struct {
-	SPF       string // pass fail softfail neutral none temperror permerror
+	SPF       Result // pass fail softfail neutral none temperror permerror
 	SPFDomain string // the domain SPF was checked for (MAIL FROM's, or HELO's for the null sender)
 
 	DKIM []DKIMResult // one per verified signature (at most MaxDKIMSignatures); empty: dkim=none
 
-	DMARC       string // pass fail none temperror permerror
-	DMARCPolicy string // none quarantine reject: the policy to apply; set only when DMARC is fail
-	FromDomain  string // the header From domain (lower case), "" if none could be found
+	// Authors holds one DMARC verdict per author domain (RFC 7489
+	// section 6.6.1: every domain of the From field is evaluated).
+	Authors []AuthorResult
+	// DMARC and DMARCPolicy are the strictest of Authors: fail with the
+	// strictest policy among the failing domains if any fails.
+	DMARC       Result
+	DMARCPolicy Policy
+	FromDomain  string // the first author domain, "" if none
 
 	// Header is the whole Authentication-Results field, folded at 78
 	// characters where possible, ending in CRLF; ready to prepend.
@@ -73,53 +116,109 @@ func (r Results) DKIMPass() bool {
 	return false
 }
 
-// Verify checks SPF for the envelope (ip, helo, mailFrom), every DKIM
-// signature of msg (up to MaxDKIMSignatures), and DMARC for msg's From
-// domain, and formats an Authentication-Results header for authservID
-// (normally the server's host name).
+// DKIMAligned reports whether a DKIM signature that verified was made by
+// domain or, relaxed (RFC 7489 section 3.1.1), by a domain of the same
+// organisational domain.
+func (r Results) DKIMAligned(domain string) bool {
+	for _, d := range r.DKIM {
+		if d.Result == ResultPass && aligned(d.Domain, domain, dmarc.AlignmentRelaxed) {
+			return true
+		}
+	}
+	return false
+}
+
+// Envelope is the SMTP side of a message: who connected and MAIL FROM.
+type Envelope struct {
+	IP       netip.Addr
+	Helo     string
+	MailFrom string // without angle brackets; "" is the null sender
+}
+
+// Verify parses msg's header and calls VerifyParsed. A header that cannot
+// be parsed, or whose authors are ambiguous, yields DMARC permerror:
+// callers that accept mail must refuse such messages before (smtpd does),
+// never let permerror through.
+func Verify(ctx context.Context, r Resolver, authservID string, ip netip.Addr, helo, mailFrom string, msg []byte) Results {
+	msg = toCRLF(msg)
+	var authors []string
+	hdr, err := msgheader.Parse(msg, msgheader.Limits{})
+	if err == nil {
+		if a, aerr := hdr.Authors(); aerr == nil {
+			authors = a.Domains()
+		}
+	} else {
+		hdr = &msgheader.Header{}
+	}
+	return VerifyParsed(ctx, r, authservID, Envelope{IP: ip, Helo: helo, MailFrom: mailFrom}, hdr, authors, msg)
+}
+
+// VerifyParsed checks SPF for the envelope, every DKIM signature of msg
+// (up to MaxDKIMSignatures), and DMARC for every author domain, and
+// formats an Authentication-Results header for authservID (normally the
+// server's host name). hdr is msg's parsed header and authors its author
+// domains (msgheader.Authors.Domains); no authors means DMARC permerror.
 //
-// mailFrom is the envelope sender without angle brackets; "" is the null
-// sender, for which SPF checks postmaster@helo. msg is the message as
-// received (header and body); bare LF line ends are treated as CRLF.
-//
+// msg is the message as received (header and body) with CRLF line ends.
 // Verify never fails: DNS problems become temperror results. It returns
 // when ctx is done at the latest; without a deadline on ctx it applies
 // DefaultTimeout.
-func Verify(ctx context.Context, r Resolver, authservID string, ip netip.Addr, helo, mailFrom string, msg []byte) Results {
+func VerifyParsed(ctx context.Context, r Resolver, authservID string, env Envelope, hdr *msgheader.Header, authors []string, msg []byte) Results {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	msg = toCRLF(msg)
-	hdr := readHeader(msg)
-
 	var res Results
 	var mailFromDomain string
-	res.SPF, res.SPFDomain, mailFromDomain = checkSPF(ctx, r, ip, helo, mailFrom)
-	res.DKIM = checkDKIM(ctx, r, msg, hdr)
+	res.SPF, res.SPFDomain, mailFromDomain = checkSPF(ctx, r, env.IP, env.Helo, env.MailFrom)
+	res.DKIM = VerifyDKIM(ctx, r, hdr, msg)
 
-	from, fromErr := fromDomain(hdr)
-	res.FromDomain = from
-	if fromErr != nil {
-		slog.DebugContext(ctx, "msgauth: no usable From domain", "err", fromErr)
+	if len(authors) == 0 {
+		slog.DebugContext(ctx, "msgauth: no author domain")
 		res.DMARC = ResultPermError
-	} else {
-		// DMARC's SPF identifier is the MAIL FROM domain only (RFC 7489
-		// section 3.1.2); a HELO-only pass does not align.
-		spfAligned := ""
-		if res.SPF == ResultPass {
-			spfAligned = mailFromDomain
-		}
-		res.DMARC, res.DMARCPolicy = checkDMARC(ctx, r, from, spfAligned, res.DKIM)
 	}
-	res.Header = formatHeader(authservID, helo, mailFrom, res)
+	if len(authors) > MaxAuthorDomains {
+		authors = authors[:MaxAuthorDomains]
+	}
+	// DMARC's SPF identifier is the MAIL FROM domain only (RFC 7489
+	// section 3.1.2); a HELO-only pass does not align.
+	spfAligned := ""
+	if res.SPF == ResultPass {
+		spfAligned = mailFromDomain
+	}
+	for _, d := range authors {
+		v, p := checkDMARC(ctx, r, d, spfAligned, res.DKIM)
+		res.Authors = append(res.Authors, AuthorResult{Domain: d, DMARC: v, Policy: p})
+	}
+	if len(res.Authors) > 0 {
+		res.FromDomain = res.Authors[0].Domain
+		res.DMARC, res.DMARCPolicy = strictest(res.Authors)
+	}
+	res.Header = formatHeader(authservID, env.Helo, env.MailFrom, res)
 	return res
+}
+
+// strictest combines per-author verdicts: any fail wins (with the
+// strictest policy among failing domains), then temperror, permerror,
+// pass, none.
+func strictest(rs []AuthorResult) (Result, Policy) {
+	rank := map[Result]int{ResultFail: 5, ResultTempError: 4, ResultPermError: 3, ResultPass: 2, ResultNone: 1}
+	best := rs[0]
+	for _, r := range rs[1:] {
+		switch {
+		case rank[r.DMARC] > rank[best.DMARC]:
+			best = r
+		case r.DMARC == ResultFail && best.DMARC == ResultFail && r.Policy.strictness() > best.Policy.strictness():
+			best = r
+		}
+	}
+	return best.DMARC, best.Policy
 }
 
 // checkSPF returns the SPF result, the domain checked, and the MAIL FROM
 // domain ("" for the null sender).
-func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) (result, domain, mailFromDomain string) {
+func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) (result Result, domain, mailFromDomain string) {
 	mailFrom = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(mailFrom), "<"), ">")
 	helo = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(helo), "."))
 	sender := mailFrom
@@ -148,14 +247,15 @@ func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom str
 	}
 	switch res {
 	case spf.Pass, spf.Fail, spf.SoftFail, spf.Neutral, spf.None, spf.TempError, spf.PermError:
-		return string(res), domain, mailFromDomain
+		return Result(res), domain, mailFromDomain
 	}
 	return ResultPermError, domain, mailFromDomain
 }
 
-// checkDKIM verifies up to MaxDKIMSignatures signatures.
-func checkDKIM(ctx context.Context, r Resolver, msg []byte, hdr textproto.MIMEHeader) []DKIMResult {
-	sigs := hdr.Values("Dkim-Signature")
+// VerifyDKIM verifies up to MaxDKIMSignatures signatures of msg, whose
+// parsed header is hdr.
+func VerifyDKIM(ctx context.Context, r Resolver, hdr *msgheader.Header, msg []byte) []DKIMResult {
+	sigs := hdr.Values("DKIM-Signature")
 	if len(sigs) == 0 {
 		return nil
 	}
@@ -212,49 +312,9 @@ func tagValue(list, tag string) string {
 	return ""
 }
 
-// errFrom: the message has no single usable From address.
-var errFrom = errors.New("msgauth: no single From address with a domain")
-
-// fromDomain returns the lower-case domain of the message's single From
-// address (RFC 7489 section 6.6.1).
-func fromDomain(hdr textproto.MIMEHeader) (string, error) {
-	froms := hdr.Values("From")
-	if len(froms) != 1 {
-		return "", errFrom
-	}
-	var addr string
-	if list, err := mail.ParseAddressList(froms[0]); err == nil {
-		if len(list) != 1 {
-			return "", errFrom
-		}
-		addr = list[0].Address
-	} else {
-		// Be lenient with a From the parser rejects: a sender must not
-		// escape DMARC by writing a malformed header. Take the address in
-		// angle brackets, or the whole value.
-		v := froms[0]
-		if i := strings.LastIndexByte(v, '<'); i >= 0 {
-			v = v[i+1:]
-			if j := strings.IndexByte(v, '>'); j >= 0 {
-				v = v[:j]
-			}
-		}
-		addr = strings.TrimSpace(v)
-	}
-	at := strings.LastIndexByte(addr, '@')
-	if at < 0 {
-		return "", errFrom
-	}
-	d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(addr[at+1:]), "."))
-	if d == "" || strings.ContainsAny(d, " \t\r\n@<>") {
-		return "", errFrom
-	}
-	return d, nil
-}
-
 // checkDMARC evaluates the From domain's DMARC record. spfDomain is the MAIL
 // FROM domain if SPF passed, else "".
-func checkDMARC(ctx context.Context, r Resolver, from, spfDomain string, dkims []DKIMResult) (result, policy string) {
+func checkDMARC(ctx context.Context, r Resolver, from, spfDomain string, dkims []DKIMResult) (Result, Policy) {
 	org := orgDomain(from)
 	opts := &dmarc.LookupOptions{LookupTXT: txtLookup(ctx, r)}
 	rec, err := dmarc.LookupWithOptions(from, opts)
@@ -302,7 +362,7 @@ func checkDMARC(ctx context.Context, r Resolver, from, spfDomain string, dkims [
 	default:
 		p = dmarc.PolicyNone
 	}
-	return ResultFail, string(p)
+	return ResultFail, Policy(p)
 }
 
 // aligned reports identifier alignment (RFC 7489 section 3.1): strict
@@ -326,16 +386,6 @@ func orgDomain(d string) string {
 		return d
 	}
 	return o
-}
-
-// readHeader parses the header section of msg; a malformed header yields
-// the fields read up to the problem.
-func readHeader(msg []byte) textproto.MIMEHeader {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
-	if h == nil {
-		h = textproto.MIMEHeader{}
-	}
-	return h
 }
 
 // toCRLF turns bare LF line ends into CRLF, leaving CRLF alone.
@@ -379,7 +429,12 @@ func formatHeader(authservID, helo, mailFrom string, res Results) string {
 		}
 		results = append(results, &authres.GenericResult{Method: "dkim", Value: authres.ResultValue(d.Result), Params: params})
 	}
-	results = append(results, &authres.DMARCResult{Value: authres.ResultValue(res.DMARC), From: safe(res.FromDomain)})
+	if len(res.Authors) == 0 {
+		results = append(results, &authres.DMARCResult{Value: authres.ResultValue(res.DMARC)})
+	}
+	for _, a := range res.Authors {
+		results = append(results, &authres.DMARCResult{Value: authres.ResultValue(a.DMARC), From: safe(a.Domain)})
+	}
 	return fold("Authentication-Results: " + authres.Format(authservID, results))
 }
 

@@ -1,14 +1,8 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"log/slog"
-	"net/mail"
-	"net/netip"
-	"net/textproto"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -18,83 +12,99 @@ import (
 	"github.com/mamori-mail/mamori/internal/smtpd"
 )
 
-// inboundVerifier checks SPF, DKIM and DMARC of inbound mail.
-func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger) func(context.Context, netip.Addr, string, string, []byte) smtpd.AuthVerdict {
-	if !c.Auth.VerifyInbound {
-		return nil
-	}
+// inboundVerifier authenticates inbound mail: SPF, DKIM and DMARC of every
+// author domain when [auth] verify_inbound is on, and in any case DKIM for
+// authors in our own domains (smtpd refuses those without an aligned
+// signature).
+func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger) func(context.Context, smtpd.VerifyRequest) smtpd.AuthVerdict {
 	budget := c.Auth.Timeout.Duration
-	return func(ctx context.Context, ip netip.Addr, helo, from string, msg []byte) smtpd.AuthVerdict {
+	return func(ctx context.Context, req smtpd.VerifyRequest) smtpd.AuthVerdict {
+		if !c.Auth.VerifyInbound && len(req.Local) == 0 {
+			return smtpd.AuthVerdict{}
+		}
 		if budget > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, budget)
 			defer cancel()
 		}
-		r := msgauth.Verify(ctx, res, c.Hostname, ip, helo, from, msg)
-		log.Info("auth results", "client_ip", ip.String(), "from", from, "header_from_domain", r.FromDomain,
-			"spf", r.SPF, "dmarc", r.DMARC, "dmarc_policy", r.DMARCPolicy, "dkim_pass", r.DKIMPass())
+		var r msgauth.Results
+		if c.Auth.VerifyInbound {
+			r = msgauth.VerifyParsed(ctx, res, c.Hostname, msgauth.Envelope{IP: req.IP, Helo: req.Helo, MailFrom: req.MailFrom},
+				req.Header, req.Authors, req.Msg)
+			log.Info("auth results", "client_ip", req.IP.String(), "from", req.MailFrom, "header_from_domains", strings.Join(req.Authors, ","),
+				"spf", r.SPF, "dmarc", r.DMARC, "dmarc_policy", r.DMARCPolicy, "dkim_pass", r.DKIMPass())
+		} else {
+			r.DKIM = msgauth.VerifyDKIM(ctx, res, req.Header, req.Msg)
+		}
 		v := smtpd.AuthVerdict{Header: r.Header, Fail: r.SPF == msgauth.ResultFail || r.DMARC == msgauth.ResultFail}
-		if c.Auth.DMARCReject && r.DMARC == msgauth.ResultFail && r.DMARCPolicy == "reject" {
-			v.Reject, v.Reason = true, r.FromDomain+" publishes p=reject and this message fails DMARC"
+		if c.Auth.VerifyInbound && c.Auth.DMARCReject && r.DMARC == msgauth.ResultFail && r.DMARCPolicy == msgauth.PolicyReject {
+			failing := ""
+			for _, a := range r.Authors {
+				if a.DMARC == msgauth.ResultFail && a.Policy == msgauth.PolicyReject {
+					failing = a.Domain
+					break
+				}
+			}
+			v.Reject, v.Reason = true, failing+" publishes p=reject and this message fails DMARC"
+		}
+		for _, d := range req.Local {
+			if !r.DKIMAligned(d) {
+				v.Unsigned = append(v.Unsigned, d)
+				v.Fail = true
+			}
+		}
+		if len(v.Unsigned) > 0 {
+			log.Warn("own domain in From without our signature", "client_ip", req.IP.String(), "from", req.MailFrom,
+				"domains", strings.Join(v.Unsigned, ","))
 		}
 		return v
 	}
 }
 
-// dkimSigner signs with data_dir/dkim/DOMAIN.SELECTOR.key for the domain of
-// the message's From header; keys are loaded once at start.
-func dkimSigner(c *config.Config, log *slog.Logger) func([]byte) []byte {
-	dir := filepath.Join(c.DataDir, "dkim")
-	ents, err := os.ReadDir(dir)
+// loadKeyring loads data_dir/dkim/DOMAIN.SELECTOR.key.
+func loadKeyring(c *config.Config, log *slog.Logger) *msgauth.Keyring {
+	k, warns, err := msgauth.LoadKeyring(filepath.Join(c.DataDir, "dkim"), c.Auth.DKIMSelector)
 	if err != nil {
+		log.Warn("dkim keys", "err", err.Error())
 		return nil
 	}
-	signers := map[string]*msgauth.Signer{}
-	suffix := "." + c.Auth.DKIMSelector + ".key"
-	for _, e := range ents {
-		dom, ok := strings.CutSuffix(e.Name(), suffix)
-		if !ok || e.IsDir() {
-			continue
-		}
-		s, err := msgauth.LoadSigner(dom, c.Auth.DKIMSelector, filepath.Join(dir, e.Name()))
-		if err != nil {
-			log.Warn("dkim key", "file", e.Name(), "err", err.Error())
-			continue
-		}
-		signers[strings.ToLower(dom)] = s
-		log.Info("dkim signing enabled", "domain", dom, "selector", c.Auth.DKIMSelector)
+	for _, w := range warns {
+		log.Warn("dkim key", "err", w.Error())
 	}
-	if len(signers) == 0 {
+	for _, d := range k.Domains() {
+		log.Info("dkim signing enabled", "domain", d, "selector", c.Auth.DKIMSelector)
+	}
+	return k
+}
+
+// headerSigner gives smtpd the DKIM-Signature fields for the author
+// domains of a submitted message.
+func headerSigner(k *msgauth.Keyring, log *slog.Logger) func([]string, []byte) []byte {
+	if k.Len() == 0 {
 		return nil
 	}
-	return func(msg []byte) []byte {
-		s := signers[fromDomain(msg)]
-		if s == nil {
-			return msg
-		}
-		signed, err := s.Sign(msg)
+	return func(domains []string, msg []byte) []byte {
+		sigs, err := k.Signatures(domains, msg)
 		if err != nil {
-			log.Warn("dkim sign", "domain", s.Domain, "err", err.Error())
-			return msg
+			log.Warn("dkim sign", "domains", strings.Join(domains, ","), "err", err.Error())
 		}
-		return signed
+		return sigs
 	}
 }
 
-// fromDomain is the lower-cased domain of the single From header address.
-func fromDomain(msg []byte) string {
-	end := bytes.Index(msg, []byte("\r\n\r\n"))
-	if end < 0 {
-		end = len(msg)
+// dkimSigner signs whole messages mamori writes itself (DSNs, alerts) with
+// the key of their From domain; it returns msg unchanged when there is no
+// key for it.
+func dkimSigner(c *config.Config, log *slog.Logger) func([]byte) []byte {
+	k := loadKeyring(c, log)
+	if k.Len() == 0 {
+		return nil
 	}
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(msg[:end:end], "\r\n\r\n"...)))).ReadMIMEHeader()
-	a, err := mail.ParseAddress(h.Get("From"))
-	if err != nil {
-		return ""
+	return func(msg []byte) []byte {
+		signed, err := k.SignMessage(msg)
+		if err != nil {
+			log.Warn("dkim sign", "err", err.Error())
+		}
+		return signed
 	}
-	i := strings.LastIndexByte(a.Address, '@')
-	if i < 0 {
-		return ""
-	}
-	return strings.TrimSuffix(strings.ToLower(a.Address[i+1:]), ".")
 }

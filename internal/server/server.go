@@ -184,6 +184,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 
 	smtpSrv := smtpd.New(smtpd.Config{
 		Hostname:        c.Hostname,
+		Domain:          c.Domains[0],
 		TLS:             tlsCfg,
 		Trusted:         trusted,
 		MaxMessageBytes: c.Limits.MaxMessageSize,
@@ -198,7 +199,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Recorder:        sessionRecorder{jrn},
 		Content:         contentChecker(c, log.With("stage", "content")),
 		Verify:          inboundVerifier(c, res, log.With("stage", "auth")),
-		Sign:            dkimSigner(c, log.With("stage", "auth")),
+		Sign:            headerSigner(loadKeyring(c, log.With("stage", "auth")), log.With("stage", "auth")),
 		PregreetDelay:   c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))

@@ -150,8 +150,7 @@ func (l *admitListener) admit(c net.Conn) {
 			s.markPregreetPassed(ip)
 		}
 	}
-	t := newTap(c, implicitTLS)
-	t.onClose = release
+	t := &sessionConn{Conn: c, onClose: release}
 	if d := s.cfg.MaxSessionTime; d > 0 {
 		t.timer = time.AfterFunc(d, func() {
 			s.log.Info("session time limit", "listener", l.kind.String(), "client_ip", ip.String(), "limit", d.String())

@@ -1,51 +1,40 @@
 package smtpd
 
 import (
-	"bytes"
 	"strings"
+
+	"github.com/mamori-mail/mamori/internal/msgheader"
 )
 
-// stripAuthResults removes Authentication-Results header fields (with
-// their continuation lines) whose authserv-id is ours: RFC 8601 §5 — a
-// forger could otherwise pre-stamp "dkim=pass" in our name. Fields of other
-// authserv-ids and the body are left untouched.
-func stripAuthResults(msg []byte, authservID string) []byte {
-	end := bytes.Index(msg, []byte("\r\n\r\n"))
-	if end < 0 {
-		end = len(msg)
-	}
-	head := msg[:end]
-	if !bytes.Contains(bytes.ToLower(head), []byte("authentication-results")) {
-		return msg
-	}
+// ourAuthResults returns the Authentication-Results fields whose
+// authserv-id is ours: RFC 8601 section 5 — a forger could otherwise
+// pre-stamp "dkim=pass" in our name. Fields of other authserv-ids are kept.
+func ourAuthResults(h *msgheader.Header, authservID string) []msgheader.Field {
 	id := strings.ToLower(authservID)
-	var out bytes.Buffer
-	out.Grow(len(msg))
-	skipping := false
-	for len(head) > 0 {
-		line := head
-		if i := bytes.Index(head, []byte("\r\n")); i >= 0 {
-			line, head = head[:i+2], head[i+2:]
-		} else {
-			head = nil
-		}
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') { // continuation
-			if !skipping {
-				out.Write(line)
-			}
+	var out []msgheader.Field
+	for _, f := range h.Fields {
+		if !strings.EqualFold(f.Name, "Authentication-Results") {
 			continue
 		}
-		skipping = false
-		name, value, ok := strings.Cut(string(line), ":")
-		if ok && strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
-			v := strings.ToLower(strings.TrimSpace(value))
-			if v == id || strings.HasPrefix(v, id+";") || strings.HasPrefix(v, id+" ") || strings.HasPrefix(v, id+"\r") {
-				skipping = true
-				continue
-			}
+		v := strings.ToLower(f.Value)
+		if v == id || strings.HasPrefix(v, id+";") || strings.HasPrefix(v, id+" ") || strings.HasPrefix(v, id+"\t") {
+			out = append(out, f)
 		}
-		out.Write(line)
 	}
-	out.Write(msg[end:])
-	return out.Bytes()
+	return out
+}
+
+// withoutFields returns msg as slices of itself that leave out the given
+// header fields (in header order), without copying the message.
+func withoutFields(msg []byte, drop []msgheader.Field) [][]byte {
+	if len(drop) == 0 {
+		return [][]byte{msg}
+	}
+	out := make([][]byte, 0, len(drop)+1)
+	at := 0
+	for _, f := range drop {
+		out = append(out, msg[at:f.Start])
+		at = f.End
+	}
+	return append(out, msg[at:])
 }

@@ -8,37 +8,94 @@ import (
 // errBodyBudget: the server-wide budget for message bytes in memory is used up.
 var errBodyBudget = errors.New("in-flight message budget exhausted")
 
-// bodyChunk is how much budget a session takes at a time.
+// bodyChunk is the unit in which a message without a SIZE hint is read.
 const bodyChunk = 64 << 10
 
-// readBody reads a message, reserving room for it in the server-wide
-// in-flight budget chunk by chunk as it grows. It returns the body and the
-// bytes reserved, which the caller releases (s.bodyBytes.Add(-reserved))
-// once the message is queued or refused — also on error.
-func (s *Server) readBody(r io.Reader) ([]byte, int64, error) {
-	var reserved int64
-	var buf []byte
-	for {
-		if len(buf) == cap(buf) {
-			// Grow by doubling up to bodyChunk at a time, allocating
-			// exactly what was reserved (append would round up).
-			grow := min(max(int64(cap(buf)), 8<<10), bodyChunk)
-			if s.bodyBytes.Add(grow) > s.cfg.MaxInflightBytes {
-				s.bodyBytes.Add(-grow)
-				return nil, reserved, errBodyBudget
-			}
-			reserved += grow
-			nb := make([]byte, len(buf), int64(cap(buf))+grow)
-			copy(nb, buf)
-			buf = nb
+// budget is one session's share of the server-wide in-flight byte budget
+// (Config.MaxInflightBytes). Every buffer a message occupies while it is
+// received, checked and queued is reserved here first, including buffers
+// the garbage collector has not reclaimed yet, so the bound holds for all
+// copies, not only the first.
+type budget struct {
+	srv      *Server
+	reserved int64
+}
+
+// take reserves n bytes, or reports that the budget is exhausted.
+func (b *budget) take(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	if b.srv.bodyBytes.Add(n) > b.srv.cfg.MaxInflightBytes {
+		b.srv.bodyBytes.Add(-n)
+		return false
+	}
+	b.reserved += n
+	return true
+}
+
+// release returns everything reserved.
+func (b *budget) release() {
+	b.srv.bodyBytes.Add(-b.reserved)
+	b.reserved = 0
+}
+
+// readBody reads a message into one buffer. With a right SIZE hint the
+// buffer is allocated once. Otherwise the message is read in chunks and
+// joined at the end; the chunks stay reserved (they are garbage the
+// collector has yet to free), so at most about twice the message size is
+// reserved, and nothing is copied more than once.
+func (b *budget) readBody(r io.Reader, hint int64) ([]byte, error) {
+	limit := b.srv.cfg.MaxMessageBytes
+	if hint > 0 && (limit <= 0 || hint <= limit) {
+		// +1: EOF is seen without a second buffer.
+		if !b.take(hint + 1) {
+			return nil, errBodyBudget
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, reserved, nil
+		buf := make([]byte, hint+1)
+		n, err := io.ReadFull(r, buf)
+		switch {
+		case err == io.ErrUnexpectedEOF || err == io.EOF:
+			return buf[:n], nil
+		case err != nil:
+			return nil, err
+		}
+		// The hint was too small: go on in chunks.
+		return b.readChunks(r, buf)
+	}
+	return b.readChunks(r, nil)
+}
+
+func (b *budget) readChunks(r io.Reader, first []byte) ([]byte, error) {
+	var chunks [][]byte
+	total := int64(len(first))
+	if first != nil {
+		chunks = append(chunks, first)
+	}
+	for {
+		if !b.take(bodyChunk) {
+			return nil, errBodyBudget
+		}
+		c := make([]byte, bodyChunk)
+		n, err := io.ReadFull(r, c)
+		chunks = append(chunks, c[:n])
+		total += int64(n)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			break
 		}
 		if err != nil {
-			return nil, reserved, err
+			return nil, err
 		}
 	}
+	if len(chunks) == 1 {
+		return chunks[0], nil
+	}
+	if !b.take(total) {
+		return nil, errBodyBudget
+	}
+	buf := make([]byte, 0, total)
+	for _, c := range chunks {
+		buf = append(buf, c...)
+	}
+	return buf, nil
 }

@@ -8,30 +8,44 @@ import (
 )
 
 func TestReadBodyBudget(t *testing.T) {
-	s := New(Config{MaxInflightBytes: 200 << 10}, nil, nil, nil)
+	s := New(Config{MaxInflightBytes: 400 << 10}, nil, nil, nil)
 	small := strings.Repeat("x", 100<<10)
-	got, reserved, err := s.readBody(strings.NewReader(small))
+	b1 := &budget{srv: s}
+	got, err := b1.readBody(strings.NewReader(small), 0)
 	if err != nil || string(got) != small {
 		t.Fatalf("small body: err %v, %d bytes", err, len(got))
 	}
-	if s.bodyBytes.Load() != reserved || reserved < int64(len(small)) {
-		t.Errorf("reserved %d, counter %d for a %d-byte body", reserved, s.bodyBytes.Load(), len(small))
+	// Outgrown buffers stay reserved: at least the body, at most about
+	// twice it (plus the first buffer).
+	if s.bodyBytes.Load() != b1.reserved || b1.reserved < int64(len(small)) || b1.reserved > 2*int64(len(small))+bodyChunk {
+		t.Errorf("reserved %d, counter %d for a %d-byte body", b1.reserved, s.bodyBytes.Load(), len(small))
 	}
 	// While the first body is held, a second large one exceeds the budget.
-	_, r2, err := s.readBody(bytes.NewReader(make([]byte, 1<<20)))
-	if !errors.Is(err, errBodyBudget) {
+	b2 := &budget{srv: s}
+	if _, err = b2.readBody(bytes.NewReader(make([]byte, 1<<20)), 0); !errors.Is(err, errBodyBudget) {
 		t.Fatalf("over budget: err %v", err)
 	}
-	s.bodyBytes.Add(-r2)
-	s.bodyBytes.Add(-reserved)
+	b2.release()
+	b1.release()
 	if n := s.bodyBytes.Load(); n != 0 {
 		t.Errorf("budget not returned: %d", n)
 	}
-	// With the first released, the large one fits in a bigger budget.
+	// With a SIZE hint the buffer is allocated once: reserved = size+1.
 	s.cfg.MaxInflightBytes = 4 << 20
-	big, r3, err := s.readBody(bytes.NewReader(make([]byte, 1<<20)))
+	b3 := &budget{srv: s}
+	big, err := b3.readBody(bytes.NewReader(make([]byte, 1<<20)), 1<<20)
 	if err != nil || len(big) != 1<<20 {
 		t.Fatalf("1 MiB in a 4 MiB budget: err %v len %d", err, len(big))
 	}
-	s.bodyBytes.Add(-r3)
+	if b3.reserved != 1<<20+1 {
+		t.Errorf("with SIZE hint reserved %d, want %d", b3.reserved, 1<<20+1)
+	}
+	b3.release()
+	// A wrong (small) hint still reads the whole message.
+	b4 := &budget{srv: s}
+	big, err = b4.readBody(bytes.NewReader(make([]byte, 300<<10)), 10)
+	if err != nil || len(big) != 300<<10 {
+		t.Fatalf("small hint: err %v len %d", err, len(big))
+	}
+	b4.release()
 }

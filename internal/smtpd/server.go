@@ -9,9 +9,11 @@
 // mailbox Directory for recipients and logins) and the accepted message goes
 // to the durable queue, which fsyncs it before the 250 reply.
 //
-// go-smtp strips source routes before the Session sees a path, so a small
-// tap on the connection (tap.go) watches the plaintext command stream to
-// notice them. github.com/emersion/go-sasl supplies the PLAIN server; LOGIN,
+// go-smtp strips source routes before the Session sees a path; the route is
+// ignored and the relay decision made on the final mailbox (RFC 5321
+// appendix C). go-smtp is used from a copy with one patch (third_party/
+// go-smtp/MAMORI.md): the command line limit does not apply to message
+// lines. github.com/emersion/go-sasl supplies the PLAIN server; LOGIN,
 // which it only offers as a client, is implemented here (sasl.go).
 package smtpd
 
@@ -30,6 +32,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
 
@@ -80,6 +83,7 @@ type Spool interface {
 // Config holds the receiving limits and identity.
 type Config struct {
 	Hostname        string
+	Domain          string      // the primary local domain: "RCPT TO:<postmaster>" means postmaster@Domain
 	TLS             *tls.Config // nil: no STARTTLS, no submission
 	Trusted         []netip.Prefix
 	MaxMessageBytes int64
@@ -98,13 +102,16 @@ type Config struct {
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
 	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) ContentVerdict
-	// Verify, when set, checks SPF, DKIM and DMARC of inbound mail (not
-	// from users or trusted networks) and returns the Authentication-Results
-	// header to add, and whether DMARC policy says reject.
-	Verify func(ctx context.Context, ip netip.Addr, helo, mailFrom string, msg []byte) AuthVerdict
-	// Sign, when set, DKIM-signs mail of users and trusted clients; it
-	// returns msg unchanged when there is no key for its From domain.
-	Sign func(msg []byte) []byte
+	// Verify checks sender authentication of inbound mail (not from users
+	// or trusted networks): SPF, DKIM and DMARC when configured, and in any
+	// case DKIM for authors in our own domains (VerifyRequest.Local). nil
+	// means nothing can be verified: mail from outside that names one of
+	// our domains as its author is then refused.
+	Verify func(ctx context.Context, req VerifyRequest) AuthVerdict
+	// Sign, when set, returns the DKIM-Signature fields to prepend to mail
+	// of users and trusted clients, one per author domain it holds a key
+	// for (none when it holds no key).
+	Sign func(authorDomains []string, msg []byte) []byte
 	// Recorder, when set, gets a summary of every session that queued,
 	// refused or failed something (evidence for incident export).
 	Recorder Recorder
@@ -116,12 +123,26 @@ type Config struct {
 	MaxSessionTime time.Duration // a session is cut after this long, whatever it does
 }
 
+// VerifyRequest is one inbound message to authenticate.
+type VerifyRequest struct {
+	IP       netip.Addr
+	Helo     string
+	MailFrom string
+	Header   *msgheader.Header // Msg's parsed header
+	Authors  []string          // author domains (msgheader.Authors.Domains)
+	Local    []string          // the author domains that are ours
+	Msg      []byte
+}
+
 // AuthVerdict is the sender-authentication answer for one inbound message.
 type AuthVerdict struct {
 	Header string // the Authentication-Results header line(s), CRLF-terminated
 	Fail   bool   // SPF or DMARC failed: a signal for the guard
 	Reject bool   // DMARC policy says reject (and the config honours it)
 	Reason string
+	// Unsigned lists the local author domains (of VerifyRequest.Local)
+	// without a valid DKIM signature aligned with them.
+	Unsigned []string
 }
 
 // ContentVerdict is the content stage's answer for one message.
@@ -252,14 +273,6 @@ func (s *Server) isTrusted(ip netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func tapOf(c net.Conn) *tapConn {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	t, _ := c.(*tapConn)
-	return t
 }
 
 func remoteIP(c net.Conn) netip.Addr {

@@ -1,20 +1,13 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
-	"net/mail"
 	"net/netip"
-	"net/textproto"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -41,7 +34,6 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		srv:     s,
 		kind:    b.kind,
 		conn:    c,
-		tap:     tapOf(c.Conn()),
 		ip:      ip,
 		trusted: s.isTrusted(ip),
 		helo:    c.Hostname(),
@@ -62,7 +54,6 @@ type session struct {
 	srv     *Server
 	kind    Kind
 	conn    *smtp.Conn
-	tap     *tapConn
 	ip      netip.Addr
 	trusted bool
 	helo    string
@@ -75,12 +66,13 @@ type session struct {
 	rcpts   []string // final recipients after alias expansion
 	seen    map[string]bool
 	smtputf bool
+	size    int64 // SIZE= of MAIL FROM, a hint for the body buffer
 
 	sum SessionSummary
 }
 
 func (s *session) Reset() {
-	s.hasFrom, s.from, s.rcpts, s.seen, s.smtputf = false, "", nil, nil, false
+	s.hasFrom, s.from, s.rcpts, s.seen, s.smtputf, s.size = false, "", nil, nil, false, 0
 }
 
 func (s *session) Logout() error {
@@ -138,15 +130,21 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.hasFrom = true
 	s.from = addr.String()
 	s.smtputf = opts != nil && opts.UTF8
+	if opts != nil {
+		s.size = opts.Size
+	}
 	s.log.Debug("mail", "from", s.from, "user", s.user)
 	return nil
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	routed := s.tap != nil && s.tap.takeRouted(to)
+	if strings.EqualFold(to, "postmaster") && s.srv.cfg.Domain != "" {
+		// RFC 5321 section 4.5.1: "RCPT TO:<Postmaster>" without a domain
+		// must be accepted; it means the postmaster of this server.
+		to = "postmaster@" + s.srv.cfg.Domain
+	}
 	d := policy.CheckRcpt(policy.RcptInput{
 		Rcpt:          to,
-		SourceRouted:  routed,
 		Authenticated: s.user != "",
 		Trusted:       s.trusted,
 		IsLocalDomain: s.srv.dir.IsLocalDomain,
@@ -185,154 +183,6 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.rcpts = append(s.rcpts, t)
 	}
 	s.log.Debug("rcpt", "rcpt", addr, "local", d.Local, "targets", len(targets))
-	return nil
-}
-
-func (s *session) Data(r io.Reader) error {
-	if !s.hasFrom || len(s.rcpts) == 0 {
-		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL and RCPT first"}
-	}
-	// One budget for the whole DATA phase, so a client cannot trickle a
-	// message forever one byte per command timeout.
-	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
-	body, reserved, err := s.srv.readBody(r)
-	defer s.srv.bodyBytes.Add(-reserved)
-	if err != nil {
-		if errors.Is(err, errBodyBudget) {
-			s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes)
-			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
-				Message: "Insufficient system resources, try again later"})
-		}
-		if errors.Is(err, smtp.ErrDataTooLarge) {
-			return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
-				Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
-		}
-		s.log.Info("data aborted", "err", err.Error())
-		return err
-	}
-	hdr, err := readHeader(body)
-	if err != nil {
-		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Malformed message header: " + err.Error()})
-	}
-	if n := len(hdr.Values("Received")); n >= s.srv.cfg.MaxReceived {
-		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
-			Message: fmt.Sprintf("Too many Received headers (%d): mail loop", n)})
-	}
-	if s.user != "" {
-		if e := s.checkHeaderFrom(hdr); e != nil {
-			if g := s.srv.cfg.Guard; g != nil {
-				g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(),
-					Subject: decodeSubject(hdr.Get("Subject")), HeaderFromMismatch: true})
-			}
-			return s.reject("data", hdr.Get("From"), e)
-		}
-	}
-	origin := queue.OriginInbound
-	switch {
-	case s.user != "":
-		origin = queue.OriginSubmitted
-	case s.trusted:
-		origin = queue.OriginTrusted
-	}
-	subject := decodeSubject(hdr.Get("Subject"))
-	// Content first (attachment policy, virus scan): its verdict is also a
-	// signal for the guard — a PC that suddenly mails executables is a worm.
-	cv := ContentVerdict{Action: "accept"}
-	if cf := s.srv.cfg.Content; cf != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
-		cv = cf(ctx, s.sender(), s.rcpts, body)
-		cancel()
-		if cv.Action == "defer" {
-			return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-				Message: "Content scanner unavailable, try again later"})
-		}
-	}
-	hit := ""
-	if cv.Action == "reject" || cv.Action == "hold" {
-		hit = cv.Rule
-	}
-	var av AuthVerdict
-	if origin == queue.OriginInbound && s.srv.cfg.Verify != nil {
-		body = stripAuthResults(body, s.srv.cfg.Hostname)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		av = s.srv.cfg.Verify(ctx, s.ip, s.helo, s.from, body)
-		cancel()
-	}
-	state, rule := queue.StateActive, ""
-	if g := s.srv.cfg.Guard; g != nil {
-		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit, AuthFail: av.Fail})
-		switch gd.Verdict {
-		case guard.Accept:
-		case guard.Hold:
-			state, rule = queue.StateHeld, gd.Rule
-		default:
-			return s.guardRefusal("data", "", gd)
-		}
-	}
-	switch cv.Action {
-	case "", "accept":
-	case "hold":
-		if state != queue.StateHeld { // an isolated sender's rule stays the first reason
-			state, rule = queue.StateHeld, cv.Rule
-		}
-	default:
-		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: "Message refused: " + cv.Reason})
-	}
-	if av.Reject {
-		return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-			Message: "Rejected by the sender domain's DMARC policy: " + av.Reason})
-	}
-	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
-		body = s.srv.cfg.Sign(body)
-	}
-	msg := append(s.receivedHeader(), av.Header...)
-	msg = append(msg, body...)
-	m, err := s.srv.spool.Enqueue(queue.Meta{
-		From:     s.from,
-		Rcpts:    rcptList(s.rcpts),
-		ClientIP: s.ip.String(),
-		Helo:     s.helo,
-		User:     s.user,
-		Origin:   origin,
-		Subject:  subject,
-		Size:     int64(len(msg)),
-		State:    state,
-		Rule:     rule,
-	}, msg)
-	if err != nil {
-		if errors.Is(err, queue.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
-		}
-		s.log.Error("enqueue failed", "err", err.Error())
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
-	}
-	s.noteQueued(m.ID, m.From, s.rcpts, subject, string(state), rule)
-	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
-		"origin", string(origin), "state", string(state), "rule", rule)
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
-}
-
-// checkHeaderFrom applies the sender login map to the header From (and
-// Sender): an authenticated user may only put addresses it owns there.
-func (s *session) checkHeaderFrom(h textproto.MIMEHeader) *smtp.SMTPError {
-	for _, field := range []string{"From", "Sender"} {
-		v := h.Get(field)
-		if v == "" {
-			continue
-		}
-		list, err := mail.ParseAddressList(v)
-		if err != nil {
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: fmt.Sprintf("Malformed %s header", field)}
-		}
-		for _, a := range list {
-			pa, err := policy.ParseAddress(a.Address)
-			if err != nil || !s.srv.dir.Owns(s.user, pa.String()) {
-				return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-					Message: fmt.Sprintf("%s header address <%s> not owned by user %s", field, a.Address, s.user)}
-			}
-		}
-	}
 	return nil
 }
 
@@ -375,28 +225,6 @@ func rcptList(addrs []string) []queue.Rcpt {
 		out[i] = queue.Rcpt{Addr: a}
 	}
 	return out
-}
-
-// readHeader parses the header block of a message (up to the first empty
-// line). A message without a header/body separator is all header.
-func readHeader(msg []byte) (textproto.MIMEHeader, error) {
-	end := bytes.Index(msg, []byte("\r\n\r\n"))
-	if end < 0 {
-		end = bytes.Index(msg, []byte("\n\n"))
-	}
-	if end < 0 {
-		end = len(msg)
-	}
-	head := msg[:end]
-	if len(bytes.TrimSpace(head)) == 0 {
-		return textproto.MIMEHeader{}, nil
-	}
-	r := textproto.NewReader(bufio.NewReader(io.MultiReader(bytes.NewReader(head), strings.NewReader("\r\n\r\n"))))
-	h, err := r.ReadMIMEHeader()
-	if err != nil && !errors.Is(err, io.EOF) {
-		return h, err
-	}
-	return h, nil
 }
 
 func decodeSubject(s string) string {

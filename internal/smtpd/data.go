@@ -1,0 +1,245 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/msgheader"
+	"github.com/mamori-mail/mamori/internal/policy"
+	"github.com/mamori-mail/mamori/internal/queue"
+)
+
+// Data receives a message, checks it and queues it. The header is parsed
+// once (msgheader) and that one view is what every check reads: author
+// rules, sender authentication, DKIM signing, subject. The 250 reply goes
+// out only once the queue has the message on disk.
+func (s *session) Data(r io.Reader) error {
+	if !s.hasFrom || len(s.rcpts) == 0 {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL and RCPT first"}
+	}
+	// One budget for the whole DATA phase, so a client cannot trickle a
+	// message forever one byte per command timeout.
+	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
+	mem := &budget{srv: s.srv}
+	defer mem.release()
+	body, err := mem.readBody(r, s.size)
+	if err != nil {
+		return s.dataReadError(err)
+	}
+	hdr, err := msgheader.Parse(body, msgheader.Limits{})
+	if err != nil {
+		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Malformed message header: " + err.Error()})
+	}
+	if n := hdr.Count("Received"); n >= s.srv.cfg.MaxReceived {
+		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+			Message: fmt.Sprintf("Too many Received headers (%d): mail loop", n)})
+	}
+	subject := decodeSubject(hdr.Get("Subject"))
+	// RFC 5322 section 3.6: exactly one From, at most one Sender. Anything
+	// else is refused, not guessed at: two readers of an ambiguous header
+	// can disagree about who wrote the message.
+	authors, err := hdr.Authors()
+	if err != nil {
+		return s.reject("data", "", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: err.Error()})
+	}
+	if s.user != "" {
+		if e := s.checkAuthors(authors); e != nil {
+			if g := s.srv.cfg.Guard; g != nil {
+				g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(),
+					Subject: subject, HeaderFromMismatch: true})
+			}
+			return s.reject("data", hdr.Get("From"), e)
+		}
+	}
+	origin := queue.OriginInbound
+	switch {
+	case s.user != "":
+		origin = queue.OriginSubmitted
+	case s.trusted:
+		origin = queue.OriginTrusted
+	}
+	// Content first (attachment policy, virus scan): its verdict is also a
+	// signal for the guard — a PC that suddenly mails executables is a worm.
+	// Decoding parts may copy up to the message size: reserved first.
+	cv := ContentVerdict{Action: "accept"}
+	if cf := s.srv.cfg.Content; cf != nil {
+		if !mem.take(int64(len(body))) {
+			return s.dataReadError(errBodyBudget)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+		cv = cf(ctx, s.sender(), s.rcpts, body)
+		cancel()
+		if cv.Action == "defer" {
+			return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+				Message: "Content scanner unavailable, try again later"})
+		}
+	}
+	hit := ""
+	if cv.Action == "reject" || cv.Action == "hold" {
+		hit = cv.Rule
+	}
+	var av AuthVerdict
+	var drop []msgheader.Field
+	if origin == queue.OriginInbound {
+		drop = ourAuthResults(hdr, s.srv.cfg.Hostname)
+		av = s.verify(hdr, authors, body)
+	}
+	state, rule := queue.StateActive, ""
+	if g := s.srv.cfg.Guard; g != nil {
+		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit, AuthFail: av.Fail})
+		switch gd.Verdict {
+		case guard.Accept:
+		case guard.Hold:
+			state, rule = queue.StateHeld, gd.Rule
+		default:
+			return s.guardRefusal("data", "", gd)
+		}
+	}
+	switch cv.Action {
+	case "", "accept":
+	case "hold":
+		if state != queue.StateHeld { // an isolated sender's rule stays the first reason
+			state, rule = queue.StateHeld, cv.Rule
+		}
+	default:
+		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: "Message refused: " + cv.Reason})
+	}
+	if len(av.Unsigned) > 0 {
+		return s.reject("data", "own-domain", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Header From uses our domain %s, but this message comes from outside without a valid DKIM signature of that domain; our users must log in to send", av.Unsigned[0])})
+	}
+	if av.Reject {
+		return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: "Rejected by the sender domain's DMARC policy: " + av.Reason})
+	}
+	var sigs []byte
+	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
+		sigs = s.srv.cfg.Sign(authors.Domains(), body)
+	}
+	parts := [][]byte{s.receivedHeader(), []byte(av.Header), sigs}
+	parts = append(parts, withoutFields(body, drop)...)
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	// The queue writes the message as one record: one more copy, reserved.
+	if !mem.take(int64(size)) {
+		return s.dataReadError(errBodyBudget)
+	}
+	msg := make([]byte, 0, size)
+	for _, p := range parts {
+		msg = append(msg, p...)
+	}
+	m, err := s.srv.spool.Enqueue(queue.Meta{
+		From:     s.from,
+		Rcpts:    rcptList(s.rcpts),
+		ClientIP: s.ip.String(),
+		Helo:     s.helo,
+		User:     s.user,
+		Origin:   origin,
+		Subject:  subject,
+		Size:     int64(len(msg)),
+		State:    state,
+		Rule:     rule,
+	}, msg)
+	if err != nil {
+		if errors.Is(err, queue.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
+		}
+		s.log.Error("enqueue failed", "err", err.Error())
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
+	}
+	s.noteQueued(m.ID, m.From, s.rcpts, subject, string(state), rule)
+	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
+		"origin", string(origin), "state", string(state), "rule", rule)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
+}
+
+// dataReadError turns a failure while receiving or holding the message
+// into a reply. Only a message that can never be accepted gets a 5xx;
+// time-outs and broken connections are temporary and say nothing about
+// our internals.
+func (s *session) dataReadError(err error) error {
+	switch {
+	case errors.Is(err, errBodyBudget):
+		s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes)
+		return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+			Message: "Insufficient system resources, try again later"})
+	case errors.Is(err, smtp.ErrDataTooLarge):
+		return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+			Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
+	case isTimeout(err):
+		s.log.Info("data timeout", "limit", s.srv.cfg.DataTimeout.String())
+		s.endSoon()
+		return s.reject("data", "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+			Message: s.srv.cfg.Hostname + " Timeout while receiving the message, closing connection"})
+	}
+	s.log.Info("data aborted", "err", err.Error())
+	s.endSoon()
+	return s.reject("data", "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 0},
+		Message: s.srv.cfg.Hostname + " Error while receiving the message, closing connection"})
+}
+
+// endSoon makes the session end right after the current reply: go-smtp
+// writes it, its next read fails, and it closes the connection.
+func (s *session) endSoon() {
+	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+}
+
+// verify runs sender authentication on an inbound message. Authors in our
+// own domains need a valid DKIM signature aligned with that domain,
+// whatever SPF or DMARC say: our users submit authenticated, so such mail
+// from outside is forged unless it is signed.
+func (s *session) verify(hdr *msgheader.Header, authors msgheader.Authors, body []byte) AuthVerdict {
+	var local []string
+	for _, d := range authors.Domains() {
+		if s.srv.dir.IsLocalDomain(d) {
+			local = append(local, d)
+		}
+	}
+	if s.srv.cfg.Verify == nil {
+		return AuthVerdict{Unsigned: local, Fail: len(local) > 0}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return s.srv.cfg.Verify(ctx, VerifyRequest{IP: s.ip, Helo: s.helo, MailFrom: s.from,
+		Header: hdr, Authors: authors.Domains(), Local: local, Msg: body})
+}
+
+// checkAuthors applies the sender login map to the header: an
+// authenticated user may only put addresses it owns in every From mailbox
+// and in Sender.
+func (s *session) checkAuthors(a msgheader.Authors) *smtp.SMTPError {
+	for _, m := range a.Mailboxes() {
+		pa, err := policy.ParseAddress(m.Address)
+		if err != nil || !s.srv.dir.Owns(s.user, pa.String()) {
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+				Message: fmt.Sprintf("Header address <%s> not owned by user %s", printable(m.Address), s.user)}
+		}
+	}
+	return nil
+}
+
+// printable keeps client-supplied text in a reply on one printable line.
+func printable(v string) string {
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, v)
+	if len(v) > 256 {
+		v = v[:256]
+	}
+	return v
+}
