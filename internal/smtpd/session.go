@@ -275,4 +275,3 @@ func (s *session) guardRefusal(stage, arg string, d guard.Decision) error {
 	s.log.Info("guard", "stage", stage, "arg", arg, "user", s.user, "rule", d.Rule, "verdict", int(d.Verdict))
 	return s.reject(stage, arg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text})
 }
-
