@@ -9,7 +9,7 @@ import (
 // reply: it builds real MIME attachments with Python's email package,
 // including a .scr inside a zip inside a zip and a PE file renamed .txt.
 const attachScript = `
-import io, smtplib, sys, zipfile
+import binascii, io, smtplib, sys, tarfile, zipfile
 from email.message import EmailMessage
 h, p = sys.argv[1].split(":")
 PE = b"MZ" + b"\x90" * 58 + (64).to_bytes(4, "little") + b"PE\x00\x00" + b"\x00" * 200
@@ -19,8 +19,24 @@ def zipof(name, data):
     with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(name, data)
     return b.getvalue()
+def targz(name, data):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w:gz") as t:
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    return b.getvalue()
+def uu(name, data):
+    out = "begin 644 " + name + "\n"
+    for i in range(0, len(data), 45):
+        out += binascii.b2a_uu(data[i:i+45], backtick=True).decode()
+    return out + chr(96) + "\nend\n"
+DOCX = zipof("[Content_Types].xml", b"<Types/>")
 cases = {
     "plain": None,
+    "docx": ("letter.docx", "application", "vnd.openxmlformats-officedocument.wordprocessingml.document", DOCX),
+    "targz": ("backup.tar.gz", "application", "gzip", targz("bin/setup.exe", PE)),
+    "uu": "uu",
     "pdf": ("report.pdf", "application", "pdf", PDF),
     "exe": ("setup.exe", "application", "octet-stream", PE),
     "double": ("invoice.pdf.exe", "application", "octet-stream", PE),
@@ -32,7 +48,11 @@ for name, att in cases.items():
     m["From"] = "sender@outside.test"
     m["To"] = "rcpt@ours.test"
     m["Subject"] = "case " + name
-    m.set_content("hello\n")
+    if att == "uu":
+        m.set_content("the tool you asked for:\n\n" + uu("tool.exe", PE))
+        att = None
+    else:
+        m.set_content("hello\n")
     if att:
         fn, mt, st, data = att
         m.add_attachment(data, maintype=mt, subtype=st, filename=fn)
@@ -46,10 +66,11 @@ for name, att in cases.items():
     s.quit()
 `
 
-// TestAttachmentPolicy (S4): a plain message and a PDF pass; an .exe, a
-// double extension, a .scr inside a zip inside a zip and a PE renamed .txt
-// are refused at end of DATA with 550 5.7.1 naming the part; with
-// action = "hold" they are quarantined instead.
+// TestAttachmentPolicy (S4): a plain message, a PDF and a .docx (a zip)
+// pass; an .exe, a double extension, a .scr inside a zip inside a zip, a
+// PE renamed .txt, an .exe inside a .tar.gz and a uuencoded .exe in the
+// text body are refused at end of DATA with 550 5.7.1 naming the part;
+// with action = "hold" they are quarantined instead.
 func TestAttachmentPolicy(t *testing.T) {
 	for _, mode := range []string{"reject", "hold"} {
 		t.Run(mode, func(t *testing.T) {
@@ -67,12 +88,13 @@ func TestAttachmentPolicy(t *testing.T) {
 				k, v, _ := strings.Cut(l, " ")
 				res[k] = v
 			}
-			for _, ok := range []string{"plain", "pdf"} {
+			for _, ok := range []string{"plain", "pdf", "docx"} {
 				if res[ok] != "ACCEPTED" {
 					t.Errorf("%s: %q, want accepted", ok, res[ok])
 				}
 			}
-			bad := map[string]string{"exe": "setup.exe", "double": "invoice.pdf.exe", "zipzip": "screensaver.scr", "renamed": "notes.txt"}
+			bad := map[string]string{"exe": "setup.exe", "double": "invoice.pdf.exe", "zipzip": "screensaver.scr", "renamed": "notes.txt",
+				"targz": "setup.exe", "uu": "tool.exe"}
 			for k, part := range bad {
 				switch mode {
 				case "reject":
@@ -90,9 +112,9 @@ func TestAttachmentPolicy(t *testing.T) {
 					t.Errorf("%d held, want %d", n, len(bad))
 				}
 			}
-			delivered := in.waitMail("rcpt@ours.test", 2, 20e9)
-			if len(delivered) != 2 {
-				t.Errorf("%d delivered, want only the plain and PDF messages", len(delivered))
+			delivered := in.waitMail("rcpt@ours.test", 3, 20e9)
+			if len(delivered) != 3 {
+				t.Errorf("%d delivered, want only the plain, PDF and docx messages", len(delivered))
 			}
 		})
 	}

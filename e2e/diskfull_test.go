@@ -41,7 +41,7 @@ for i in range(200):
     try:
         s = smtplib.SMTP(h, int(p), timeout=20)
         s.ehlo("filler.test")
-        s.sendmail("someone@outside.test", ["rcpt@ours.test"], "Subject: fill %d\r\n\r\n%s" % (i, body))
+        s.sendmail("someone@outside.test", ["rcpt@ours.test"], "From: someone@outside.test\r\nSubject: fill %d\r\n\r\n%s" % (i, body))
         acked += 1
         s.quit()
     except smtplib.SMTPResponseException as e:

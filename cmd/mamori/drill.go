@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,9 @@ func (e *env) cmdDrill(args []string) error {
 	}
 	if o.User == "" {
 		return &exitError{2, errors.New("drill: --user ADDRESS (a test account) is required")}
+	}
+	if o.Timeout <= 0 {
+		return &exitError{2, fmt.Errorf("drill: --timeout %v: must be more than 0", o.Timeout)}
 	}
 
 	if *cfgPath != "" {
@@ -74,7 +78,7 @@ func (e *env) cmdDrill(args []string) error {
 	if *asJSON {
 		err = printJSON(e.stdout, rep)
 	} else {
-		err = rep.WriteText(e.stdout)
+		err = e.writeSafe(rep.WriteText) // the report quotes the server's replies
 	}
 	if err != nil {
 		return err
@@ -120,18 +124,18 @@ func drillServer(c *config.Config, user string) (*drill.Server, func(), error) {
 
 // dialable turns a listen address into one to connect to: a wildcard
 // host becomes loopback.
+// Addresses are compared parsed, so "[::0]" and "[::ffff:0.0.0.0]" are
+// wildcards too.
 func dialable(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
+	l, err := config.ParseListenAddr(listen)
+	if err != nil || !l.Everywhere() {
 		return listen
 	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
+	host := "127.0.0.1"
+	if h, _, _ := net.SplitHostPort(listen); strings.Contains(h, ":") && !l.Addr.Is4() {
+		host = "::1" // an IPv6 wildcard may be IPv6-only
 	}
-	return net.JoinHostPort(host, port)
+	return net.JoinHostPort(host, strconv.Itoa(int(l.Port)))
 }
 
 // drillPassword reads the test account's password once.

@@ -4,8 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/ipnet"
+	"github.com/mamori-mail/mamori/internal/termsafe"
 )
 
 func (e *env) cmdGuard(args []string) error {
@@ -13,6 +18,10 @@ func (e *env) cmdGuard(args []string) error {
 		return &exitError{2, errors.New("guard: want list, ban, unban, release or export")}
 	}
 	sub := args[0]
+	allowed, ok := guardFlags[sub]
+	if !ok {
+		return &exitError{2, fmt.Errorf("guard: unknown subcommand %q\n%s", sub, guardUsage)}
+	}
 	fs := flag.NewFlagSet("guard "+sub, flag.ContinueOnError)
 	cfgPath := configFlag(fs)
 	asJSON := fs.Bool("json", false, "JSON output")
@@ -23,17 +32,44 @@ func (e *env) cmdGuard(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := onlyFlags(fs, allowed); err != nil {
+		return &exitError{2, fmt.Errorf("%w\n%s", err, guardUsage)}
+	}
+	// Every argument is checked here, before the server is asked, with the
+	// parsers the API uses: an unparsable one is an error, never a zero.
+	var target string
+	switch sub {
+	case "list", "export":
+		if len(pos) > 0 {
+			return &exitError{2, fmt.Errorf("guard %s: unexpected argument %q\n%s", sub, pos[0], guardUsage)}
+		}
+	case "ban", "unban":
+		if len(pos) != 1 {
+			return &exitError{2, fmt.Errorf("guard %s: want one IP or CIDR\n%s", sub, guardUsage)}
+		}
+		p, err := ipnet.ParsePrefix(pos[0])
+		if err != nil {
+			return &exitError{2, fmt.Errorf("guard %s: %w\n%s", sub, err, guardUsage)}
+		}
+		target = p.String()
+		if *dur != "" {
+			if _, err := admin.ParseBanDuration(*dur); err != nil {
+				return &exitError{2, fmt.Errorf("guard ban: --for: %w\n%s", err, guardUsage)}
+			}
+		}
+	case "release":
+		if len(pos) != 1 {
+			return &exitError{2, fmt.Errorf("guard release: want one IP or ADDRESS\n%s", guardUsage)}
+		}
+		if target, err = admin.ParseReleaseTarget(pos[0]); err != nil {
+			return &exitError{2, fmt.Errorf("guard release: %w\n%s", err, guardUsage)}
+		}
+	}
 	cl, closeFn, err := runningClient(*cfgPath, "guard "+sub)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	one := func(what string) error {
-		if len(pos) != 1 {
-			return &exitError{2, fmt.Errorf("guard %s: want %s", sub, what)}
-		}
-		return nil
-	}
 	switch sub {
 	case "list":
 		snap, err := cl.GuardSnapshot()
@@ -43,47 +79,40 @@ func (e *env) cmdGuard(args []string) error {
 		if *asJSON {
 			return printJSON(e.stdout, snap)
 		}
+		// Senders, users and rule details come from outside: escaped.
+		esc := termsafe.String
 		fmt.Fprintf(e.stdout, "isolated senders: %d\n", len(snap.Isolated))
 		for _, i := range snap.Isolated {
 			fmt.Fprintf(e.stdout, "  ip=%s user=%s sender=%s rule=%s since=%s held=%d counts=%s\n",
-				dash(i.IP), dash(i.User), dash(i.Sender), i.Rule, i.Since.Format(time.RFC3339), i.Held, fmtCounts(i.Counts))
+				esc(dash(i.IP)), esc(dash(i.User)), esc(dash(i.Sender)), esc(i.Rule), i.Since.Format(time.RFC3339), i.Held, fmtCounts(i.Counts))
 		}
 		fmt.Fprintf(e.stdout, "suspended accounts: %d\n", len(snap.Suspended))
 		for _, s := range snap.Suspended {
-			fmt.Fprintf(e.stdout, "  user=%s rule=%s since=%s\n", s.User, s.Rule, s.Since.Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "  user=%s rule=%s since=%s\n", esc(s.User), esc(s.Rule), s.Since.Format(time.RFC3339))
 		}
 		fmt.Fprintf(e.stdout, "bans: %d\n", len(snap.Bans))
 		for _, b := range snap.Bans {
-			fmt.Fprintf(e.stdout, "  %s rule=%s expires=%s strikes=%d\n", b.CIDR, b.Rule, b.Expires.Format(time.RFC3339), b.Strikes)
+			fmt.Fprintf(e.stdout, "  %s rule=%s expires=%s strikes=%d\n", esc(b.CIDR), esc(b.Rule), b.Expires.Format(time.RFC3339), b.Strikes)
 		}
 		return nil
 	case "ban":
-		if err := one("IP or CIDR"); err != nil {
+		if err := cl.GuardBan(target, *dur); err != nil {
 			return err
 		}
-		if err := cl.GuardBan(pos[0], *dur); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "banned %s\n", pos[0])
+		fmt.Fprintf(e.stdout, "banned %s\n", target)
 		return nil
 	case "unban":
-		if err := one("IP or CIDR"); err != nil {
+		if err := cl.GuardUnban(target); err != nil {
 			return err
 		}
-		if err := cl.GuardUnban(pos[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "unbanned %s\n", pos[0])
+		fmt.Fprintf(e.stdout, "unbanned %s\n", target)
 		return nil
 	case "release":
-		if err := one("IP or ADDRESS"); err != nil {
-			return err
-		}
-		n, err := cl.GuardRelease(pos[0], *releaseMail)
+		n, err := cl.GuardRelease(target, *releaseMail)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "released %s", pos[0])
+		fmt.Fprintf(e.stdout, "released %s", termsafe.String(target))
 		if *releaseMail {
 			fmt.Fprintf(e.stdout, " and %d held message(s)", n)
 		} else {
@@ -100,10 +129,28 @@ func (e *env) cmdGuard(args []string) error {
 	return &exitError{2, fmt.Errorf("guard: unknown subcommand %q", sub)}
 }
 
+const guardUsage = `usage: mamori guard list [--json] --config FILE
+       mamori guard ban IP|CIDR [--for 30m|2h|7d] --config FILE;  mamori guard unban IP|CIDR --config FILE
+       mamori guard release IP|ADDRESS [--release-mail] --config FILE;  mamori guard export --nft --config FILE`
+
+// guardFlags lists the flags each guard subcommand takes.
+var guardFlags = map[string][]string{
+	"list":    {"config", "json"},
+	"ban":     {"config", "for"},
+	"unban":   {"config"},
+	"release": {"config", "release-mail"},
+	"export":  {"config", "nft"},
+}
+
 func fmtCounts(m map[string]int) string {
-	var parts []string
-	for k, v := range m {
-		parts = append(parts, fmt.Sprintf("%s:%d", k, v))
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(m))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s:%d", termsafe.String(k), m[k]))
 	}
 	return strings.Join(parts, ",")
 }

@@ -14,11 +14,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/server"
+	"github.com/mamori-mail/mamori/internal/termsafe"
 )
 
 const usage = `mamori — a self-defending mail server
@@ -33,6 +35,7 @@ Usage:
   mamori domain add|del DOMAIN --config FILE;  mamori domain list --config FILE
   mamori alias add ALIAS TARGET... --config FILE;  mamori alias list|del ALIAS --config FILE
   mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
+  mamori queue check [--repair] [--json] --config FILE   (offline; exit 0 clean, 1 damage found/repaired, 2 error)
   mamori guard list [--json] | ban IP|CIDR [--for DUR] | unban IP|CIDR | release IP|ADDRESS [--release-mail] | export --nft   (--config FILE)
   mamori incident export --since DUR|TIME [--sender A] [--client-ip IP|CIDR] --out FILE.tar.gz --config FILE
   mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
@@ -60,7 +63,8 @@ func main() {
 			code = ee.code
 		}
 		if !errors.Is(err, errSilent) {
-			fmt.Fprintln(os.Stderr, "mamori:", err)
+			// Errors can quote what a remote server or a message said.
+			fmt.Fprintln(os.Stderr, "mamori:", termsafe.Lines(err.Error()))
 		}
 		os.Exit(code)
 	}
@@ -122,7 +126,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, &exitError{2, fmt.Errorf("%s: %w", fs.Name(), err)}
+			return nil, &exitError{2, fmt.Errorf("%s: %w\n%s", fs.Name(), err, flagUsage(fs))}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -134,6 +138,36 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// flagUsage lists the flags of fs, for an error about them.
+func flagUsage(fs *flag.FlagSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: mamori %s [flags]; flags:", fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(&b, "\n  --%s\t%s", f.Name, f.Usage)
+	})
+	return b.String()
+}
+
+// onlyFlags refuses a flag that was given but that this subcommand does not
+// use, so that it is not silently ignored.
+func onlyFlags(fs *flag.FlagSet, allowed []string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if err == nil && !slices.Contains(allowed, f.Name) {
+			err = fmt.Errorf("%s: --%s does not apply here", fs.Name(), f.Name)
+		}
+	})
+	return err
+}
+
+// noArgs refuses positional arguments a command does not take.
+func noArgs(what string, pos []string) error {
+	if len(pos) > 0 {
+		return &exitError{2, fmt.Errorf("%s: unexpected argument %q", what, pos[0])}
+	}
+	return nil
 }
 
 func configFlag(fs *flag.FlagSet) *string {
@@ -178,7 +212,9 @@ func (e *env) cmdInit(args []string) error {
 func (e *env) cmdServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfgPath := configFlag(fs)
-	if _, err := parse(fs, args); err != nil {
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if err := noArgs("serve", pos); err != nil {
 		return err
 	}
 	c, err := loadConfig(*cfgPath)
@@ -194,7 +230,9 @@ func (e *env) cmdServe(args []string) error {
 func (e *env) cmdCheckConfig(args []string) error {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	cfgPath := configFlag(fs)
-	if _, err := parse(fs, args); err != nil {
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if err := noArgs("check-config", pos); err != nil {
 		return err
 	}
 	c, err := loadConfig(*cfgPath)

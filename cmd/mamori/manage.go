@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/server"
 	"github.com/mamori-mail/mamori/internal/store"
+	"github.com/mamori-mail/mamori/internal/termsafe"
 )
 
 // manager returns the running server's API client, or — when no server
@@ -136,15 +138,41 @@ func (e *env) cmdUser(args []string) error {
 	if err != nil {
 		return err
 	}
+	allowed, ok := map[string][]string{
+		"add":    {"config", "password-stdin"},
+		"passwd": {"config", "password-stdin"},
+		"del":    {"config"},
+		"list":   {"config", "json", "stale", "days"},
+	}[sub]
+	if !ok {
+		return &exitError{2, fmt.Errorf("user: unknown subcommand %q\n%s", sub, userUsage)}
+	}
+	if err := onlyFlags(fs, allowed); err != nil {
+		return &exitError{2, fmt.Errorf("%w\n%s", err, userUsage)}
+	}
+	daysSet := false
+	fs.Visit(func(f *flag.Flag) { daysSet = daysSet || f.Name == "days" })
+	if daysSet && !*stale {
+		return &exitError{2, fmt.Errorf("user list: --days goes with --stale\n%s", userUsage)}
+	}
+	if daysSet && *days < 1 {
+		return &exitError{2, fmt.Errorf("user list: --days %d: want at least 1\n%s", *days, userUsage)}
+	}
 	staleDays := *days
-	if *stale && staleDays == 0 {
-		if c, err := loadConfig(*cfgPath); err == nil {
-			staleDays = c.Guard.StaleDays
+	if *stale && !daysSet {
+		// The config's stale_days (whose default lives in config.Defaults),
+		// never a silent 0 that would list every account.
+		c, err := loadConfig(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if staleDays = c.Guard.StaleDays; staleDays < 1 {
+			return &exitError{2, fmt.Errorf("user list --stale: guard.stale_days is %d; give --days N", staleDays)}
 		}
 	}
 	need := func(n int, what string) error {
 		if len(pos) != n {
-			return &exitError{2, fmt.Errorf("user %s: want %s", sub, what)}
+			return &exitError{2, fmt.Errorf("user %s: want %s\n%s", sub, what, userUsage)}
 		}
 		return nil
 	}
@@ -161,7 +189,7 @@ func (e *env) cmdUser(args []string) error {
 			if err := m.AddUser(pos[0], pw); err != nil {
 				return fmt.Errorf("user add %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "added user %s\n", pos[0])
+			fmt.Fprintf(e.stdout, "added user %s\n", termsafe.String(pos[0]))
 		case "passwd":
 			if err := need(1, "ADDRESS"); err != nil {
 				return err
@@ -173,7 +201,7 @@ func (e *env) cmdUser(args []string) error {
 			if err := m.SetPassword(pos[0], pw); err != nil {
 				return fmt.Errorf("user passwd %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "password changed for %s\n", pos[0])
+			fmt.Fprintf(e.stdout, "password changed for %s\n", termsafe.String(pos[0]))
 		case "del":
 			if err := need(1, "ADDRESS"); err != nil {
 				return err
@@ -181,8 +209,11 @@ func (e *env) cmdUser(args []string) error {
 			if err := m.DelUser(pos[0]); err != nil {
 				return fmt.Errorf("user del %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "deleted user %s (mailbox files are kept)\n", pos[0])
+			fmt.Fprintf(e.stdout, "deleted user %s (mailbox files are kept)\n", termsafe.String(pos[0]))
 		case "list":
+			if err := need(0, "no argument"); err != nil {
+				return err
+			}
 			users, err := m.Users()
 			if err != nil {
 				return err
@@ -205,7 +236,7 @@ func (e *env) cmdUser(args []string) error {
 					}
 					flags += "\tlast login " + last
 				}
-				fmt.Fprintf(e.stdout, "%s%s\n", u.Address, flags)
+				fmt.Fprintf(e.stdout, "%s%s\n", termsafe.String(u.Address), flags)
 			}
 		default:
 			return &exitError{2, fmt.Errorf("user: unknown subcommand %q", sub)}
@@ -226,6 +257,21 @@ func (e *env) cmdDomain(args []string) error {
 	if err != nil {
 		return err
 	}
+	switch sub {
+	case "add", "del":
+		if err := onlyFlags(fs, []string{"config"}); err != nil {
+			return &exitError{2, err}
+		}
+	case "list":
+		if err := onlyFlags(fs, []string{"config", "json"}); err != nil {
+			return &exitError{2, err}
+		}
+		if err := noArgs("domain list", pos); err != nil {
+			return err
+		}
+	default:
+		return &exitError{2, fmt.Errorf("domain: unknown subcommand %q", sub)}
+	}
 	return withManager(*cfgPath, func(m admin.Manager) error {
 		switch sub {
 		case "add", "del":
@@ -236,13 +282,13 @@ func (e *env) cmdDomain(args []string) error {
 				if err := m.AddDomain(pos[0]); err != nil {
 					return fmt.Errorf("domain add %s: %w", pos[0], err)
 				}
-				fmt.Fprintf(e.stdout, "added domain %s\n", pos[0])
+				fmt.Fprintf(e.stdout, "added domain %s\n", termsafe.String(pos[0]))
 				return nil
 			}
 			if err := m.DelDomain(pos[0]); err != nil {
 				return fmt.Errorf("domain del %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "deleted domain %s\n", pos[0])
+			fmt.Fprintf(e.stdout, "deleted domain %s\n", termsafe.String(pos[0]))
 		case "list":
 			ds, err := m.Domains()
 			if err != nil {
@@ -252,7 +298,7 @@ func (e *env) cmdDomain(args []string) error {
 				return printJSON(e.stdout, ds)
 			}
 			for _, d := range ds {
-				fmt.Fprintln(e.stdout, d)
+				fmt.Fprintln(e.stdout, termsafe.String(d))
 			}
 		default:
 			return &exitError{2, fmt.Errorf("domain: unknown subcommand %q", sub)}
@@ -273,6 +319,21 @@ func (e *env) cmdAlias(args []string) error {
 	if err != nil {
 		return err
 	}
+	switch sub {
+	case "add", "del":
+		if err := onlyFlags(fs, []string{"config"}); err != nil {
+			return &exitError{2, err}
+		}
+	case "list":
+		if err := onlyFlags(fs, []string{"config", "json"}); err != nil {
+			return &exitError{2, err}
+		}
+		if err := noArgs("alias list", pos); err != nil {
+			return err
+		}
+	default:
+		return &exitError{2, fmt.Errorf("alias: unknown subcommand %q", sub)}
+	}
 	return withManager(*cfgPath, func(m admin.Manager) error {
 		switch sub {
 		case "add":
@@ -282,7 +343,7 @@ func (e *env) cmdAlias(args []string) error {
 			if err := m.AddAlias(pos[0], pos[1:]); err != nil {
 				return fmt.Errorf("alias add %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "alias %s -> %s\n", pos[0], strings.Join(pos[1:], ", "))
+			fmt.Fprintf(e.stdout, "alias %s -> %s\n", termsafe.String(pos[0]), termsafe.String(strings.Join(pos[1:], ", ")))
 		case "del":
 			if len(pos) != 1 {
 				return &exitError{2, errors.New("alias del: want ALIAS")}
@@ -290,7 +351,7 @@ func (e *env) cmdAlias(args []string) error {
 			if err := m.DelAlias(pos[0]); err != nil {
 				return fmt.Errorf("alias del %s: %w", pos[0], err)
 			}
-			fmt.Fprintf(e.stdout, "deleted alias %s\n", pos[0])
+			fmt.Fprintf(e.stdout, "deleted alias %s\n", termsafe.String(pos[0]))
 		case "list":
 			as, err := m.Aliases()
 			if err != nil {
@@ -300,7 +361,7 @@ func (e *env) cmdAlias(args []string) error {
 				return printJSON(e.stdout, as)
 			}
 			for _, a := range as {
-				fmt.Fprintf(e.stdout, "%s -> %s\n", a.Alias, strings.Join(a.Targets, ", "))
+				fmt.Fprintf(e.stdout, "%s -> %s\n", termsafe.String(a.Alias), termsafe.String(strings.Join(a.Targets, ", ")))
 			}
 		default:
 			return &exitError{2, fmt.Errorf("alias: unknown subcommand %q", sub)}
@@ -309,8 +370,20 @@ func (e *env) cmdAlias(args []string) error {
 	})
 }
 
+// printJSON prints v as indented JSON. The value is unchanged, but the few
+// characters encoding/json leaves raw that a terminal would act on (DEL, C1
+// and bidi controls) are written as \u escapes.
+const userUsage = `usage: mamori user add ADDRESS [--password-stdin] --config FILE
+       mamori user passwd ADDRESS [--password-stdin] --config FILE;  mamori user del ADDRESS --config FILE
+       mamori user list [--json] [--stale [--days N]] --config FILE`
+
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(termsafe.JSON(b.Bytes()))
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -11,8 +12,8 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/mamori-mail/mamori/internal/admin"
 	"github.com/mamori-mail/mamori/internal/queue"
+	"github.com/mamori-mail/mamori/internal/termsafe"
 )
 
 // bulkConfirm is how many messages a delete may touch before it asks.
@@ -20,23 +21,31 @@ const bulkConfirm = 1000
 
 func (e *env) cmdQueue(args []string) error {
 	if len(args) == 0 {
-		return &exitError{2, errors.New("queue: want list, show, hold, release, delete or retry")}
+		return &exitError{2, errors.New("queue: want list, show, hold, release, delete, retry or check")}
+	}
+	if args[0] == "check" {
+		return e.cmdQueueCheck(args[1:]) // offline: queuecheck.go
 	}
 	sub := args[0]
+	// A subcommand with flags of its own (queue check) is dispatched
+	// before this point; the ones below share the filter flags.
+	allowed, ok := queueFlags[sub]
+	if !ok {
+		return &exitError{2, fmt.Errorf("queue: unknown subcommand %q\n%s", sub, queueUsage)}
+	}
 	fs := flag.NewFlagSet("queue "+sub, flag.ContinueOnError)
 	cfgPath := configFlag(fs)
-	var f queue.Filter
-	var older, state string
-	fs.StringVar(&f.From, "from", "", "envelope sender: address, @domain or glob (<> for bounces)")
-	fs.StringVar(&f.To, "to", "", "recipient: address, @domain or glob")
-	fs.StringVar(&f.ClientIP, "client-ip", "", "client IP or CIDR")
-	fs.StringVar(&f.User, "user", "", "authenticated user")
-	fs.StringVar(&older, "older-than", "", "age, e.g. 30m, 12h, 2d")
-	fs.StringVar(&state, "state", "", "active, deferred or held")
-	fs.StringVar(&f.Subject, "subject", "", "subject substring (case-insensitive)")
-	fs.StringVar(&f.Rule, "rule", "", "guard or content rule that held the message")
-	fs.Int64Var(&f.MinSize, "larger-than", 0, "size in bytes: at least this")
-	fs.Int64Var(&f.MaxSize, "smaller-than", 0, "size in bytes: at most this")
+	var spec queue.FilterSpec
+	fs.StringVar(&spec.From, "from", "", "envelope sender: address, @domain or glob (<> for bounces)")
+	fs.StringVar(&spec.To, "to", "", "recipient: address, @domain or glob")
+	fs.StringVar(&spec.ClientIP, "client-ip", "", "client IP or CIDR")
+	fs.StringVar(&spec.User, "user", "", "authenticated user")
+	fs.StringVar(&spec.OlderThan, "older-than", "", "age, e.g. 30m, 12h, 2d")
+	fs.StringVar(&spec.State, "state", "", "active, deferred or held")
+	fs.StringVar(&spec.Subject, "subject", "", "subject substring (case-insensitive)")
+	fs.StringVar(&spec.Rule, "rule", "", "guard or content rule that held the message")
+	fs.StringVar(&spec.LargerThan, "larger-than", "", "size in bytes (or 10k, 5m, 1g): at least this")
+	fs.StringVar(&spec.SmallerThan, "smaller-than", "", "size in bytes (or 10k, 5m, 1g): at most this")
 	asJSON := fs.Bool("json", false, "JSON output")
 	count := fs.Bool("count", false, "print only the number of matching messages")
 	all := fs.Bool("all", false, "allow an operation with no filter (the whole queue)")
@@ -47,12 +56,29 @@ func (e *env) cmdQueue(args []string) error {
 	if err != nil {
 		return err
 	}
-	f.IDs = pos
-	f.State = queue.State(state)
-	if older != "" {
-		if f.OlderThan, err = admin.ParseAge(older); err != nil {
-			return &exitError{2, err}
+	if err := onlyFlags(fs, allowed); err != nil {
+		return &exitError{2, fmt.Errorf("%w\n%s", err, queueUsage)}
+	}
+	if sub == "show" {
+		if len(pos) != 1 {
+			return &exitError{2, fmt.Errorf("queue show: want one ID\n%s", queueUsage)}
 		}
+	} else {
+		spec.IDs = pos
+	}
+	if *reason != "" {
+		if err := queue.CheckRule(*reason); err != nil {
+			return &exitError{2, fmt.Errorf("queue hold: --reason %q: %v", *reason, err)}
+		}
+	}
+	// One parser for the CLI and the API: a filter that does not parse is
+	// an error here, before anything is asked of the server.
+	f, err := queue.ParseFilter(spec)
+	if err != nil {
+		return &exitError{2, fmt.Errorf("queue %s: %w\n%s", sub, err, queueUsage)}
+	}
+	if sub == "show" && !queue.ValidID(pos[0]) {
+		return &exitError{2, fmt.Errorf("queue show: %q is not a queue ID (16 characters 0-9 a-v, as queue list prints)", pos[0])}
 	}
 	cl, closeFn, err := runningClient(*cfgPath, "queue "+sub)
 	if err != nil {
@@ -83,17 +109,15 @@ func (e *env) cmdQueue(args []string) error {
 			if from == "" {
 				from = "<>"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", it.ID, it.State,
-				(time.Duration(it.AgeS) * time.Second).String(), it.Size, from, strings.Join(it.To, ","),
-				it.ClientIP, dash(it.User), clip(it.Subject, 40), dash(it.Rule))
+			// Everything but the numbers comes from the sender: escaped.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", termsafe.String(it.ID), termsafe.String(string(it.State)),
+				(time.Duration(it.AgeS) * time.Second).String(), it.Size, termsafe.String(from), termsafe.String(strings.Join(it.To, ",")),
+				termsafe.String(it.ClientIP), termsafe.String(dash(it.User)), clip(termsafe.String(it.Subject), 40), termsafe.String(dash(it.Rule)))
 		}
 		return tw.Flush()
 	case "show":
-		if len(pos) != 1 {
-			return &exitError{2, errors.New("queue show: want ID")}
-		}
 		if *body {
-			return cl.QueueBody(pos[0], e.stdout)
+			return e.writeBody(func(w io.Writer) error { return cl.QueueBody(pos[0], w) })
 		}
 		it, err := cl.QueueShow(pos[0])
 		if err != nil {
@@ -101,8 +125,8 @@ func (e *env) cmdQueue(args []string) error {
 		}
 		return printJSON(e.stdout, it)
 	case "hold", "release", "delete", "retry":
-		if isEmpty(f) && !*all {
-			return &exitError{2, fmt.Errorf("queue %s: give IDs or a filter, or --all for the whole queue", sub)}
+		if f.IsEmpty() && !*all {
+			return &exitError{2, fmt.Errorf("queue %s: give IDs or a filter, or --all for the whole queue\n%s", sub, queueUsage)}
 		}
 		total := -1
 		if sub == "delete" && !*yes {
@@ -116,7 +140,11 @@ func (e *env) cmdQueue(args []string) error {
 			total = n
 		}
 		stop := e.progress(sub, total)
-		n, err := cl.QueueOp(sub, f, *reason)
+		op := cl.QueueOp
+		if *all {
+			op = cl.QueueOpAll
+		}
+		n, err := op(sub, f, *reason)
 		stop()
 		if err != nil {
 			return err
@@ -131,9 +159,25 @@ func (e *env) cmdQueue(args []string) error {
 	return &exitError{2, fmt.Errorf("queue: unknown subcommand %q", sub)}
 }
 
-func isEmpty(f queue.Filter) bool {
-	return len(f.IDs) == 0 && f.From == "" && f.To == "" && f.ClientIP == "" && f.User == "" &&
-		f.OlderThan == 0 && f.State == "" && f.Subject == "" && f.Rule == "" && f.MinSize == 0 && f.MaxSize == 0
+const queueUsage = `usage: mamori queue list|hold|release|delete|retry [ID...] --config FILE
+         [--from A] [--to A] [--client-ip IP|CIDR] [--user U] [--older-than 30m|12h|2d]
+         [--state active|deferred|held] [--subject S] [--rule R]
+         [--larger-than BYTES] [--smaller-than BYTES] (sizes may end in k, m or g)
+       list: [--json] [--count];  hold: [--reason R];  hold|release|delete|retry: [--all] [--yes] [--json]
+       mamori queue show ID [--body] [--json] --config FILE`
+
+// filterFlags are the queue filter flags, taken by every subcommand but show.
+var filterFlags = []string{"from", "to", "client-ip", "user", "older-than", "state", "subject", "rule", "larger-than", "smaller-than"}
+
+// queueFlags lists the flags each subcommand takes; any other one is an
+// error rather than silently ignored.
+var queueFlags = map[string][]string{
+	"list":    append([]string{"config", "json", "count"}, filterFlags...),
+	"show":    {"config", "json", "body"},
+	"hold":    append([]string{"config", "json", "all", "yes", "reason"}, filterFlags...),
+	"release": append([]string{"config", "json", "all", "yes"}, filterFlags...),
+	"delete":  append([]string{"config", "json", "all", "yes"}, filterFlags...),
+	"retry":   append([]string{"config", "json", "all", "yes"}, filterFlags...),
 }
 
 // progress shows, on a terminal only, that a bulk operation is running

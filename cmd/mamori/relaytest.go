@@ -26,6 +26,9 @@ func (e *env) cmdRelaytest(args []string) error {
 	if len(pos) != 1 {
 		return &exitError{2, errors.New("relaytest: want HOST:PORT")}
 	}
+	if *timeout <= 0 {
+		return &exitError{2, fmt.Errorf("relaytest: --timeout %v: must be more than 0", *timeout)}
+	}
 	o.Addr = pos[0]
 	o.Timeout = *timeout
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -37,7 +40,7 @@ func (e *env) cmdRelaytest(args []string) error {
 	if *asJSON {
 		err = printJSON(e.stdout, rep)
 	} else {
-		err = rep.WriteText(e.stdout)
+		err = e.writeSafe(rep.WriteText) // the report quotes the server's replies
 	}
 	if err != nil {
 		return err

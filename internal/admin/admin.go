@@ -209,12 +209,17 @@ func (s *Server) routes() {
 	})
 
 	m.HandleFunc("GET /api/v1/queue", func(w http.ResponseWriter, r *http.Request) {
-		f, err := FilterFromQuery(r.URL.Query())
+		q := r.URL.Query()
+		if err := checkParams(q, filterParams, listParams); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		f, err := FilterFromQuery(q)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
 		}
-		if r.URL.Query().Get("count") != "" {
+		if q.Get("count") != "" {
 			writeJSON(w, map[string]int{"count": s.queue.Count(f)})
 			return
 		}
@@ -227,7 +232,16 @@ func (s *Server) routes() {
 		writeJSON(w, items)
 	})
 	m.HandleFunc("GET /api/v1/queue/{id}", func(w http.ResponseWriter, r *http.Request) {
-		m, ok := s.queue.Get(r.PathValue("id"))
+		if err := checkParams(r.URL.Query(), showParams); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		id := r.PathValue("id")
+		if !queue.ValidID(id) {
+			writeErr(w, http.StatusBadRequest, &queue.FilterError{Field: "id", Value: id, Msg: "not a queue ID (16 characters 0-9 a-v, as queue list prints)"})
+			return
+		}
+		m, ok := s.queue.Get(id)
 		if !ok {
 			writeErr(w, http.StatusNotFound, fmt.Errorf("no message %q in the queue", r.PathValue("id")))
 			return
@@ -245,19 +259,49 @@ func (s *Server) routes() {
 		writeJSON(w, ItemOf(m, time.Now()))
 	})
 	m.HandleFunc("POST /api/v1/queue/{op}", func(w http.ResponseWriter, r *http.Request) {
-		f, err := FilterFromQuery(r.URL.Query())
+		op := r.PathValue("op")
+		switch op {
+		case "hold", "release", "delete", "retry":
+		default:
+			writeErr(w, http.StatusNotFound, fmt.Errorf("unknown queue operation %q", op))
+			return
+		}
+		q := r.URL.Query()
+		if err := checkParams(q, filterParams, opParams); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+		f, err := FilterFromQuery(q)
 		if err != nil {
 			writeErr(w, http.StatusBadRequest, err)
 			return
 		}
+		all := false
+		if v := q.Get("all"); v != "" {
+			if all, err = strconv.ParseBool(v); err != nil {
+				writeErr(w, http.StatusBadRequest, &queue.FilterError{Field: "all", Value: v, Msg: "want true or false"})
+				return
+			}
+		}
+		if f.IsEmpty() && !all {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("queue %s: give a filter or ids, or all=true for the whole queue", op))
+			return
+		}
+		rule := "admin"
+		if v := q.Get("reason"); v != "" {
+			if op != "hold" {
+				writeErr(w, http.StatusBadRequest, &queue.FilterError{Field: "reason", Value: v, Msg: "only a hold takes a reason"})
+				return
+			}
+			if err := queue.CheckRule(v); err != nil {
+				writeErr(w, http.StatusBadRequest, &queue.FilterError{Field: "reason", Value: v, Msg: err.Error()})
+				return
+			}
+			rule = strings.TrimSpace(v)
+		}
 		var n int
-		op := r.PathValue("op")
 		switch op {
 		case "hold":
-			rule := r.URL.Query().Get("reason")
-			if rule == "" {
-				rule = "admin"
-			}
 			n, err = s.queue.Hold(f, rule)
 		case "release":
 			n, err = s.queue.Release(f)
@@ -265,16 +309,18 @@ func (s *Server) routes() {
 			n, err = s.queue.Delete(f)
 		case "retry":
 			n, err = s.queue.Retry(f)
-		default:
-			writeErr(w, http.StatusNotFound, fmt.Errorf("unknown queue operation %q", op))
-			return
 		}
 		s.log.Info("admin queue "+op, "filter", r.URL.RawQuery, "count", n, "remote", r.RemoteAddr)
 		if s.onQueueOp != nil && err == nil {
 			s.onQueueOp(op, r.URL.RawQuery, n, r.RemoteAddr)
 		}
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err)
+			code := http.StatusInternalServerError
+			var fe *queue.FilterError
+			if errors.As(err, &fe) {
+				code = http.StatusBadRequest
+			}
+			writeErr(w, code, err)
 			return
 		}
 		writeJSON(w, map[string]int{"count": n})
@@ -285,35 +331,46 @@ func (s *Server) audit(r *http.Request, what, subject string) {
 	s.log.Info("admin", "op", what, "subject", subject, "remote", r.RemoteAddr)
 }
 
-// FilterFromQuery reads a queue filter from URL query parameters.
+// Query parameters of the queue endpoints: the filter fields (FilterFromQuery)
+// and the few that steer the request. Any other parameter is refused, so a
+// misspelt filter ("client-ip=") is an error rather than no filter at all.
+var (
+	filterParams = map[string]bool{"from": true, "to": true, "client_ip": true, "user": true, "older_than": true,
+		"state": true, "subject": true, "rule": true, "min_size": true, "max_size": true, "id": true}
+	listParams = map[string]bool{"count": true}
+	showParams = map[string]bool{"body": true}
+	opParams   = map[string]bool{"all": true, "reason": true}
+)
+
+// checkParams refuses parameters outside the allowed sets and repeated
+// single-valued ones (only id may repeat).
+func checkParams(q url.Values, allowed ...map[string]bool) error {
+	for k, vs := range q {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a[k]
+		}
+		if !ok {
+			return &queue.FilterError{Field: k, Msg: "unknown parameter"}
+		}
+		if len(vs) > 1 && k != "id" {
+			return &queue.FilterError{Field: k, Msg: "given more than once"}
+		}
+	}
+	return nil
+}
+
+// FilterFromQuery reads a queue filter from URL query parameters through
+// queue.ParseFilter, the same parser the CLI uses.
 func FilterFromQuery(q url.Values) (queue.Filter, error) {
-	f := queue.Filter{
-		From: q.Get("from"), To: q.Get("to"), ClientIP: q.Get("client_ip"), User: q.Get("user"),
-		Subject: q.Get("subject"), Rule: q.Get("rule"), State: queue.State(q.Get("state")),
-		IDs: q["id"],
+	if err := checkParams(q, filterParams, listParams, showParams, opParams); err != nil {
+		return queue.Filter{}, err
 	}
-	switch f.State {
-	case "", queue.StateActive, queue.StateDeferred, queue.StateHeld:
-	default:
-		return f, fmt.Errorf("state %q: want active, deferred or held", f.State)
-	}
-	for key, dst := range map[string]*int64{"min_size": &f.MinSize, "max_size": &f.MaxSize} {
-		if v := q.Get(key); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				return f, fmt.Errorf("%s %q: want a number of bytes", key, v)
-			}
-			*dst = n
-		}
-	}
-	if v := q.Get("older_than"); v != "" {
-		d, err := ParseAge(v)
-		if err != nil {
-			return f, err
-		}
-		f.OlderThan = d
-	}
-	return f, nil
+	return queue.ParseFilter(queue.FilterSpec{
+		IDs: q["id"], From: q.Get("from"), To: q.Get("to"), ClientIP: q.Get("client_ip"), User: q.Get("user"),
+		OlderThan: q.Get("older_than"), State: q.Get("state"), Subject: q.Get("subject"), Rule: q.Get("rule"),
+		LargerThan: q.Get("min_size"), SmallerThan: q.Get("max_size"),
+	})
 }
 
 // FilterQuery is the inverse of FilterFromQuery.
@@ -346,21 +403,9 @@ func FilterQuery(f queue.Filter) url.Values {
 	return v
 }
 
-// ParseAge accepts Go durations plus a "d" suffix for days ("2d", "36h").
-func ParseAge(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(d, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("bad age %q", s)
-		}
-		return time.Duration(n * float64(24*time.Hour)), nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("bad age %q: use e.g. 30m, 12h or 2d", s)
-	}
-	return d, nil
-}
+// ParseAge accepts Go durations plus a "d" suffix for days ("2d", "36h");
+// see queue.ParseAge, which it is.
+func ParseAge(s string) (time.Duration, error) { return queue.ParseAge(s) }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)

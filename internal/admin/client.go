@@ -168,8 +168,26 @@ func (c *Client) QueueBody(id string, w io.Writer) error {
 }
 
 // QueueOp runs hold, release, delete or retry on the messages matching f.
+// An empty filter is refused (by the server too); use QueueOpAll to act on
+// the whole queue on purpose.
 func (c *Client) QueueOp(op string, f queue.Filter, reason string) (int, error) {
+	return c.queueOp(op, f, reason, false)
+}
+
+// QueueOpAll is QueueOp that may act on every message when f is empty
+// (the CLI's --all; the API's all=true).
+func (c *Client) QueueOpAll(op string, f queue.Filter, reason string) (int, error) {
+	return c.queueOp(op, f, reason, true)
+}
+
+func (c *Client) queueOp(op string, f queue.Filter, reason string, all bool) (int, error) {
+	if f.IsEmpty() && !all {
+		return 0, fmt.Errorf("queue %s: give a filter or IDs, or --all for the whole queue", op)
+	}
 	q := FilterQuery(f)
+	if all {
+		q.Set("all", "true")
+	}
 	if reason != "" {
 		q.Set("reason", reason)
 	}

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/queue"
@@ -46,8 +48,8 @@ func (s *Server) SetGuard(g Guard, ports []int) {
 		}
 		var d time.Duration
 		if req.For != "" {
-			if d, err = ParseAge(req.For); err != nil || d <= 0 {
-				writeErr(w, http.StatusBadRequest, fmt.Errorf("bad ban duration %q", req.For))
+			if d, err = ParseBanDuration(req.For); err != nil {
+				writeErr(w, http.StatusBadRequest, err)
 				return
 			}
 		}
@@ -80,7 +82,11 @@ func (s *Server) SetGuard(g Guard, ports []int) {
 		if !decode(w, r, &req) {
 			return
 		}
-		t := strings.ToLower(strings.TrimSpace(req.Target))
+		t, err := ParseReleaseTarget(req.Target)
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
 		s.audit(r, "guard release", t)
 		if !g.Release(t) {
 			writeErr(w, http.StatusNotFound, fmt.Errorf("%s is neither isolated nor suspended", t))
@@ -98,6 +104,36 @@ func (s *Server) SetGuard(g Guard, ports []int) {
 		}
 		writeJSON(w, out)
 	})
+}
+
+// ParseBanDuration reads the length of a ban ("30m", "2h", "7d"): more than
+// zero and at most queue.MaxAge. The CLI and the API both use it.
+func ParseBanDuration(s string) (time.Duration, error) {
+	d, err := queue.ParseAge(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("ban duration %q: want a length of time such as 30m, 2h or 7d", s)
+	}
+	return d, nil
+}
+
+// ParseReleaseTarget checks what guard release names: an IP address
+// (returned canonical and unmapped, as the guard keys isolations) or a user
+// address (lower case). A CIDR or anything else is an error rather than a
+// release that silently finds nothing. The CLI and the API both use it.
+func ParseReleaseTarget(s string) (string, error) {
+	t := strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(t, "["), "]")); err == nil {
+		return a.Unmap().WithZone("").String(), nil
+	}
+	if strings.Contains(t, "/") {
+		return "", fmt.Errorf("%q: release takes one IP address or a user address, not a CIDR", s)
+	}
+	at := strings.LastIndexByte(t, '@')
+	if at <= 0 || at == len(t)-1 || len(t) > 320 || !utf8.ValidString(t) ||
+		strings.ContainsAny(t, " \t<>,;") || strings.IndexFunc(t, unicode.IsControl) >= 0 {
+		return "", fmt.Errorf("%q is neither an IP address nor a user address", s)
+	}
+	return strings.ToLower(t), nil
 }
 
 // heldFilterFor selects the held mail of an IP or a user.

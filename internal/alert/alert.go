@@ -78,7 +78,7 @@ const (
 
 // Enqueuer is where alert mail goes: *queue.Queue.
 type Enqueuer interface {
-	Enqueue(m queue.Meta, body []byte) (queue.Meta, error)
+	Enqueue(m queue.Meta, parts ...[]byte) (queue.Meta, error)
 }
 
 // Config says where alerts go.
@@ -89,6 +89,14 @@ type Config struct {
 	WebhookTimeout time.Duration     // per POST; default 5 s
 	Notify         map[string]string // user address → address to tell on suspension (not the hijacked one)
 	MinInterval    time.Duration     // per (kind, ip, user) at most one mail per interval; default 10 min
+	// From is the header From address of alert mail; default
+	// postmaster@Hostname. Use an address of a local domain so that Sign
+	// has a key for it.
+	From string
+	// Sign, when set, DKIM-signs each alert mail before it is queued (with
+	// the key of its From domain; it returns the mail unchanged when it has
+	// none), so alerts pass DMARC at receivers with p=reject.
+	Sign func(msg []byte) []byte
 }
 
 // Notifier delivers alerts. It is safe for concurrent use.
@@ -230,6 +238,13 @@ func New(cfg Config, enq Enqueuer, log *slog.Logger) *Notifier {
 		kinds:      make(map[string]*kindWindow),
 		hooks:      make(chan []byte, webhookQueue),
 		done:       make(chan struct{}),
+	}
+	if cfg.From != "" {
+		if a, err := mail.ParseAddress(cfg.From); err != nil || strings.ContainsAny(a.Address, "<>\r\n") {
+			log.Error("alert: invalid From address, using the default", "from", cfg.From, "err", err)
+		} else {
+			n.from = a.Address
+		}
 	}
 	if cfg.Postmaster != "" {
 		if a, err := mail.ParseAddress(cfg.Postmaster); err != nil {
@@ -569,7 +584,11 @@ func (n *Notifier) send(mails []outMail) {
 			// ClientIP and User stay empty on purpose: `queue delete
 			// --client-ip X` must delete X's mail, not the alert about X.
 		}
-		if _, err := n.enq.Enqueue(meta, m.msg); err != nil {
+		msg := m.msg
+		if n.cfg.Sign != nil {
+			msg = n.cfg.Sign(msg)
+		}
+		if _, err := n.enq.Enqueue(meta, msg); err != nil {
 			n.log.Error("alert: cannot queue alert mail", "to", m.to, "subject", m.subject, "err", err)
 		}
 	}

@@ -34,7 +34,8 @@ type queued struct {
 	body []byte
 }
 
-func (q *fakeQueue) Enqueue(m queue.Meta, body []byte) (queue.Meta, error) {
+func (q *fakeQueue) Enqueue(m queue.Meta, parts ...[]byte) (queue.Meta, error) {
+	body := bytes.Join(parts, nil)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.err != nil {

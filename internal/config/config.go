@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,6 +85,11 @@ type Limits struct {
 	CommandTimeout Duration `toml:"command_timeout"`  // idle time allowed between commands
 	DataTimeout    Duration `toml:"data_timeout"`     // time allowed for a whole DATA phase
 	MaxReceived    int      `toml:"max_received"`     // Received headers before a loop is declared
+	// MaxInflight bounds the message bytes all SMTP sessions together hold
+	// in memory while receiving, checking and queueing (every copy
+	// counted); past it DATA gets 452 4.3.1. The process also sets its Go
+	// memory limit from it (see README).
+	MaxInflight int64 `toml:"max_inflight_bytes"`
 }
 
 // Queue bounds the spool.
@@ -149,6 +155,8 @@ type Guard struct {
 	BanBase               Duration               `toml:"ban_base"`
 	BanMax                Duration               `toml:"ban_max"`
 	LoginNetworks         int                    `toml:"login_networks"`
+	AuthFailsPerAccount   int                    `toml:"auth_fails_per_account"` // failures per login name in 15 min from networks it never used before those are refused 454
+	AccountThrottle       Duration               `toml:"account_throttle"`       // how long such a throttle lasts
 	HistoryFactor         float64                `toml:"history_factor"`
 
 	PregreetDelay  Duration `toml:"pregreet_delay"`   // port 25, untrusted: wait this long for a client that talks first
@@ -205,6 +213,11 @@ type Content struct {
 	// (451) and "open" accepts it unscanned (logged).
 	ClamdFail   string `toml:"clamd_fail"`
 	VirusAction string `toml:"virus_action"` // "reject" or "hold"
+	// Uninspectable is what an archive the scanner cannot see into does
+	// (encrypted, 7z/rar, unsupported method, corrupt, over the
+	// decompression limits): "" (the same as action), "reject", "hold",
+	// or "accept" (only the names of its entries are checked).
+	Uninspectable string `toml:"uninspectable"`
 	// Domains overrides the attachment policy for mail to a local domain:
 	// its own action and list changes. A message to several domains gets
 	// the strictest verdict.
@@ -213,7 +226,8 @@ type Content struct {
 
 // ContentDomain is one domain's attachment policy override.
 type ContentDomain struct {
-	Action          string   `toml:"action"` // "" = the global action
+	Action          string   `toml:"action"`        // "" = the global action
+	Uninspectable   string   `toml:"uninspectable"` // "" = the global setting
 	BlockExtensions []string `toml:"block_extensions"`
 	AllowExtensions []string `toml:"allow_extensions"`
 }
@@ -240,10 +254,15 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
-// Defaults returns a config with every optional value filled in.
+// defaultAdminPort is the admin API's port (init's --admin-port default).
+const defaultAdminPort = 8025
+
+// Defaults returns a config with every optional value filled in. It is the
+// one place where mamori's configuration defaults are written: Load starts
+// from it and init renders the config it writes from it.
 func Defaults() Config {
 	return Config{
-		Listen: Listen{Admin: "127.0.0.1:8025"},
+		Listen: Listen{Admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(defaultAdminPort))},
 		Limits: Limits{
 			MaxMessageSize: 25 << 20,
 			MaxRecipients:  100,
@@ -251,6 +270,7 @@ func Defaults() Config {
 			CommandTimeout: Duration{5 * time.Minute},
 			DataTimeout:    Duration{10 * time.Minute},
 			MaxReceived:    50,
+			MaxInflight:    256 << 20,
 		},
 		Queue: Queue{MaxMessages: 200000, MaxBytes: 8 << 30, MinFreeBytes: 256 << 20, HeldRetention: Duration{30 * 24 * time.Hour}},
 		Delivery: Delivery{
@@ -272,6 +292,8 @@ func Defaults() Config {
 			CheckInterval:           Duration{time.Hour},
 			PauseOutboundWhenListed: true,
 			StaleDays:               90,
+			AuthFailsPerAccount:     10,
+			AccountThrottle:         Duration{15 * time.Minute},
 		},
 	}
 }
@@ -349,11 +371,11 @@ func (c *Config) Validate() error {
 		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
 		"listen.submissions": c.Listen.Submissions, "listen.admin": c.Listen.Admin,
 	} {
-		if addr == "" {
+		if addr == "" || name == "listen.admin" { // admin: checkAdminAddr below
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not HOST:PORT: %v", name, addr, err))
+		if _, err := ParseListenAddr(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 		}
 	}
 	if c.Listen.SMTP == "" && c.Listen.Submission == "" && c.Listen.Submissions == "" {
@@ -375,6 +397,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxMessageSize < 1024 {
 		errs = append(errs, fmt.Errorf("limits.max_message_size %d is too small", c.Limits.MaxMessageSize))
+	}
+	if c.Limits.MaxInflight < c.Limits.MaxMessageSize {
+		errs = append(errs, fmt.Errorf("limits.max_inflight_bytes %d is below max_message_size %d: no message could be received", c.Limits.MaxInflight, c.Limits.MaxMessageSize))
 	}
 	if c.Limits.MaxRecipients < 1 || c.Limits.MaxRecipients > 10000 {
 		errs = append(errs, fmt.Errorf("limits.max_recipients %d out of range 1..10000", c.Limits.MaxRecipients))
@@ -420,6 +445,42 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("guard.dnsbl_zones: %q is not a DNS zone", z))
 		}
 	}
+	// Each default lives in Defaults above. Where another package would
+	// quietly substitute a different value (or none) for a zero, a zero is
+	// refused here instead, so the value in effect is always the config's.
+	for key, d := range map[string]time.Duration{
+		"limits.command_timeout": c.Limits.CommandTimeout.Duration, // 0 would mean no idle timeout at all
+		"limits.data_timeout":    c.Limits.DataTimeout.Duration,
+		"auth.timeout":           c.Auth.Timeout.Duration, // 0 would fall back to msgauth's 30s
+		"dns.timeout":            c.DNS.Timeout.Duration,
+		"content.clamd_timeout":  c.Content.ClamdTimeout.Duration,
+		"delivery.max_lifetime":  c.Delivery.MaxLifetime.Duration,
+		"delivery.min_backoff":   c.Delivery.MinBackoff.Duration,
+		"delivery.max_backoff":   c.Delivery.MaxBackoff.Duration,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must be more than 0 (leave it out for the default)", key, d))
+		}
+	}
+	for key, d := range map[string]time.Duration{
+		"queue.held_retention": c.Queue.HeldRetention.Duration, // 0 keeps held mail until deleted by hand
+		"guard.pregreet_delay": c.Guard.PregreetDelay.Duration, // 0 turns the pre-greeting test off
+		"guard.dnsbl_budget":   c.Guard.DNSBLBudget.Duration,
+		"guard.check_interval": c.Guard.CheckInterval.Duration,
+		"guard.ban_base":       c.Guard.BanBase.Duration,
+		"guard.ban_max":        c.Guard.BanMax.Duration,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", key, d))
+		}
+	}
+	if c.Queue.MaxMessages < 1 || c.Queue.MaxBytes < 1 || c.Queue.MinFreeBytes < 0 {
+		errs = append(errs, fmt.Errorf("queue.max_messages %d and max_bytes %d must be at least 1 (the queue is always bounded), min_free_bytes %d not negative",
+			c.Queue.MaxMessages, c.Queue.MaxBytes, c.Queue.MinFreeBytes))
+	}
+	if c.Guard.StaleDays < 0 || (c.Guard.DisableStale && c.Guard.StaleDays < 1) {
+		errs = append(errs, fmt.Errorf("guard.stale_days %d: must be at least 1 with disable_stale", c.Guard.StaleDays))
+	}
 	if c.Guard.MaxSessionTime.Duration < 5*time.Second {
 		errs = append(errs, errors.New("guard.max_session_time must be at least 5s"))
 	}
@@ -432,6 +493,12 @@ func (c *Config) Validate() error {
 		if o.Action != "" && o.Action != "reject" && o.Action != "hold" {
 			errs = append(errs, fmt.Errorf("content.domains.%q.action %q: want reject or hold", d, o.Action))
 		}
+		if o.Uninspectable != "" && o.Uninspectable != "reject" && o.Uninspectable != "hold" && o.Uninspectable != "accept" {
+			errs = append(errs, fmt.Errorf("content.domains.%q.uninspectable %q: want reject, hold or accept", d, o.Uninspectable))
+		}
+	}
+	if u := c.Content.Uninspectable; u != "" && u != "reject" && u != "hold" && u != "accept" {
+		errs = append(errs, fmt.Errorf("content.uninspectable %q: want reject, hold or accept", u))
 	}
 	if c.Content.ClamdFail != "open" && c.Content.ClamdFail != "closed" {
 		errs = append(errs, fmt.Errorf("content.clamd_fail %q: want open or closed", c.Content.ClamdFail))
@@ -444,18 +511,81 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkAdminAddr refuses an admin API on a wildcard address: the token is
-// the only protection, so it must not be offered to the whole network by
-// accident. Bind a specific address to expose it on purpose.
-func checkAdminAddr(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
+// ListenAddr is a parsed "HOST:PORT" listen address.
+type ListenAddr struct {
+	// Addr is the IP to bind, unmapped, without a zone; the zero Addr when
+	// the host is a name (Name) or empty (every interface).
+	Addr netip.Addr
+	Name string // a host name, lower case, without a trailing dot
+	Port uint16
+}
+
+// Everywhere reports whether the address binds every interface: an empty
+// host (":8025") or an unspecified address in any spelling ("0.0.0.0",
+// "[::]", "[::0]", "[::ffff:0.0.0.0]").
+func (l ListenAddr) Everywhere() bool {
+	return l.Name == "" && (!l.Addr.IsValid() || l.Addr.IsUnspecified())
+}
+
+// Loopback reports whether the address binds loopback only: a loopback IP
+// in any spelling ("127.0.0.2", "[::1]", "[::ffff:127.0.0.1]", "[::1%lo]")
+// or the name localhost, which RFC 6761 reserves for loopback.
+func (l ListenAddr) Loopback() bool {
+	if l.Name != "" {
+		return l.Name == "localhost"
+	}
+	return l.Addr.IsValid() && l.Addr.IsLoopback()
+}
+
+// ParseListenAddr reads a "HOST:PORT" listen address. Addresses are compared
+// as addresses, never as strings: the host is parsed with net/netip and
+// unmapped, so every spelling of one address means the same.
+func ParseListenAddr(s string) (ListenAddr, error) {
+	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Errorf("listen.admin: %q is not HOST:PORT: %v", addr, err)
+		return ListenAddr{}, fmt.Errorf("%q is not HOST:PORT: %v", s, err)
 	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		return fmt.Errorf("listen.admin: %q listens on every address; bind 127.0.0.1 or a specific management address", addr)
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return ListenAddr{}, fmt.Errorf("%q: port %q is not a number from 0 to 65535", s, port)
 	}
-	return nil
+	l := ListenAddr{Port: uint16(n)}
+	if host == "" {
+		return l, nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		l.Addr = a.Unmap().WithZone("")
+		return l, nil
+	}
+	name := strings.TrimSuffix(strings.ToLower(host), ".")
+	if name == "" || strings.ContainsAny(name, " /@%[]\\") || strings.IndexFunc(name, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+		return ListenAddr{}, fmt.Errorf("%q: host %q is neither an IP address nor a host name", s, host)
+	}
+	l.Name = name
+	return l, nil
+}
+
+// checkAdminAddr lets the admin API bind loopback only. The bearer token is
+// its only protection and the API speaks plain HTTP, so it must not be
+// offered to a network. DESIGN.md foresees "[admin] tls = true" as the way
+// to bind another address; until that key exists, any non-loopback address
+// is refused. Addresses are compared parsed, so "[::0]", ":8025" and
+// "[::ffff:0.0.0.0]" are all seen as "every interface".
+func checkAdminAddr(addr string) error {
+	l, err := ParseListenAddr(addr)
+	if err != nil {
+		return fmt.Errorf("listen.admin: %w", err)
+	}
+	switch {
+	case l.Everywhere():
+		return fmt.Errorf("listen.admin: %q listens on every address; bind a loopback address such as 127.0.0.1:%d", addr, l.Port)
+	case l.Loopback():
+		return nil
+	case l.Name != "":
+		return fmt.Errorf("listen.admin: %q: name a loopback IP address (e.g. 127.0.0.1), not a host name that could resolve to a public one", addr)
+	default:
+		return fmt.Errorf("listen.admin: %q is not a loopback address; the admin API (plain HTTP) may only bind loopback, e.g. 127.0.0.1:%d", addr, l.Port)
+	}
 }
 
 // The widest trusted network accepted is an IPv4 /8 or an IPv6 /32.
@@ -483,8 +613,34 @@ func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// translated are IPv6 ranges whose addresses stand for other hosts: the
+// IPv4 Internet behind a NAT64 gateway (RFC 6052, RFC 8215), 6to4 relays
+// (RFC 3056), Teredo (RFC 4380), and IPv4-mapped and IPv4-compatible
+// addresses. Trusting any part of them trusts whoever a gateway or relay
+// forwards for, so a trusted network may not overlap them. (A mapped
+// network written as ::ffff:a.b.c.d/N, N >= 96, is unmapped by
+// ipnet.ParsePrefix first and then judged as the IPv4 network it is.)
+var translated = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("64:ff9b::/96"), "NAT64 (64:ff9b::/96)"},
+	{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64 (64:ff9b:1::/48)"},
+	{netip.MustParsePrefix("2002::/16"), "6to4 (2002::/16)"},
+	{netip.MustParsePrefix("2001::/32"), "Teredo (2001::/32)"},
+	{netip.MustParsePrefix("::ffff:0:0/96"), "IPv4-mapped (::ffff:0:0/96)"},
+	{netip.MustParsePrefix("::/96"), "IPv4-compatible (::/96)"},
+}
+
 func checkTrusted(p netip.Prefix) error {
 	a := p.Addr()
+	if !a.Is4() && p != netip.PrefixFrom(netip.IPv6Loopback(), 128) {
+		for _, t := range translated {
+			if p.Overlaps(t.p) {
+				return fmt.Errorf("it overlaps %s, whose addresses stand for hosts elsewhere", t.what)
+			}
+		}
+	}
 	if a.Is4() && p.Bits() < minTrustedBits4 {
 		return fmt.Errorf("wider than /%d", minTrustedBits4)
 	}

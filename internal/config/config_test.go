@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,5 +121,215 @@ token_file = "tok"
 	}
 	if !filepath.IsAbs(c.DataDir) || filepath.Dir(c.DataDir) != filepath.Dir(p) {
 		t.Errorf("data_dir not resolved against the config dir: %s", c.DataDir)
+	}
+}
+
+func TestTrustedNetworksTranslation(t *testing.T) {
+	tests := []struct {
+		net string
+		ok  bool
+	}{
+		{"64:ff9b::/96", false},          // NAT64: the whole IPv4 Internet
+		{"64:ff9b::10.0.0.1/128", false}, // one translated host is still translated
+		{"64:ff9b:1::/48", false},        // local-use NAT64
+		{"64:ff9b:1:2::/64", false},      // inside it
+		{"2002::/16", false},             // 6to4
+		{"2002:c000:201::/48", false},    // one 6to4 site
+		{"2001::/32", false},             // Teredo
+		{"2001:0:4136:e378::/64", false}, // inside Teredo
+		{"::ffff:0:0/96", false},         // all of IPv4, mapped
+		{"::ffff:0:0/90", false},         // a mapped prefix shorter than /96
+		{"::/96", false},                 // IPv4-compatible
+		{"::/64", false},                 // covers the mapped range
+		{"::ffff:10.0.0.1", true},        // unmapped: 10.0.0.1/32
+		{"::ffff:10.0.0.0/104", true},    // unmapped: 10.0.0.0/8
+		{"::ffff:8.8.8.0/120", true},     // unmapped: 8.8.8.0/24, a small public v4 net
+		{"::1", true},                    // loopback
+		{"2001:db8:1::/48", true},        // not Teredo (2001:db8 is not 2001:0)
+		{"fd12:3456:789a::/48", true},    // ULA
+	}
+	for _, tc := range tests {
+		c := Config{Relay: Relay{TrustedNetworks: []string{tc.net}}}
+		_, err := c.TrustedPrefixes()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err=%v, want ok=%v", tc.net, err, tc.ok)
+		}
+	}
+}
+
+func TestAdminListenLoopbackOnly(t *testing.T) {
+	tests := []struct {
+		addr string
+		ok   bool
+		want string // part of the error
+	}{
+		{"127.0.0.1:8025", true, ""},
+		{"127.0.0.2:9000", true, ""},
+		{"[::1]:8025", true, ""},
+		{"[::ffff:127.0.0.1]:8025", true, ""},
+		{"[::1%lo]:8025", true, ""},
+		{"localhost:8025", true, ""},
+		{"LocalHost.:8025", true, ""},
+		{"0.0.0.0:8025", false, "every address"},
+		{":8025", false, "every address"},
+		{"[::]:8025", false, "every address"},
+		{"[::0]:8025", false, "every address"},
+		{"[0:0:0:0:0:0:0:0]:8025", false, "every address"},
+		{"[::ffff:0.0.0.0]:8025", false, "every address"},
+		{"[::ffff:0:0]:8025", false, "every address"},
+		{"192.0.2.10:8025", false, "loopback"},
+		{"10.0.0.1:8025", false, "loopback"},
+		{"[fe80::1%eth0]:8025", false, "loopback"},
+		{"[::ffff:192.0.2.10]:8025", false, "loopback"},
+		{"admin.example.test:8025", false, "host name"},
+		{"127.0.0.1:http", false, "port"},
+		{"127.0.0.1:70000", false, "port"},
+		{"127.0.0.1", false, "HOST:PORT"},
+	}
+	for _, tc := range tests {
+		err := checkAdminAddr(tc.addr)
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err=%v, want ok=%v mentioning %q", tc.addr, err, tc.ok, tc.want)
+		}
+	}
+}
+
+func TestParseListenAddr(t *testing.T) {
+	for _, s := range []string{"0.0.0.0:25", "[::]:25", ":25", "[::ffff:0.0.0.0]:25"} {
+		l, err := ParseListenAddr(s)
+		if err != nil || !l.Everywhere() || l.Loopback() {
+			t.Errorf("%s: %+v %v, want every interface", s, l, err)
+		}
+	}
+	for _, s := range []string{"mx.example.test:25", "192.0.2.1:25", "[2001:db8::1]:587"} {
+		l, err := ParseListenAddr(s)
+		if err != nil || l.Everywhere() || l.Loopback() {
+			t.Errorf("%s: %+v %v, want a specific non-loopback address", s, l, err)
+		}
+	}
+	for _, s := range []string{"x", "1.2.3.4:", "1.2.3.4:-1", "[::1]:99999", "bad host:25", "a/b:25"} {
+		if _, err := ParseListenAddr(s); err == nil {
+			t.Errorf("%s accepted", s)
+		}
+	}
+}
+
+func FuzzParseListenAddr(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:25", "[::ffff:0.0.0.0]:1", ":8025", "localhost:1", "[fe80::1%eth0]:2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, err := ParseListenAddr(s)
+		if err != nil {
+			return
+		}
+		if l.Everywhere() && l.Loopback() {
+			t.Fatalf("%q: both every interface and loopback", s)
+		}
+		if l.Addr.IsValid() && (l.Addr.Is4In6() || l.Addr.Zone() != "") {
+			t.Fatalf("%q: address %v not canonical", s, l.Addr)
+		}
+		if checkAdminAddr(s) == nil && !l.Loopback() {
+			t.Fatalf("%q: admin accepted a non-loopback address", s)
+		}
+	})
+}
+
+func TestInitKeepsAdminOnLoopback(t *testing.T) {
+	tests := []struct{ host, smtp, admin string }{
+		{"203.0.113.5", "203.0.113.5:25", "127.0.0.1:8025"},
+		{"2001:db8::25", "[2001:db8::25]:25", "127.0.0.1:8025"},
+		{"::", "[::]:25", "127.0.0.1:8025"},
+		{"::0", "[::]:25", "127.0.0.1:8025"},
+		{"::ffff:0.0.0.0", "[::ffff:0.0.0.0]:25", "127.0.0.1:8025"},
+		{"127.0.0.3", "127.0.0.3:25", "127.0.0.3:8025"},
+		{"::1", "[::1]:25", "[::1]:8025"},
+		{"[::1]", "[::1]:25", "[::1]:8025"},
+	}
+	for _, tc := range tests {
+		res, err := Init(InitOptions{Dir: t.TempDir(), Domain: "example.test", ListenHost: tc.host})
+		if err != nil {
+			t.Errorf("%s: %v", tc.host, err)
+			continue
+		}
+		c, err := Load(res.ConfigPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Listen.SMTP != tc.smtp || c.Listen.Admin != tc.admin {
+			t.Errorf("--listen-host %s: smtp %s admin %s, want %s and %s", tc.host, c.Listen.SMTP, c.Listen.Admin, tc.smtp, tc.admin)
+		}
+	}
+	for _, bad := range []string{"mail.example.test", "10.0.0.0/8", "300.1.1.1"} {
+		if _, err := Init(InitOptions{Dir: t.TempDir(), Domain: "example.test", ListenHost: bad}); err == nil || !strings.Contains(err.Error(), "listen-host") {
+			t.Errorf("--listen-host %q: err = %v", bad, err)
+		}
+	}
+}
+
+// TestInitWritesDefaults: the config init writes holds the values of
+// Defaults, the one place they are written.
+func TestInitWritesDefaults(t *testing.T) {
+	res, err := Init(InitOptions{Dir: t.TempDir(), Domain: "example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(res.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Defaults()
+	d.Delivery.Routes = c.Delivery.Routes
+	for _, cmp := range []struct {
+		name      string
+		got, want any
+	}{
+		{"limits", c.Limits, d.Limits},
+		{"queue", c.Queue, d.Queue},
+		{"delivery", c.Delivery, d.Delivery},
+		{"auth", c.Auth, d.Auth},
+		{"log", c.Log, d.Log},
+		{"content action", c.Content.Action + c.Content.ClamdFail + c.Content.VirusAction, d.Content.Action + d.Content.ClamdFail + d.Content.VirusAction},
+		{"guard", [4]any{c.Guard.PregreetDelay, c.Guard.MaxSessionTime, c.Guard.StaleDays, c.Guard.PauseOutboundWhenListed},
+			[4]any{d.Guard.PregreetDelay, d.Guard.MaxSessionTime, d.Guard.StaleDays, d.Guard.PauseOutboundWhenListed}},
+		{"admin", c.Listen.Admin, d.Listen.Admin},
+	} {
+		if fmt.Sprint(cmp.got) != fmt.Sprint(cmp.want) {
+			t.Errorf("%s: init wrote %v, Defaults has %v", cmp.name, cmp.got, cmp.want)
+		}
+	}
+}
+
+// TestLoadRefusesZeroFallbacks: a zero that another package would replace
+// with a different value (or with none) is refused, so the value in effect
+// is always the config's.
+func TestLoadRefusesZeroFallbacks(t *testing.T) {
+	base := `hostname = "mx.example.test"
+data_dir = "data"
+domains = ["example.test"]
+[admin]
+token_file = "tok"
+[listen]
+smtp = "127.0.0.1:2525"
+`
+	p := filepath.Join(t.TempDir(), "m.toml")
+	os.WriteFile(p, []byte(base), 0o600)
+	if _, err := Load(p); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"[limits]\ncommand_timeout = \"0s\"\n", "limits.command_timeout"},
+		{"[auth]\ntimeout = \"0s\"\n", "auth.timeout"},
+		{"[delivery]\nmin_backoff = \"-1m\"\n", "delivery.min_backoff"},
+		{"[queue]\nmax_messages = 0\n", "queue.max_messages"},
+		{"[queue]\nmax_bytes = 0\n", "max_bytes"},
+		{"[queue]\nheld_retention = \"-1h\"\n", "queue.held_retention"},
+		{"[guard]\ndisable_stale = true\nstale_days = 0\n", "guard.stale_days"},
+	} {
+		p := filepath.Join(t.TempDir(), "m.toml")
+		os.WriteFile(p, []byte(base+tc.extra), 0o600)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want it to name %s", tc.extra, err, tc.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -58,10 +59,21 @@ func Init(o InitOptions) (InitResult, error) {
 	if o.ListenHost == "" {
 		o.ListenHost = "0.0.0.0"
 	}
-	adminHost := o.ListenHost
-	if ip := net.ParseIP(adminHost); ip == nil || ip.IsUnspecified() {
-		adminHost = "127.0.0.1"
+	listenIP, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(o.ListenHost, "["), "]"))
+	if err != nil {
+		return InitResult{}, fmt.Errorf("init: --listen-host %q: want an IP address (e.g. 0.0.0.0 or 192.0.2.25)", o.ListenHost)
 	}
+	o.ListenHost = listenIP.String()
+	// The admin API stays on loopback whatever the mail listeners use: on
+	// the same loopback address when they are on one, else 127.0.0.1.
+	// Never on a public or wildcard address (see checkAdminAddr).
+	adminHost := "127.0.0.1"
+	if listenIP.Unmap().IsLoopback() {
+		adminHost = listenIP.Unmap().WithZone("").String()
+	}
+	// Every value written below comes from Defaults, the one place where
+	// mamori's defaults live.
+	d := Defaults()
 	def := func(v, d int) int {
 		if v == 0 {
 			return d
@@ -103,14 +115,15 @@ func Init(o InitOptions) (InitResult, error) {
 	}
 	hp := func(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 	var b strings.Builder
-	err = configTemplate.Execute(&b, map[string]string{
+	err = configTemplate.Execute(&b, map[string]any{
+		"D":           d,
 		"Hostname":    o.Hostname,
 		"DataDir":     dataDir,
 		"Domain":      dom,
 		"SMTP":        hp(o.ListenHost, def(o.SMTPPort, 25)),
 		"Submission":  hp(o.ListenHost, def(o.SubmissionPort, 587)),
 		"Submissions": hp(o.ListenHost, def(o.SubmissionsPort, 465)),
-		"Admin":       hp(adminHost, def(o.AdminPort, 8025)),
+		"Admin":       hp(adminHost, def(o.AdminPort, defaultAdminPort)),
 		"Cert":        certPath,
 		"Key":         keyPath,
 		"TokenFile":   tokenPath,
@@ -199,22 +212,23 @@ token_file = "{{.TokenFile}}"
 trusted_networks = []
 
 [limits]
-max_message_size = 26214400   # bytes
-max_recipients = 100          # per message
-command_timeout = "5m"
-data_timeout = "10m"
+max_message_size = {{.D.Limits.MaxMessageSize}}   # bytes
+max_recipients = {{.D.Limits.MaxRecipients}}          # per message
+command_timeout = "{{.D.Limits.CommandTimeout}}"
+data_timeout = "{{.D.Limits.DataTimeout}}"
+max_inflight_bytes = {{.D.Limits.MaxInflight}}   # message bytes in memory, all sessions together
 
 [queue]
-max_messages = 200000         # beyond this new mail gets 452 4.3.1
-max_bytes = 8589934592        # 8 GiB of queued mail at most
-min_free_bytes = 268435456    # keep 256 MiB free on the queue's filesystem
-held_retention = "720h"       # held mail is deleted after 30 days (export evidence first)
+max_messages = {{.D.Queue.MaxMessages}}         # beyond this new mail gets 452 4.3.1
+max_bytes = {{.D.Queue.MaxBytes}}        # queued mail on disk at most
+min_free_bytes = {{.D.Queue.MinFreeBytes}}    # free space to keep on the queue's filesystem
+held_retention = "{{.D.Queue.HeldRetention}}"       # held mail is then deleted (export evidence first; "0s" keeps it)
 
 [delivery]
-port = 25
-concurrency = 20
-per_domain_concurrency = 5
-max_lifetime = "120h"
+port = {{.D.Delivery.Port}}
+concurrency = {{.D.Delivery.Concurrency}}
+per_domain_concurrency = {{.D.Delivery.PerDomainConcurrency}}
+max_lifetime = "{{.D.Delivery.MaxLifetime}}"
 # relayhost = "smarthost.example:587"
 
 [delivery.routes]
@@ -230,13 +244,13 @@ msgs_per_minute = 30
 rcpts_per_minute = 100
 rcpts_per_hour = 300
 rcpts_per_day = 1000
-pregreet_delay = "500ms"      # port 25: clients that talk before the greeting are cut
-max_session_time = "30m"
+pregreet_delay = "{{.D.Guard.PregreetDelay}}"      # port 25: clients that talk before the greeting are cut
+max_session_time = "{{.D.Guard.MaxSessionTime}}"
 dnsbl_zones = []              # e.g. ["zen.spamhaus.org"]
 public_ips = []               # our own sending IPs, watched in dnsbl_zones
-pause_outbound_when_listed = true
+pause_outbound_when_listed = {{.D.Guard.PauseOutboundWhenListed}}
 # webhook = "https://chat.example/hooks/mamori"
-stale_days = 90
+stale_days = {{.D.Guard.StaleDays}}
 
 [guard.overrides]
 # "newsletter@example.org" = { msgs_per_minute = 600, rcpts_per_minute = 2000, rcpts_per_hour = 20000, rcpts_per_day = 100000 }
@@ -245,23 +259,23 @@ stale_days = 90
 # "alice@example.org" = "alice.private@elsewhere.example"
 
 [content]
-action = "reject"             # blocked attachments (exe, scr, js, … also inside zips): reject or hold
+action = "{{.D.Content.Action}}"             # blocked attachments (exe, scr, js, … also inside zips): reject or hold
 # block_extensions = ["xlsm"]
 # allow_extensions = ["iso"]
 # clamd = "unix:/run/clamav/clamd.ctl"   # ClamAV daemon (INSTREAM); empty: no virus scan
-clamd_fail = "closed"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
-virus_action = "reject"
+clamd_fail = "{{.D.Content.ClamdFail}}"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
+virus_action = "{{.D.Content.VirusAction}}"
 
 [content.domains]
 # "lab.example.org" = { allow_extensions = ["exe"] }
 
 [auth]
-verify_inbound = true         # SPF, DKIM, DMARC of inbound mail → Authentication-Results header
-dmarc_reject = true           # honour p=reject: refuse failing mail with 550 5.7.1
-dkim_selector = "mamori"      # sign outbound mail with data_dir/dkim/DOMAIN.SELECTOR.key (mamori dkim keygen)
-timeout = "4s"                # budget for all DNS lookups of one message; then temperror, mail goes on
+verify_inbound = {{.D.Auth.VerifyInbound}}         # SPF, DKIM, DMARC of inbound mail → Authentication-Results header
+dmarc_reject = {{.D.Auth.DMARCReject}}           # honour p=reject: refuse failing mail with 550 5.7.1
+dkim_selector = "{{.D.Auth.DKIMSelector}}"      # sign outbound mail with data_dir/dkim/DOMAIN.SELECTOR.key (mamori dkim keygen)
+timeout = "{{.D.Auth.Timeout}}"                # budget for all DNS lookups of one message; then temperror, mail goes on
 
 [log]
-format = "json"   # or "logfmt"
-level = "info"
+format = "{{.D.Log.Format}}"   # or "logfmt"
+level = "{{.D.Log.Level}}"
 `))

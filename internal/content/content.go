@@ -1,22 +1,40 @@
 // Package content decides, at the end of DATA, whether a message carries a
 // dangerous attachment (scenario S4): an executable or script by name, by a
 // disguised name (double extension, right-to-left override), by declared
-// Content-Type, by magic bytes, or hidden inside (nested) zip archives.
+// Content-Type, by magic bytes, a scripted SVG image, or any of these hidden
+// inside containers: zip, tar (ustar, pax, GNU), gzip, bzip2 and any nesting
+// of them (.tar.gz, zip in tar.gz, ...), embedded messages, and uuencoded or
+// yEnc blocks in text bodies.
 //
 // It exists as a pure package (no network, no global state) so the SMTP
 // server can call it synchronously on the received bytes and so it can be
 // fuzzed in isolation. Every input is untrusted: the walk is bounded in MIME
-// parts, nesting depth, archive entries and decompressed bytes, a zip bomb is
-// refused from its declared sizes before anything is expanded, and Check
-// never panics.
+// parts, container depth, archive entries and decompressed bytes (one
+// budget per message shared by every archive and nesting level), a zip bomb
+// is refused from its declared sizes before anything is expanded, a stream
+// (gzip, bzip2) is cut off as soon as its expansion ratio or the budget is
+// exceeded, and Check never panics.
+//
+// What the scanner cannot see is not let through by default: encrypted
+// entries, formats the standard library cannot read (7z, rar, xz, cab, ...),
+// unsupported zip methods (LZMA, PPMd, deflate64, ...), corrupt archives and
+// exceeded budgets are "cannot inspect" findings (Rule.CannotInspect), acted
+// on like any other hit unless Policy.Uninspectable says otherwise. So is
+// ambiguous MIME (two Content-Type, Content-Transfer-Encoding or
+// Content-Disposition headers, or file names whose extensions disagree),
+// because the scanner and the recipient's client may then read different
+// things.
 //
 // Dependencies:
 //   - github.com/emersion/go-message parses the MIME tree, decodes
 //     transfer encodings (base64, quoted-printable) and RFC 2047/2231
 //     parameters; it is maintained by the go-smtp author and avoids hand
 //     parsing of MIME.
-//   - archive/zip (standard library) reads archives from a bytes.Reader of
-//     the decoded part; decompression always goes through an io.LimitReader.
+//   - archive/zip, archive/tar, compress/gzip and compress/bzip2 (standard
+//     library) read the containers; every decompressed byte goes through a
+//     meter that charges the per-message budget.
+//   - uuencode and yEnc have no maintained Go decoder; the small decoders
+//     in uu.go are fuzzed.
 //
 // Malformed MIME: a part whose header or body cannot be decoded is refused
 // (rule mime.malformed) only when it looks like an attachment (a file name,
@@ -35,36 +53,104 @@ import (
 	"strings"
 )
 
-// Action is what the server should do with the message.
-type Action string
+// Action is what the server should do with a message. The zero value is
+// "unset" (a Policy field left to its default); the order of the defined
+// values is their strictness, used when several verdicts apply to one
+// message: Reject over Defer over Hold over Accept.
+type Action int
 
 // Possible actions.
 const (
-	Accept Action = "accept"
-	Reject Action = "reject"
-	Hold   Action = "hold"
+	Accept Action = iota + 1 // deliver
+	Hold                     // queue as held (quarantine), with the rule that fired
+	Defer                    // 451: try again later (a scanner is unavailable)
+	Reject                   // 550 5.7.1 at the end of DATA
 )
+
+var actionNames = map[Action]string{Accept: "accept", Hold: "hold", Defer: "defer", Reject: "reject"}
+
+// String returns the configuration spelling: accept, hold, defer, reject,
+// or "" for the zero value.
+func (a Action) String() string { return actionNames[a] }
+
+// MarshalText implements encoding.TextMarshaler (JSON, TOML, logs).
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler with ParseAction.
+func (a *Action) UnmarshalText(b []byte) error {
+	v, err := ParseAction(string(b))
+	if err != nil {
+		return err
+	}
+	*a = v
+	return nil
+}
+
+// ParseAction parses accept, hold, defer or reject (any case); "" is the
+// zero value (unset).
+func ParseAction(s string) (Action, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "" {
+		return 0, nil
+	}
+	for a, n := range actionNames {
+		if n == s {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("content: unknown action %q (want accept, hold, defer or reject)", s)
+}
+
+// Rule names the check that fired. Its string form is stable: it appears
+// in logs, in the queue's "rule" of held mail and in guard signals.
+type Rule string
 
 // Rules reported in Verdict.Rule.
 const (
-	RuleBlockedExt      = "attachment.blocked_ext"
-	RuleDoubleExt       = "attachment.double_ext"
-	RuleRTLOverride     = "attachment.rtl_override"
-	RuleBlockedType     = "attachment.blocked_type"
-	RuleExecutableMagic = "attachment.executable_magic"
-	RuleArchiveTooDeep  = "archive.too_deep"
-	RuleArchiveBomb     = "archive.bomb"
-	RuleArchiveMalform  = "archive.malformed"
-	RuleMIMEMalformed   = "mime.malformed"
-	RuleMIMETooDeep     = "mime.too_deep"
-	RuleMIMETooMany     = "mime.too_many_parts"
+	RuleBlockedExt      Rule = "attachment.blocked_ext"
+	RuleDoubleExt       Rule = "attachment.double_ext"
+	RuleRTLOverride     Rule = "attachment.rtl_override"
+	RuleBlockedType     Rule = "attachment.blocked_type"
+	RuleExecutableMagic Rule = "attachment.executable_magic"
+	RuleActiveContent   Rule = "attachment.active_content"
+	RuleMIMEMalformed   Rule = "mime.malformed"
+	RuleMIMEAmbiguous   Rule = "mime.ambiguous"
+	RuleMIMETooDeep     Rule = "mime.too_deep"
+	RuleMIMETooMany     Rule = "mime.too_many_parts"
+
+	// The "cannot inspect" rules: a container whose content the scanner
+	// could not see. See Rule.CannotInspect and Policy.Uninspectable.
+	RuleArchiveTooDeep     Rule = "archive.too_deep"
+	RuleArchiveBomb        Rule = "archive.bomb"
+	RuleArchiveMalform     Rule = "archive.malformed"
+	RuleArchiveEncrypted   Rule = "archive.encrypted"
+	RuleArchiveUnsupported Rule = "archive.unsupported"
+
+	// Rules of the virus scanner stage (set by the server, not by Check).
+	RuleVirus              Rule = "virus"
+	RuleScannerUnavailable Rule = "clamd.unavailable"
 )
 
-// Verdict is the outcome of Policy.Check.
+// CannotInspect reports whether r is a "cannot inspect" finding: an
+// archive that is encrypted, in a format or compression method the
+// standard library cannot read (7z, rar, LZMA or PPMd zip entries, ...),
+// corrupt, nested too deeply or over the decompression budgets. What the
+// scanner could not see may be anything, so by default these are as
+// dangerous as an executable; Policy.Uninspectable can relax them.
+func (r Rule) CannotInspect() bool {
+	switch r {
+	case RuleArchiveTooDeep, RuleArchiveBomb, RuleArchiveMalform, RuleArchiveEncrypted, RuleArchiveUnsupported:
+		return true
+	}
+	return false
+}
+
+// Verdict is the outcome of Policy.Check (and of the server's content
+// stage as a whole).
 type Verdict struct {
 	Action Action
 	// Rule names the check that fired; empty when Action is Accept.
-	Rule string
+	Rule Rule
 	// Part is the human path of the offending part, e.g.
 	// `invoice.zip > inner.zip > setup.scr`. Printable ASCII only (other
 	// characters become '?'), at most 200 characters.
@@ -74,23 +160,32 @@ type Verdict struct {
 	Reason string
 }
 
+// stricter reports whether v should win over w when both apply.
+func (v Verdict) stricter(w Verdict) bool { return v.Action > w.Action }
+
 // Policy configures the checks. The zero value of a numeric field, a nil
-// BlockedExt and an empty Action mean the defaults of DefaultPolicy.
+// BlockedExt and a zero Action mean the defaults of DefaultPolicy.
 type Policy struct {
 	// BlockedExt holds blocked file extensions, lower-case, without the dot.
 	// nil means DefaultBlockedExt(); an empty non-nil map blocks none.
 	BlockedExt map[string]bool
 	// Action is what a hit does: Reject (default) or Hold.
 	Action Action
-	// MaxDepth bounds nesting of containers that hide content: zip
-	// archives and embedded messages (message/rfc822). Default 4.
+	// Uninspectable is what a "cannot inspect" finding (Rule.CannotInspect)
+	// does: zero means the same as Action; Accept lets such archives
+	// through (the name checks on their entries still apply); Hold or
+	// Reject.
+	Uninspectable Action
+	// MaxDepth bounds nesting of containers that hide content: archives
+	// (zip, tar, gzip, bzip2; a .tar.gz is two levels) and embedded
+	// messages (message/rfc822). Default 4.
 	// Plain multipart nesting is bounded separately (16 levels), because
 	// ordinary mail already nests multipart/mixed > alternative > related.
 	MaxDepth int
-	// MaxEntries bounds the zip entries inspected per message. Default 1000.
+	// MaxEntries bounds the archive entries inspected per message. Default 1000.
 	MaxEntries int
-	// MaxExpanded bounds the total decompressed bytes examined per message.
-	// Default 64 MiB.
+	// MaxExpanded bounds the total decompressed bytes examined per message,
+	// over all archives and nesting levels. Default 64 MiB.
 	MaxExpanded int64
 	// MaxParts bounds the MIME parts per message. Default 500.
 	MaxParts int
@@ -104,45 +199,8 @@ const (
 	maxMultipartDepth  = 16
 )
 
-// defaultBlockedExt is the documented default list: Windows executables and
-// installers, script hosts, shortcuts and disk images that auto-mount.
-var defaultBlockedExt = []string{
-	"exe", "pif", "scr", "com", "bat", "cmd", "vbs", "vbe", "js", "jse",
-	"wsf", "wsh", "hta", "lnk", "msi", "msp", "ps1", "psm1", "jar", "cpl",
-	"reg", "scf", "inf", "iso", "img", "vhd", "vhdx", "application",
-	"gadget", "chm", "dll", "sys",
-}
-
-// blockedTypes are declared Content-Types that only executables use.
-var blockedTypes = map[string]bool{
-	"application/x-msdownload":                      true,
-	"application/x-dosexec":                         true,
-	"application/x-msdos-program":                   true,
-	"application/x-ms-dos-executable":               true,
-	"application/x-executable":                      true,
-	"application/vnd.microsoft.portable-executable": true,
-	"application/x-ms-installer":                    true,
-	"application/x-msi":                             true,
-	"application/x-ms-shortcut":                     true,
-	"application/x-ms-application":                  true,
-	"application/hta":                               true,
-	"application/x-bat":                             true,
-	"application/x-msdos-batch":                     true,
-	"application/java-archive":                      true,
-	"application/x-java-archive":                    true,
-	"application/x-vbscript":                        true,
-	"text/vbscript":                                 true,
-	"application/javascript":                        true,
-	"application/x-javascript":                      true,
-	"text/javascript":                               true,
-	"application/x-mach-binary":                     true,
-	"application/x-elf":                             true,
-	"application/x-sharedlib":                       true,
-}
-
-// DefaultBlockedExt returns a fresh copy of the default blocked extensions:
-// exe pif scr com bat cmd vbs vbe js jse wsf wsh hta lnk msi msp ps1 psm1
-// jar cpl reg scf inf iso img vhd vhdx application gadget chm dll sys.
+// DefaultBlockedExt returns a fresh copy of the default blocked extensions
+// (the list and the reasons for it are in lists.go).
 func DefaultBlockedExt() map[string]bool {
 	m := make(map[string]bool, len(defaultBlockedExt))
 	for _, e := range defaultBlockedExt {
@@ -181,6 +239,11 @@ func (p Policy) normalized() Policy {
 	if p.Action != Hold {
 		p.Action = Reject
 	}
+	switch p.Uninspectable {
+	case Accept, Hold, Reject:
+	default:
+		p.Uninspectable = p.Action
+	}
 	if p.MaxDepth <= 0 {
 		p.MaxDepth = defaultMaxDepth
 	}
@@ -197,7 +260,9 @@ func (p Policy) normalized() Policy {
 }
 
 // Check inspects msg, a full RFC 5322 message, and returns the first hit as
-// a Verdict with the policy's Action, or an Accept verdict. It never panics
+// a Verdict with the policy's Action, or an Accept verdict. When hits with
+// different actions occur (Policy.Uninspectable differs from Action), the
+// strictest wins. It never panics
 // and its time and memory are bounded by len(msg) and the policy's limits.
 func (p Policy) Check(msg []byte) (v Verdict) {
 	p = p.normalized()
@@ -210,10 +275,13 @@ func (p Policy) Check(msg []byte) (v Verdict) {
 	}()
 	w := newWalker(p, msg, true)
 	w.run()
-	if len(w.hits) == 0 {
-		return Verdict{Action: Accept}
+	v = Verdict{Action: Accept}
+	for _, h := range w.hits {
+		if h.stricter(v) {
+			v = h
+		}
 	}
-	return w.hits[0]
+	return v
 }
 
 // Attachment describes one leaf part or archive entry, for logging.
@@ -229,8 +297,8 @@ type Attachment struct {
 	Size int64
 }
 
-// Attachments lists the leaf parts and zip entries of msg within the bounds
-// of p. It returns an error only when the top-level header cannot be parsed.
+// Attachments lists the leaf parts, archive entries and uuencoded or yEnc
+// blocks of msg within the bounds of p. It returns an error only when the top-level header cannot be parsed.
 func Attachments(msg []byte, p Policy) (atts []Attachment, err error) {
 	p = p.normalized()
 	defer func() {

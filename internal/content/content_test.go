@@ -121,7 +121,7 @@ func TestCheck(t *testing.T) {
 		name     string
 		msg      []byte
 		pol      func(*Policy)
-		wantRule string
+		wantRule Rule
 		wantPart string
 		action   Action
 	}{
@@ -152,7 +152,10 @@ func TestCheck(t *testing.T) {
 		{name: "scr in zip in zip", msg: mkMsg(attach("invoice.zip", "application/zip", outer)), wantRule: RuleBlockedExt, wantPart: "invoice.zip > inner.zip > setup.scr"},
 		{name: "zip by magic under other type", msg: mkMsg(attach("archive.dat", "application/octet-stream", outer)), wantRule: RuleBlockedExt, wantPart: "archive.dat > inner.zip > setup.scr"},
 		{name: "PE renamed txt in zip", msg: mkMsg(attach("docs.zip", "application/zip", peInZip)), wantRule: RuleExecutableMagic, wantPart: "docs.zip > docs/readme.txt"},
-		{name: "encrypted entry: names only", msg: mkMsg(attach("secret.zip", "application/zip", encrypted))},
+		{name: "encrypted entry cannot be inspected", msg: mkMsg(attach("secret.zip", "application/zip", encrypted)), wantRule: RuleArchiveEncrypted, wantPart: "secret.zip > secret.txt"},
+		{name: "encrypted entry accepted by policy", msg: mkMsg(attach("secret.zip", "application/zip", encrypted)), pol: func(p *Policy) { p.Uninspectable = Accept }},
+		{name: "encrypted entry held by policy", msg: mkMsg(attach("secret.zip", "application/zip", encrypted)), pol: func(p *Policy) { p.Uninspectable = Hold }, wantRule: RuleArchiveEncrypted, action: Hold},
+		{name: "accepting uninspectable keeps name checks", msg: mkMsg(attach("secret.zip", "application/zip", encryptedExe)), pol: func(p *Policy) { p.Uninspectable = Accept }, wantRule: RuleBlockedExt},
 		{name: "encrypted entry blocked name", msg: mkMsg(attach("secret.zip", "application/zip", encryptedExe)), wantRule: RuleBlockedExt, wantPart: "secret.zip > run.exe"},
 		{name: "zip nested too deep", msg: mkMsg(attach("l0.zip", "application/zip", deep)), wantRule: RuleArchiveTooDeep},
 		{name: "zip nested to the limit", msg: mkMsg(attach("l1.zip", "application/zip", fourDeep))},
@@ -177,7 +180,7 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func checkVerdict(t *testing.T, v Verdict, wantRule, wantPart string, action Action) {
+func checkVerdict(t *testing.T, v Verdict, wantRule Rule, wantPart string, action Action) {
 	t.Helper()
 	if wantRule == "" {
 		if v.Action != Accept {
@@ -185,7 +188,7 @@ func checkVerdict(t *testing.T, v Verdict, wantRule, wantPart string, action Act
 		}
 		return
 	}
-	if action == "" {
+	if action == 0 {
 		action = Reject
 	}
 	if v.Action != action || v.Rule != wantRule {
@@ -218,7 +221,7 @@ func TestMalformed(t *testing.T) {
 	tests := []struct {
 		name     string
 		msg      string
-		wantRule string
+		wantRule Rule
 	}{
 		{
 			name: "garbage header no attachment",
@@ -240,7 +243,17 @@ func TestMalformed(t *testing.T) {
 		},
 		{
 			name:     "unknown encoding on attachment",
+			msg:      "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=a.dat\r\nContent-Transfer-Encoding: x-gremlin\r\n\r\nxyz\r\n--B--\r\n",
+			wantRule: RuleMIMEMalformed,
+		},
+		{
+			name:     "x-uuencode part is decoded",
 			msg:      "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=a.dat\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 a.exe\r\n--B--\r\n",
+			wantRule: RuleBlockedExt,
+		},
+		{
+			name:     "x-uuencode part without a block",
+			msg:      "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=a.dat\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nnot uu\r\n--B--\r\n",
 			wantRule: RuleMIMEMalformed,
 		},
 		{
@@ -260,7 +273,7 @@ func TestMalformed(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			v := DefaultPolicy().Check([]byte(tc.msg))
-			checkVerdict(t, v, tc.wantRule, "", "")
+			checkVerdict(t, v, tc.wantRule, "", 0)
 		})
 	}
 }
@@ -380,7 +393,7 @@ func TestZipBomb(t *testing.T) {
 	tests := []struct {
 		name string
 		zip  []byte
-		rule string
+		rule Rule
 	}{
 		{"200MiB of zeros", honest, RuleArchiveBomb},
 		{"lying declared size", lying, RuleArchiveMalform},
@@ -399,7 +412,7 @@ func TestZipBomb(t *testing.T) {
 			runtime.ReadMemStats(&before)
 			v = p.Check(msg)
 			runtime.ReadMemStats(&after)
-			checkVerdict(t, v, tc.rule, "", "")
+			checkVerdict(t, v, tc.rule, "", 0)
 			// Generous bound: the message is well under 1 MiB; expanding
 			// the bomb would allocate hundreds of MiB.
 			if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {

@@ -16,9 +16,21 @@ func execKind(b []byte) string {
 		return "ELF"
 	case len(b) >= 4 && isMachO(b):
 		return "Mach-O"
+	case bytes.HasPrefix(b, lnkMagic):
+		return "Windows shortcut"
+	case bytes.HasPrefix(b, oneNoteMagic):
+		return "OneNote"
 	}
 	return ""
 }
+
+// lnkMagic is a shell link: header size 0x4C and the ShellLink CLSID
+// {00021401-0000-0000-C000-000000000046}.
+var lnkMagic = []byte("\x4c\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46")
+
+// oneNoteMagic is the GUID {7B5C52E4-D88C-4DA7-AEB1-5378D02996D3} that
+// starts a OneNote section (.one) file.
+var oneNoteMagic = []byte("\xe4\x52\x5c\x7b\x8c\xd8\xa7\x4d\xae\xb1\x53\x78\xd0\x29\x96\xd3")
 
 // isPE requires "MZ" and a PE signature at the e_lfanew offset, so a text
 // file that merely starts with "MZ" is not taken for a program.
@@ -49,13 +61,18 @@ func isMachO(b []byte) bool {
 	return false
 }
 
-// peNativeExt are extensions a PE file honestly carries. A PE file under
-// one of them is left to the extension check, so an administrator who
-// removes "exe" from BlockedExt can receive .exe files; under any other
-// name (.txt, .pdf, none) it is a disguised program.
-var peNativeExt = map[string]bool{
-	"exe": true, "dll": true, "sys": true, "scr": true, "com": true,
-	"cpl": true,
+// nativeExt are the extensions a file of each kind honestly carries. A
+// file under one of them is left to the extension check, so an
+// administrator who removes "exe" from BlockedExt can receive .exe files;
+// under any other name (.txt, .pdf, none) it is a disguised program.
+// ELF and Mach-O programs carry no extension, so they are always reported.
+var nativeExt = map[string]map[string]bool{
+	"PE": {
+		"exe": true, "dll": true, "sys": true, "scr": true, "com": true,
+		"cpl": true, "ocx": true, "xll": true,
+	},
+	"Windows shortcut": {"lnk": true},
+	"OneNote":          {"one": true},
 }
 
 func isZip(b []byte) bool {

@@ -153,7 +153,7 @@ func isInvisible(r rune) bool {
 
 // nameHit is the classification of one file name.
 type nameHit struct {
-	rule string
+	rule Rule
 	ext  string
 }
 
@@ -171,22 +171,7 @@ func (p Policy) classifyName(name string) (nameHit, bool) {
 	}
 	hasOverride := strings.ContainsFunc(name, isBidiOverride)
 	for _, v := range variants {
-		v = strings.Map(func(r rune) rune {
-			if r == utf8.RuneError || isInvisible(r) {
-				return -1
-			}
-			return r
-		}, v)
-		if i := strings.LastIndexAny(v, `/\`); i >= 0 {
-			v = v[i+1:]
-		}
-		// Windows ignores trailing dots/spaces; a trailing NTFS stream
-		// suffix ("x.exe::$DATA") is ignored too.
-		if i := strings.Index(v, ":"); i >= 0 {
-			v = v[:i]
-		}
-		v = strings.TrimRightFunc(v, func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
-		stem, ext := splitExt(v)
+		stem, ext := splitExt(cleanName(v))
 		if ext == "" || !p.BlockedExt[ext] {
 			continue
 		}
@@ -204,6 +189,25 @@ func (p Policy) classifyName(name string) (nameHit, bool) {
 		return nameHit{RuleRTLOverride, ""}, true
 	}
 	return nameHit{}, false
+}
+
+// cleanName returns the base name that Windows acts on: invisible
+// characters removed, directories and an NTFS stream suffix
+// ("x.exe::$DATA") cut, trailing dots and spaces trimmed.
+func cleanName(v string) string {
+	v = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || isInvisible(r) {
+			return -1
+		}
+		return r
+	}, v)
+	if i := strings.LastIndexAny(v, `/\`); i >= 0 {
+		v = v[i+1:]
+	}
+	if i := strings.Index(v, ":"); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimRightFunc(v, func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
 }
 
 // splitExt returns the stem and the lower-case last extension (trimmed of

@@ -15,7 +15,7 @@ import (
 type walker struct {
 	p        Policy
 	raw      []byte
-	stop     bool // stop at the first hit (Check) or list everything
+	stop     bool // stop at the first Reject (Check) or list everything
 	parts    int
 	entries  int
 	expanded int64
@@ -29,20 +29,30 @@ func newWalker(p Policy, raw []byte, stop bool) *walker {
 	return &walker{p: p, raw: raw, stop: stop, markers: -1}
 }
 
-// hit records a verdict and reports whether the walk must end.
-func (w *walker) hit(rule string, path []string, reason string) bool {
+// hit records a verdict and reports whether the walk must end: in Check
+// mode at the first Reject, since nothing found later can be stricter.
+// A "cannot inspect" finding under Policy.Uninspectable == Accept is not
+// recorded; the walk goes on.
+func (w *walker) hit(rule Rule, path []string, reason string) bool {
+	action := w.p.Action
+	if rule.CannotInspect() {
+		action = w.p.Uninspectable
+		if action == Accept {
+			return false
+		}
+	}
 	part := joinPath(path)
 	r := reason
 	if part != "" {
 		r = safeASCII(lastLabel(path), 60) + ": " + reason
 	}
 	w.hits = append(w.hits, Verdict{
-		Action: w.p.Action,
+		Action: action,
 		Rule:   rule,
 		Part:   part,
 		Reason: safeASCII(r, maxReply),
 	})
-	return w.stop
+	return w.stop && action == Reject
 }
 
 func lastLabel(path []string) string {
@@ -85,8 +95,12 @@ func (w *walker) rawHasAttachmentMarkers() bool {
 type partInfo struct {
 	mediaType  string
 	disp       string
+	cte        string
 	names      []string
 	attachLike bool
+	// ambiguous says why the headers can be read in more than one way,
+	// or is empty.
+	ambiguous string
 }
 
 func readPartInfo(h *message.Header) partInfo {
@@ -108,16 +122,65 @@ func readPartInfo(h *message.Header) partInfo {
 	pi.disp = strings.ToLower(strings.TrimSpace(disp))
 	add(dparams["filename"])
 	add(params["name"])
-	for _, n := range headerNames(h.Get("Content-Disposition")) {
-		add(n)
+	// Every header instance, not only the first that go-message reads:
+	// a client may honour another one.
+	for _, v := range h.Values("Content-Disposition") {
+		for _, n := range headerNames(v) {
+			add(n)
+		}
 	}
-	for _, n := range headerNames(h.Get("Content-Type")) {
-		add(n)
+	for _, v := range h.Values("Content-Type") {
+		for _, n := range headerNames(v) {
+			add(n)
+		}
 	}
+	pi.cte = strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding")))
 	pi.attachLike = len(pi.names) > 0 || pi.disp == "attachment" ||
 		!(strings.HasPrefix(pi.mediaType, "text/") || strings.HasPrefix(pi.mediaType, "multipart/") ||
 			strings.HasPrefix(pi.mediaType, "message/"))
+	pi.ambiguous = ambiguity(h, pi.names)
 	return pi
+}
+
+// ambiguity reports why a header can be read in more than one way: a
+// Content-Type, Content-Transfer-Encoding or Content-Disposition repeated
+// with another value (parsers disagree on which one counts, so the scanner and the
+// recipient's client may see different types, encodings or names), or
+// file names (Content-Type name=, Content-Disposition filename=, plain or
+// RFC 2231) whose extensions differ. Names that differ only in their stem
+// are not ambiguous: mailers legitimately give an ASCII fallback next to
+// an RFC 2231 name, or convert charsets differently, and every name is
+// checked against the list anyway; a different extension is what makes a
+// client open another type than the scanner judged.
+func ambiguity(h *message.Header, names []string) string {
+	for _, f := range []string{"Content-Type", "Content-Transfer-Encoding", "Content-Disposition"} {
+		vals := h.Values(f)
+		for _, v := range vals[min(1, len(vals)):] {
+			// A repeated identical header (a common web-form mailer bug)
+			// reads the same whichever copy a parser takes.
+			if normHeaderValue(v) != normHeaderValue(vals[0]) {
+				return "part has conflicting " + f + " headers"
+			}
+		}
+	}
+	first := ""
+	for _, n := range names {
+		_, ext := splitExt(cleanName(n))
+		if ext == "" {
+			continue
+		}
+		if first == "" {
+			first = ext
+		} else if ext != first {
+			return "part declares file names with different extensions"
+		}
+	}
+	return ""
+}
+
+// normHeaderValue folds case and white space and drops a trailing ';'.
+func normHeaderValue(v string) string {
+	return strings.TrimRight(strings.Join(strings.Fields(strings.ToLower(v)), " "), "; ")
 }
 
 // walkEntity inspects one MIME entity. idx is its MIME part number ("" for
@@ -133,6 +196,11 @@ func (w *walker) walkEntity(e *message.Entity, entErr error, idx string, path []
 	label := partLabel(pi, idx)
 
 	if strings.HasPrefix(pi.mediaType, "multipart/") {
+		if pi.ambiguous != "" {
+			if w.hit(RuleMIMEAmbiguous, append(path, label), pi.ambiguous) {
+				return true
+			}
+		}
 		if mimeDepth >= maxMultipartDepth {
 			return w.hit(RuleMIMETooDeep, append(path, label), "MIME structure is nested too deeply")
 		}
@@ -158,25 +226,24 @@ func (w *walker) walkEntity(e *message.Entity, entErr error, idx string, path []
 	}
 
 	here := append(path[:len(path):len(path)], label)
-	stop := false
-	for _, n := range pi.names {
-		if h, ok := w.p.classifyName(n); ok {
-			if w.hit(h.rule, here, nameReason(h)) {
-				return true
-			}
-			stop = true
-			break
+	if w.checkNames(pi.names, here) {
+		return true
+	}
+	if ext, ok := blockedTypes[pi.mediaType]; ok && w.p.BlockedExt[ext] {
+		if w.hit(RuleBlockedType, here, "attachment has a blocked content type "+pi.mediaType) {
+			return true
 		}
 	}
-	if !stop && blockedTypes[pi.mediaType] {
-		if w.hit(RuleBlockedType, here, "attachment has a blocked content type "+pi.mediaType) {
+	if pi.ambiguous != "" {
+		if w.hit(RuleMIMEAmbiguous, here, pi.ambiguous) {
 			return true
 		}
 	}
 
 	// Decode the body: decoded data is never larger than the raw message.
 	data, readErr := io.ReadAll(io.LimitReader(e.Body, int64(len(w.raw))+1))
-	if pi.attachLike && (entErr != nil && message.IsUnknownEncoding(entErr) || readErr != nil && !errors.Is(readErr, io.ErrUnexpectedEOF)) {
+	uuCTE := uuEncodings[pi.cte]
+	if pi.attachLike && !uuCTE && (entErr != nil && message.IsUnknownEncoding(entErr) || readErr != nil && !errors.Is(readErr, io.ErrUnexpectedEOF)) {
 		if w.hit(RuleMIMEMalformed, here, "attachment cannot be decoded") {
 			return true
 		}
@@ -199,38 +266,47 @@ func (w *walker) walkEntity(e *message.Entity, entErr error, idx string, path []
 		}
 		return w.walkEntity(inner, err, "", here, mimeDepth+1, contDepth+1)
 	}
-	return w.inspectData(data, pi.names, here, contDepth)
-}
-
-// inspectData applies the content checks (magic bytes, archives) to a
-// decoded leaf or archive entry.
-func (w *walker) inspectData(data []byte, names []string, here []string, contDepth int) bool {
-	if kind := execKind(data); kind != "" && !w.nativeExecutable(kind, names) {
-		if w.hit(RuleExecutableMagic, here, "attachment is a "+kind+" executable in disguise") {
+	if uuCTE {
+		// The part itself is uuencoded (Content-Transfer-Encoding:
+		// x-uuencode); go-message left it raw. What a client decodes from
+		// it is what must be checked.
+		if w.inspectEncoded(data, here, contDepth, pi.attachLike) {
 			return true
 		}
+		return false
 	}
-	zipNamed := false
-	for _, n := range names {
-		if _, ext := splitExt(strings.TrimRight(n, ". ")); ext == "zip" {
-			zipNamed = true
-		}
+	if w.inspectFile(file{names: pi.names, ctype: pi.mediaType, data: data}, here, contDepth) {
+		return true
 	}
-	if isZip(data) || zipNamed {
-		return w.inspectZip(data, here, contDepth+1)
+	if pi.mediaType == "" || strings.HasPrefix(pi.mediaType, "text/") {
+		// Mail clients turn uuencoded and yEnc blocks in a text body into
+		// attachments.
+		return w.inspectEncoded(data, here, contDepth, false)
 	}
 	return false
 }
 
-// nativeExecutable reports whether a program carries an honest executable
-// extension that the administrator chose to allow.
+// checkNames applies the name rules to every name a part or entry
+// declares; it reports whether the walk must stop.
+func (w *walker) checkNames(names []string, here []string) bool {
+	for _, n := range names {
+		if h, ok := w.p.classifyName(n); ok {
+			return w.hit(h.rule, here, nameReason(h))
+		}
+	}
+	return false
+}
+
+// nativeExecutable reports whether a program carries an honest extension
+// for its kind that the administrator chose to allow.
 func (w *walker) nativeExecutable(kind string, names []string) bool {
-	if kind != "PE" || len(names) == 0 {
+	native := nativeExt[kind]
+	if native == nil || len(names) == 0 {
 		return false
 	}
 	for _, n := range names {
-		_, ext := splitExt(strings.TrimRight(n, ". "))
-		if !peNativeExt[ext] || w.p.BlockedExt[ext] {
+		_, ext := splitExt(cleanName(n))
+		if !native[ext] || w.p.BlockedExt[ext] {
 			return false
 		}
 	}

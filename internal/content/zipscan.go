@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 )
 
@@ -24,7 +23,8 @@ const (
 // inspectZip checks the entries of a zip archive held in data. depth is
 // the container depth of this archive. Nothing is expanded past the
 // remaining MaxExpanded budget, and declared sizes are judged first so a
-// bomb is refused without decompressing it.
+// bomb is refused without decompressing it. An entry is expanded only as
+// far as its first sniffLen bytes unless it is itself a container.
 func (w *walker) inspectZip(data []byte, here []string, depth int) bool {
 	if depth > w.p.MaxDepth {
 		return w.hit(RuleArchiveTooDeep, here, fmt.Sprintf("archives are nested more than %d deep", w.p.MaxDepth))
@@ -52,19 +52,18 @@ func (w *walker) inspectEntry(f *zip.File, parent []string, depth int) bool {
 	if strings.HasSuffix(f.Name, "/") {
 		return false // directory
 	}
-	if h, ok := w.p.classifyName(f.Name); ok {
-		if w.hit(h.rule, here, nameReason(h)) {
-			return true
-		}
+	if w.checkNames([]string{f.Name}, here) {
+		return true
 	}
 	if !w.stop {
 		w.atts = append(w.atts, Attachment{Path: joinPath(here), Filename: f.Name, Size: int64(min(f.UncompressedSize64, 1<<62))})
 	}
 	if f.Flags&0x1 != 0 {
-		return false // encrypted: only the name can be checked
+		// Traditional or AES encryption: only the name could be checked,
+		// and a password in the message text is all the recipient needs.
+		return w.hit(RuleArchiveEncrypted, here, "archive entry is encrypted and cannot be inspected")
 	}
 	size, csize := f.UncompressedSize64, f.CompressedSize64
-	remaining := w.p.MaxExpanded - w.expanded
 	if size > uint64(w.p.MaxExpanded)*16 {
 		return w.hit(RuleArchiveBomb, here, "archive entry expands to an excessive size")
 	}
@@ -74,52 +73,11 @@ func (w *walker) inspectEntry(f *zip.File, parent []string, depth int) bool {
 	rc, err := f.Open()
 	if err != nil {
 		if errors.Is(err, zip.ErrAlgorithm) {
-			return false // unsupported method: the name was all we could check
+			return w.hit(RuleArchiveUnsupported, here, fmt.Sprintf("archive entry uses compression method %d, which cannot be inspected", f.Method))
 		}
 		return w.hit(RuleArchiveMalform, here, "archive entry cannot be read")
 	}
 	defer rc.Close()
-
-	n := min(remaining, int64(sniffLen))
-	head, err := io.ReadAll(io.LimitReader(rc, n))
-	w.expanded += int64(len(head))
-	if err != nil {
-		return w.hit(RuleArchiveMalform, here, "archive entry is corrupt or lies about its size")
-	}
-	kind := execKind(head)
-	nested := isZip(head)
-	if !nested {
-		if _, ext := splitExt(f.Name); ext == "zip" {
-			nested = true
-		}
-	}
-	if kind == "" && !nested {
-		if uint64(len(head)) < size && remaining <= int64(len(head)) {
-			return w.hit(RuleArchiveBomb, here, "archives expand beyond the inspection limit")
-		}
-		return false
-	}
-	if kind != "" && !w.nativeExecutable(kind, []string{f.Name}) {
-		if w.hit(RuleExecutableMagic, here, "archive entry is a "+kind+" executable in disguise") {
-			return true
-		}
-	}
-	if !nested {
-		return false
-	}
-	// A nested archive must be read whole (its directory is at the end).
-	if size > uint64(w.p.MaxExpanded-w.expanded) {
-		return w.hit(RuleArchiveBomb, here, "nested archive expands beyond the inspection limit")
-	}
-	left := w.p.MaxExpanded - w.expanded
-	rest, err := io.ReadAll(io.LimitReader(rc, left+1))
-	w.expanded += min(int64(len(rest)), left)
-	if int64(len(rest)) > left {
-		return w.hit(RuleArchiveBomb, here, "nested archive expands beyond the inspection limit")
-	}
-	if err != nil {
-		return w.hit(RuleArchiveMalform, here, "archive entry is corrupt or lies about its size")
-	}
-	inner := append(head, rest...)
-	return w.inspectZip(inner, here, depth+1)
+	m := w.meter(rc, func() int64 { return int64(min(csize, 1<<62)) })
+	return w.inspectFile(file{names: []string{f.Name}, r: m}, here, depth)
 }

@@ -14,7 +14,21 @@
 //
 // Dependencies and why:
 //   - github.com/emersion/go-smtp: the SMTP client (the same library serves
-//     our listeners, so both ends speak one dialect and are tested together).
+//     our listeners, so both ends speak one dialect and are tested together)
+//     for EHLO, DATA (with its dot-stuffing), RSET and QUIT. Its Mail and
+//     Rcpt are not used: they wait for each reply before the next command
+//     (no PIPELINING), and Mail always adds BODY=8BITMIME when offered. We
+//     send MAIL and the RCPTs ourselves, in one write when the server offers
+//     PIPELINING (RFC 2920), with BODY=8BITMIME only for 8-bit content and
+//     SMTPUTF8 whenever an address or header needs it (see envelope).
+//   - internal/mimeconv: every relayed message is fitted to the receiving
+//     server per session: line ends normalised to CRLF (no SMTP smuggling
+//     through us), lines over 998 octets folded or re-encoded, 8-bit
+//     content converted to quoted-printable/base64 for a server without
+//     8BITMIME, 8-bit headers RFC 2047-encoded for one without SMTPUTF8;
+//     what cannot be converted (a UTF-8 address) bounces with 5.6.7. The
+//     queue does not record whether a message arrived with SMTPUTF8 or
+//     BODY=8BITMIME, so the need is read from the envelope and the content.
 //   - internal/resolver (github.com/miekg/dns underneath): MX and address
 //     lookups that distinguish NXDOMAIN, null MX and SERVFAIL, which decide
 //     between bouncing and retrying (RFC 5321 §5.1, RFC 7505).
@@ -81,6 +95,11 @@ type Config struct {
 	// so a breach does not get the whole organisation blocked. Local
 	// delivery goes on.
 	Paused func() bool
+	// Sign, when set, DKIM-signs the messages delivery writes itself
+	// (DSNs) with the key of their From domain (our postmaster's), so that
+	// they pass DMARC at receivers with p=reject. It returns the message
+	// unchanged when it has no key for that domain.
+	Sign func(msg []byte) []byte
 }
 
 // Defaults.

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -25,30 +26,55 @@ const (
 // recipient Final-Recipient, Action: failed, Status, Diagnostic-Code) and a
 // text/rfc822-headers part with originalHeader. It is From
 // postmaster@reportingMTA and To m.From; lines end in CRLF.
+//
+// When an address is UTF-8 (the sender's or a failed recipient's) or the
+// returned header is, the DSN follows RFC 6533 instead: report-type
+// global-delivery-status, a message/global-delivery-status part with
+// "utf-8;" address types, and message/global-headers for a UTF-8 header.
 func BuildDSN(reportingMTA string, m queue.Meta, failed []queue.Rcpt, originalHeader []byte, now time.Time) []byte {
-	return buildDSN("postmaster@"+reportingMTA, reportingMTA, m, failed, originalHeader, now)
+	return buildDSN("postmaster@"+reportingMTA, reportingMTA, m, failed, originalHeader, now, randomHex(12))
 }
 
-func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, originalHeader []byte, now time.Time) []byte {
-	boundary := "=_mamori_dsn_" + randomHex(12)
+// buildDSN builds the DSN; uniq makes its boundary and Message-ID unique.
+func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, originalHeader []byte, now time.Time, uniq string) []byte {
+	boundary := "=_mamori_dsn_" + uniq
 	var b bytes.Buffer
 	line := func(format string, args ...any) {
 		fmt.Fprintf(&b, format, args...)
 		b.WriteString("\r\n")
 	}
 	mta := asciiOnly(reportingMTA)
+	hdr := normalizeHeader(originalHeader)
+
+	// RFC 6533: UTF-8 addresses need the global report types.
+	globalAddrs := !isASCII(m.From)
+	for _, r := range failed {
+		globalAddrs = globalAddrs || !isASCII(r.Addr)
+	}
+	globalHdr := !isASCII(string(hdr))
+	global := globalAddrs || globalHdr
+	// text renders an address or subject for a header or body line:
+	// printable UTF-8 in a global DSN, ASCII otherwise.
+	text := asciiOnly
+	if global {
+		text = printableUTF8
+	}
+	reportType, statusType := "delivery-status", "message/delivery-status"
+	if globalAddrs {
+		reportType, statusType = "global-delivery-status", "message/global-delivery-status"
+	}
 
 	if !strings.Contains(from, "<") {
 		from = "Mail Delivery System <" + from + ">"
 	}
 	line("From: %s", asciiOnly(from))
-	line("To: <%s>", asciiOnly(m.From))
+	line("To: <%s>", text(m.From))
 	line("Subject: %s", dsnSubject)
 	line("Date: %s", now.Format(time.RFC1123Z))
-	line("Message-ID: <%s.dsn@%s>", randomHex(12), mta)
+	line("Message-ID: <%s.dsn@%s>", uniq, mta)
 	line("Auto-Submitted: auto-replied")
 	line("MIME-Version: 1.0")
-	line("Content-Type: multipart/report; report-type=delivery-status;")
+	line("Content-Type: multipart/report; report-type=%s;", reportType)
 	line("\tboundary=\"%s\"", boundary)
 	line("")
 	line("This is a MIME-encapsulated message.")
@@ -56,7 +82,12 @@ func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, orig
 
 	// Human-readable part.
 	line("--%s", boundary)
-	line("Content-Type: text/plain; charset=us-ascii")
+	if global {
+		line("Content-Type: text/plain; charset=utf-8")
+		line("Content-Transfer-Encoding: 8bit")
+	} else {
+		line("Content-Type: text/plain; charset=us-ascii")
+	}
 	line("Content-Description: Notification")
 	line("")
 	line("This is the mail system at host %s.", mta)
@@ -65,20 +96,23 @@ func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, orig
 	line("It has been given up on; the errors are listed below.")
 	line("")
 	if m.Subject != "" {
-		line("Subject: %s", asciiOnly(oneLine(m.Subject)))
+		line("Subject: %s", text(oneLine(m.Subject)))
 	}
 	if !m.Received.IsZero() {
 		line("Sent:    %s", m.Received.Format(time.RFC1123Z))
 	}
 	line("")
 	for _, r := range failed {
-		line("<%s>: %s", asciiOnly(r.Addr), asciiOnly(oneLine(r.Diag)))
+		line("<%s>: %s", text(r.Addr), asciiOnly(oneLine(r.Diag)))
 	}
 	line("")
 
-	// Machine-readable part (RFC 3464 §2).
+	// Machine-readable part (RFC 3464 §2, RFC 6533 §3).
 	line("--%s", boundary)
-	line("Content-Type: message/delivery-status")
+	line("Content-Type: %s", statusType)
+	if globalAddrs {
+		line("Content-Transfer-Encoding: 8bit")
+	}
 	line("Content-Description: Delivery report")
 	line("")
 	line("Reporting-MTA: dns; %s", mta)
@@ -91,7 +125,7 @@ func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, orig
 	for _, r := range failed {
 		diag := asciiOnly(oneLine(r.Diag))
 		line("")
-		line("Final-Recipient: rfc822; %s", asciiOnly(r.Addr))
+		line("Final-Recipient: %s", addressType(r.Addr, globalAddrs))
 		line("Action: failed")
 		line("Status: %s", dsnStatus(diag))
 		if diag != "" {
@@ -107,17 +141,48 @@ func buildDSN(from, reportingMTA string, m queue.Meta, failed []queue.Rcpt, orig
 
 	// The original header.
 	line("--%s", boundary)
-	line("Content-Type: text/rfc822-headers")
-	line("Content-Description: Undelivered Message Headers")
-	hdr := normalizeHeader(originalHeader)
-	if !isASCII(string(hdr)) {
+	if globalHdr {
+		line("Content-Type: message/global-headers")
 		line("Content-Transfer-Encoding: 8bit")
+	} else {
+		line("Content-Type: text/rfc822-headers")
 	}
+	line("Content-Description: Undelivered Message Headers")
 	line("")
 	b.Write(hdr)
 	line("") // the CRLF before a boundary belongs to the boundary
 	line("--%s--", boundary)
 	return b.Bytes()
+}
+
+// addressType renders an address for Final-Recipient: "rfc822; addr" for
+// ASCII, and in a global DSN "utf-8; addr" with the characters RFC 6533 §3
+// (utf-8-addr-unitext) escapes written as \x{HEX}.
+func addressType(addr string, global bool) string {
+	if isASCII(addr) || !global {
+		return "rfc822; " + asciiOnly(addr)
+	}
+	var b strings.Builder
+	b.WriteString("utf-8; ")
+	for _, r := range strings.ToValidUTF8(addr, "\uFFFD") {
+		if r <= 0x20 || r == 0x7f || r == '\\' || r == '+' || r == '=' || (r >= 0x80 && r < 0xa0) {
+			fmt.Fprintf(&b, "\\x{%X}", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// printableUTF8 keeps valid, printable UTF-8 and replaces control
+// characters (and invalid octets) with '?'.
+func printableUTF8(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError || r == '\u2028' || r == '\u2029' {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 }
 
 var (

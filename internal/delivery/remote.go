@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/mimeconv"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
 )
@@ -287,6 +288,7 @@ type sessionResult struct {
 type conn struct {
 	c     *smtp.Client
 	raw   net.Conn
+	nc    net.Conn // the stream c speaks over (raw, or TLS on raw)
 	tls   bool
 	relay string
 	stop  func() bool // cancels the context watcher
@@ -306,12 +308,34 @@ func (s *Scheduler) session(ctx context.Context, l Lease, m queue.Meta, body []b
 	}
 	defer cn.close()
 
+	// Fit the message to what this server offers: CRLF only, no line over
+	// 998 octets, 7-bit for a server without 8BITMIME, encoded headers for
+	// one without SMTPUTF8 (mimeconv). What cannot be converted bounces.
+	peer := mimeconv.Peer{EightBitMIME: cn.has("8BITMIME"), SMTPUTF8: cn.has("SMTPUTF8")}
+	prep, err := mimeconv.ForPeer(body, peer)
+	if err != nil {
+		diag := err.Error()
+		if _, ok := statusOf(diag); !ok {
+			diag = "5.6.0 " + diag
+		}
+		for _, i := range todo {
+			outs[i] = outcome{state: failed, diag: diag, relay: cn.relay, tls: cn.tls, touched: true}
+		}
+		cn.c.CommandTimeout = quitTimeout
+		_ = cn.c.Quit()
+		return sessionResult{relay: cn.relay}
+	}
+	if prep.Converted {
+		s.log.Info("delivery: message converted for the receiving server", "queue_id", m.ID, "relay", cn.relay,
+			"8bitmime", peer.EightBitMIME, "smtputf8", peer.SMTPUTF8)
+	}
+
 	for start := 0; start < len(todo); start += maxRcptsPerTxn {
 		if ctx.Err() != nil || !l.BeginSend() {
 			return sessionResult{relay: cn.relay}
 		}
 		chunk := todo[start:min(start+maxRcptsPerTxn, len(todo))]
-		if res := s.transaction(cn, m, body, chunk, outs); res.broken {
+		if res := s.transaction(cn, m, prep, chunk, outs); res.broken {
 			return res
 		}
 	}
@@ -337,6 +361,7 @@ func (s *Scheduler) connect(ctx context.Context, host string, ap netip.AddrPort,
 	cn := &conn{raw: raw, relay: relay, stop: stop}
 
 	cn.c = s.newClient(raw)
+	cn.nc = raw
 	if err := cn.c.Hello(s.cfg.Hostname); err != nil {
 		cn.close()
 		return s.failReply(err, relay, "greeting or EHLO")
@@ -361,7 +386,8 @@ func (s *Scheduler) connect(ctx context.Context, host string, ap netip.AddrPort,
 	}
 	// go-smtp's Client has no STARTTLS on an existing session; continue on
 	// the TLS connection with a fresh Client that sees a synthetic greeting.
-	cn.c = s.newClient(&greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), tc)})
+	cn.nc = &greetedConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), tc)}
+	cn.c = s.newClient(cn.nc)
 	cn.tls = true
 	if err := cn.c.Hello(s.cfg.Hostname); err != nil {
 		cn.close()
@@ -432,9 +458,15 @@ type greetedConn struct {
 
 func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
 
+// has reports whether the server announced the EHLO keyword ext.
+func (c *conn) has(ext string) bool {
+	ok, _ := c.c.Extension(ext)
+	return ok
+}
+
 // transaction sends the message to the recipients chunk in one MAIL
 // transaction on cn.
-func (s *Scheduler) transaction(cn *conn, m queue.Meta, body []byte, chunk []int, outs []outcome) sessionResult {
+func (s *Scheduler) transaction(cn *conn, m queue.Meta, prep mimeconv.Result, chunk []int, outs []outcome) sessionResult {
 	set := func(i int, st outcomeState, diag string) {
 		outs[i] = outcome{state: st, diag: diag, relay: cn.relay, tls: cn.tls, touched: true}
 	}
@@ -442,10 +474,16 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, body []byte, chunk []int
 		return sessionResult{broken: true, diag: diag, relay: cn.relay}
 	}
 	c := cn.c
+	body := prep.Msg
 
-	utf8OK, _ := c.Extension("SMTPUTF8")
+	// RFC 6531 §3.2: a UTF-8 envelope address or UTF-8 header needs
+	// SMTPUTF8; it is passed on whenever the message needs it. An address
+	// cannot be downgraded: without SMTPUTF8 such a recipient bounces
+	// (5.6.7). (mimeconv already encoded the header for a server without
+	// SMTPUTF8, or failed the whole session.)
+	utf8OK := cn.has("SMTPUTF8")
 	utf8From := !isASCII(m.From)
-	needUTF8 := utf8From
+	needUTF8 := utf8From || prep.UTF8
 	send := make([]int, 0, len(chunk))
 	for _, i := range chunk {
 		rcptUTF8 := !isASCII(m.Rcpts[i].Addr)
@@ -453,10 +491,20 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, body []byte, chunk []int
 			set(i, failed, "5.6.7 non-ASCII address but host does not offer SMTPUTF8")
 			continue
 		}
+		if !validAddr(m.Rcpts[i].Addr) {
+			set(i, failed, "5.1.3 bad recipient address syntax")
+			continue
+		}
 		needUTF8 = needUTF8 || rcptUTF8
 		send = append(send, i)
 	}
 	if len(send) == 0 {
+		return sessionResult{}
+	}
+	if !validAddr(m.From) {
+		for _, i := range send {
+			set(i, failed, "5.1.7 bad sender address syntax")
+		}
 		return sessionResult{}
 	}
 	if limit, ok := c.MaxMessageSize(); ok && limit > 0 && len(body) > limit {
@@ -466,35 +514,43 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, body []byte, chunk []int
 		return sessionResult{}
 	}
 
-	if err := c.Mail(m.From, &smtp.MailOptions{Size: int64(len(body)), UTF8: needUTF8}); err != nil {
-		se, ok := replyOf(err)
-		switch {
-		case ok && se.Code/100 == 5:
+	mail := "MAIL FROM:<" + m.From + ">"
+	if prep.EightBit && cn.has("8BITMIME") {
+		mail += " BODY=8BITMIME" // RFC 6152; only for a message that is 8-bit
+	}
+	if cn.has("SIZE") {
+		mail += " SIZE=" + strconv.Itoa(len(body))
+	}
+	if needUTF8 {
+		mail += " SMTPUTF8"
+	}
+	cmds := []string{mail}
+	for _, i := range send {
+		cmds = append(cmds, "RCPT TO:<"+m.Rcpts[i].Addr+">")
+	}
+	replies, err := s.envelope(cn, cmds)
+	if err != nil {
+		return broken(fmt.Sprintf("4.4.2 %s: MAIL FROM/RCPT TO: %v", cn.relay, err))
+	}
+	if se := replies[0]; se.Code/100 != 2 {
+		if se.Code/100 == 5 {
 			for _, i := range send {
 				set(i, failed, formatReply(se))
 			}
 			return s.reset(cn)
-		case ok:
-			return broken(formatReply(se))
-		default:
-			return broken(fmt.Sprintf("4.4.2 %s: MAIL FROM: %v", cn.relay, err))
 		}
+		return broken(formatReply(se))
 	}
 
 	accepted := make([]int, 0, len(send))
-	for _, i := range send {
-		err := c.Rcpt(m.Rcpts[i].Addr, nil)
-		if err == nil {
+	for k, i := range send {
+		se := replies[k+1]
+		switch se.Code / 100 {
+		case 2:
 			accepted = append(accepted, i)
-			continue
-		}
-		se, ok := replyOf(err)
-		if !ok {
-			return broken(fmt.Sprintf("4.4.2 %s: RCPT TO: %v", cn.relay, err))
-		}
-		if se.Code/100 == 5 {
+		case 5:
 			set(i, failed, formatReply(se))
-		} else {
+		default:
 			set(i, deferred, formatReply(se))
 		}
 	}
@@ -540,6 +596,120 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, body []byte, chunk []int
 		set(i, delivered, "250 "+oneLine(resp.StatusText))
 	}
 	return sessionResult{}
+}
+
+// maxReplyBytes bounds what envelope reads for one transaction's replies.
+const maxReplyBytes = 1 << 20
+
+// envelope sends the MAIL and RCPT commands and returns one reply per
+// command. go-smtp's client sends one command and waits for its reply
+// before the next; with PIPELINING (RFC 2920) offered, the commands go out
+// in one write and the replies are read afterwards, in order, saving a
+// round trip per recipient. That stays correct on errors because every
+// command gets exactly one reply, which is matched to it by position: a
+// rejected MAIL makes the RCPT replies meaningless (the caller ignores
+// them), a rejected RCPT affects only its recipient. DATA is sent only
+// after the replies are in, so a message never goes out without an
+// accepted recipient. A server sends nothing unasked, so once the replies
+// are read nothing is left buffered for the client that sends DATA.
+func (s *Scheduler) envelope(cn *conn, cmds []string) ([]*smtp.SMTPError, error) {
+	for _, cmd := range cmds {
+		if strings.ContainsAny(cmd, "\r\n") {
+			return nil, errors.New("line break in command")
+		}
+	}
+	r := textproto.NewReader(bufio.NewReader(io.LimitReader(cn.nc, maxReplyBytes)))
+	read := func() (*smtp.SMTPError, error) {
+		_ = cn.nc.SetReadDeadline(time.Now().Add(s.cfg.CommandTimeout))
+		code, msg, err := r.ReadResponse(0)
+		if err != nil {
+			return nil, err
+		}
+		return parseReply(code, msg), nil
+	}
+	write := func(b string) error {
+		_ = cn.nc.SetWriteDeadline(time.Now().Add(s.cfg.CommandTimeout))
+		_, err := io.WriteString(cn.nc, b)
+		return err
+	}
+	defer cn.nc.SetDeadline(time.Time{})
+
+	replies := make([]*smtp.SMTPError, 0, len(cmds))
+	if cn.has("PIPELINING") {
+		var batch strings.Builder
+		for _, cmd := range cmds {
+			batch.WriteString(cmd)
+			batch.WriteString("\r\n")
+		}
+		// Write while reading, so that a server that answers as it reads
+		// never blocks on a full socket buffer (RFC 2920 §3.1).
+		werr := make(chan error, 1)
+		go func() { werr <- write(batch.String()) }()
+		for range cmds {
+			se, err := read()
+			if err != nil {
+				if e := <-werr; e != nil {
+					err = e
+				}
+				if len(replies) > 0 && replies[0].Code/100 == 5 {
+					// MAIL was refused for good and the server hung up
+					// instead of answering the RCPTs: the refusal stands.
+					for len(replies) < len(cmds) {
+						replies = append(replies, replies[0])
+					}
+					return replies, nil
+				}
+				return nil, err
+			}
+			replies = append(replies, se)
+		}
+		if err := <-werr; err != nil {
+			return nil, err
+		}
+	} else {
+		for k, cmd := range cmds {
+			if err := write(cmd + "\r\n"); err != nil {
+				return nil, err
+			}
+			se, err := read()
+			if err != nil {
+				return nil, err
+			}
+			replies = append(replies, se)
+			if k == 0 && se.Code/100 != 2 {
+				// MAIL failed: no RCPT is sent; answer them with its reply.
+				for range cmds[1:] {
+					replies = append(replies, se)
+				}
+				break
+			}
+		}
+	}
+	if r.R.Buffered() > 0 {
+		return nil, errors.New("server sent more replies than commands")
+	}
+	return replies, nil
+}
+
+// parseReply turns a reply into an SMTPError (also for 2xx), with the
+// enhanced status code when the text starts with one.
+func parseReply(code int, msg string) *smtp.SMTPError {
+	se := &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: msg}
+	first, rest, _ := strings.Cut(msg, " ")
+	if enhancedCode.MatchString(first) && first[0] == byte('0'+code/100) {
+		var ec smtp.EnhancedCode
+		if _, err := fmt.Sscanf(first, "%d.%d.%d", &ec[0], &ec[1], &ec[2]); err == nil {
+			se.EnhancedCode = ec
+			se.Message = rest
+		}
+	}
+	return se
+}
+
+// validAddr: an address we may put in a command (no line breaks, no
+// angle brackets, bounded).
+func validAddr(a string) bool {
+	return len(a) <= 512 && !strings.ContainsAny(a, "\r\n<>")
 }
 
 // reset ends a transaction that did not reach DATA.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/mimeconv"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
 )
@@ -346,7 +347,19 @@ func (s *Scheduler) sendDSN(m queue.Meta, failed []queue.Rcpt, body []byte, now 
 			body = b
 		}
 	}
-	msg := buildDSN(s.cfg.Postmaster, s.cfg.Hostname, m, failed, headerOf(body), now)
+	msg := buildDSN(s.cfg.Postmaster, s.cfg.Hostname, m, failed, headerOf(body), now, randomHex(12))
+	if isASCII(m.From) {
+		// Make the DSN 7-bit before signing (an RFC 6533 part is then
+		// quoted-printable), so that no later downgrade on the way to a
+		// server without 8BITMIME breaks its DKIM signature. A DSN to a
+		// UTF-8 address needs SMTPUTF8, hence 8BITMIME, all the way.
+		if d, err := mimeconv.Downgrade8bit(msg); err == nil {
+			msg = d
+		}
+	}
+	if s.cfg.Sign != nil {
+		msg = s.cfg.Sign(msg)
+	}
 	dm := queue.Meta{
 		From:     "",
 		Rcpts:    []queue.Rcpt{{Addr: m.From}},

@@ -8,8 +8,12 @@
 // staff PC gets out. A local sender (a trusted-network IP, or an
 // authenticated user) that trips a rule is isolated: its mail is still
 // accepted, but into the held state, never delivered, kept as evidence.
-// An account that looks hijacked is suspended: AUTH is refused and its
-// queued mail held. Outsiders that abuse the server are deferred or banned.
+// An account that looks hijacked is suspended: AUTH is refused (but from
+// the owner's own networks) and its queued mail held. A login name under
+// distributed guessing is throttled for the networks it never used, and a
+// refused login answers the same for a right and a wrong password (see
+// auth.go). Outsiders that abuse the server are deferred or banned; they
+// are counted per IPv4 address or IPv6 /64, and per /24 or /48.
 //
 // How it stays O(1) and bounded: every rate is a fixed-bucket counter with
 // the previous bucket weighted (a sliding-window approximation, 16 bytes
@@ -83,7 +87,7 @@ type Message struct {
 // banned, or the server's own IP found listed.
 type Alert struct {
 	Time     time.Time         `json:"time"`
-	Kind     string            `json:"kind"` // "isolated", "suspended", "banned", "own_ip_listed", "released"
+	Kind     string            `json:"kind"` // "isolated", "suspended", "banned", "throttled", "own_ip_listed", "released"
 	IP       string            `json:"ip,omitempty"`
 	User     string            `json:"user,omitempty"`
 	Sender   string            `json:"sender,omitempty"`
@@ -121,11 +125,21 @@ type Ban struct {
 	Strikes int       `json:"strikes"` // how many times banned (backoff grows with it)
 }
 
+// Throttle is a login name refused from networks it never logged in from,
+// after distributed guessing (the owner's networks still work).
+type Throttle struct {
+	User     string    `json:"user"`
+	Since    time.Time `json:"since"`
+	Until    time.Time `json:"until"`
+	Failures int       `json:"failures"` // in the last 15 minutes
+}
+
 // Snapshot is what `mamori guard list --json` prints.
 type Snapshot struct {
 	Isolated  []Isolation  `json:"isolated"`
 	Suspended []Suspension `json:"suspended"`
 	Bans      []Ban        `json:"bans"`
+	Throttled []Throttle   `json:"throttled,omitempty"` // at most maxListedThrottles, most recent first
 }
 
 // Hooks are how the guard acts outside itself. All are called without the

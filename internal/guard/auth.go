@@ -1,14 +1,36 @@
 package guard
 
+// Logins. The rules here are built so that outsiders can neither guess a
+// password at scale nor lock the owner out:
+//
+//   - Failures are counted per login name over every source (names that do
+//     not exist are counted the same way, in a bounded table), per client
+//     host (an IPv4 address or an IPv6 /64), per IP+name pair and per
+//     network (/24, /48) for spraying.
+//   - Past AuthFailsPerAccount failures from networks the account never
+//     logged in from, the name is throttled: logins from such networks are
+//     refused 454 4.7.0 whatever the password, while the owner's networks
+//     keep working. The administrator is alerted once per episode.
+//   - An automatic suspension refuses logins from everywhere but the
+//     owner's networks (successful logins on at least ownerNetDays distinct
+//     days), so a thief cannot keep the account and the owner is not
+//     locked out. A suspension by the administrator refuses everywhere.
+//   - No oracle: once a login is refused for its name (throttle, pair
+//     block, suspension), the reply and the guard's state evolve the same
+//     whether the password was right or wrong, and a suspended account
+//     answers exactly like a wrong password (InvalidCredentials), which is
+//     what a name that does not exist gets too.
+
 import (
 	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// pairKey is one client IP trying one account.
+// pairKey is one client host (hostOf) trying one login name.
 type pairKey struct {
 	ip   netip.Addr
 	user string
@@ -66,8 +88,8 @@ func (n *netState) add(h uint64, now int64, capacity int) int {
 	return c
 }
 
-// failRing remembers an account's most recent failures (from which IP,
-// when), for "failures followed by a success".
+// failRing remembers a name's most recent failures (from which host,
+// when), for "failures followed by a success from the same network".
 type failRing struct {
 	ips  [userFailRingSize]netip.Addr
 	at   [userFailRingSize]int64
@@ -80,17 +102,60 @@ func (r *failRing) add(ip netip.Addr, now int64) {
 	r.next = (r.next + 1) % userFailRingSize
 }
 
-// fromOthers counts failures after since that came from an address other
-// than ip.
-func (r *failRing) fromOthers(ip netip.Addr, since int64) int {
+// fromNet counts failures after since that came from network net.
+func (r *failRing) fromNet(net netip.Prefix, since int64) int {
 	c := 0
 	for i := range r.ips {
-		if r.at[i] > since && r.ips[i].IsValid() && r.ips[i] != ip {
+		if r.at[i] > since && r.ips[i].IsValid() && net.Contains(r.ips[i]) {
 			c++
 		}
 	}
 	return c
 }
+
+// nets counts the distinct networks of the failures after since.
+func (r *failRing) nets(since int64) int {
+	var seen [userFailRingSize]netip.Prefix
+	c := 0
+	for i := range r.ips {
+		if r.at[i] <= since || !r.ips[i].IsValid() {
+			continue
+		}
+		n := netOf(r.ips[i])
+		dup := false
+		for _, s := range seen[:c] {
+			dup = dup || s == n
+		}
+		if !dup {
+			seen[c] = n
+			c++
+		}
+	}
+	return c
+}
+
+// clearNet forgets the failures from network net: a success from there
+// ends that run of failures (and only that one).
+func (r *failRing) clearNet(net netip.Prefix) {
+	for i := range r.ips {
+		if r.ips[i].IsValid() && net.Contains(r.ips[i]) {
+			r.ips[i], r.at[i] = netip.Addr{}, 0
+		}
+	}
+}
+
+// nameState is what the guard knows of the failures of one login name,
+// whether or not an account of that name exists. It lives in a bounded LRU
+// table: random names cannot grow memory.
+type nameState struct {
+	ring    failRing
+	fails   window // failures from networks the account never logged in from, per 15 min
+	until   int64  // ms; throttled until then
+	since   int64  // ms; start of the current throttle episode
+	rightPw bool   // a right password was refused in this episode (alerted once)
+}
+
+func (n *nameState) throttled(now int64) bool { return n.until > now }
 
 // account is what the guard remembers of a user that has logged in or sent.
 type account struct {
@@ -102,49 +167,100 @@ type account struct {
 	hist       history
 }
 
+// netSeen is one network an account logged in from successfully.
 type netSeen struct {
-	net  netip.Prefix
-	last int64
+	net   netip.Prefix
+	first int64 // ms of the first successful login from it
+	last  int64 // ms of the last one
+	days  int   // distinct UTC days with a successful login from it
 }
 
-func (a *account) knows(net netip.Prefix) bool {
-	for _, n := range a.nets {
-		if n.net == net {
-			return true
+func (a *account) find(net netip.Prefix) *netSeen {
+	for i := range a.nets {
+		if a.nets[i].net == net {
+			return &a.nets[i]
 		}
 	}
-	return false
+	return nil
+}
+
+func (a *account) knows(net netip.Prefix) bool { return a.find(net) != nil }
+
+// owns reports whether net is one of the owner's networks: the account
+// logged in successfully from it on at least ownerNetDays distinct days. A
+// suspension by a guard rule does not refuse logins from these.
+func (a *account) owns(net netip.Prefix) bool {
+	n := a.find(net)
+	return n != nil && n.days >= ownerNetDays
 }
 
 // touch records a login from net, forgetting the least recently seen
 // network when full.
 func (a *account) touch(net netip.Prefix, now int64) {
-	oldest := -1
-	for i := range a.nets {
-		if a.nets[i].net == net {
-			a.nets[i].last = now
-			return
+	if n := a.find(net); n != nil {
+		if now/dayMS != n.last/dayMS && now > n.last {
+			n.days++
 		}
-		if oldest < 0 || a.nets[i].last < a.nets[oldest].last {
+		n.last = max(n.last, now)
+		return
+	}
+	seen := netSeen{net: net, first: now, last: now, days: 1}
+	if len(a.nets) < loginNetsCap {
+		a.nets = append(a.nets, seen)
+		return
+	}
+	oldest := 0
+	for i := range a.nets {
+		if a.nets[i].last < a.nets[oldest].last {
 			oldest = i
 		}
 	}
-	if len(a.nets) < loginNetsCap {
-		a.nets = append(a.nets, netSeen{net, now})
-		return
-	}
-	a.nets[oldest] = netSeen{net, now}
+	a.nets[oldest] = seen
 }
 
-// netsSince counts the distinct networks logged in from after since.
-func (a *account) netsSince(since int64) int {
-	c := 0
+// recent counts the distinct networks logged in from after since, with net
+// (the login being judged) included, and how many of them were first used
+// after since.
+func (a *account) recent(net netip.Prefix, since int64) (nets, fresh int) {
+	counted := false
 	for _, n := range a.nets {
 		if n.last > since {
-			c++
+			nets++
+			if n.first > since {
+				fresh++
+			}
+			counted = counted || n.net == net
 		}
 	}
-	return c
+	if !counted {
+		nets++
+		if !a.knows(net) {
+			fresh++
+		}
+	}
+	return nets, fresh
+}
+
+// forgetSince forgets the networks first used after since (those of a
+// login storm that led to a suspension are nobody's yet).
+func (a *account) forgetSince(since int64) {
+	kept := a.nets[:0]
+	for _, n := range a.nets {
+		if n.first <= since {
+			kept = append(kept, n)
+		}
+	}
+	a.nets = kept
+}
+
+// forget forgets one network.
+func (a *account) forget(net netip.Prefix) {
+	for i := range a.nets {
+		if a.nets[i].net == net {
+			a.nets = append(a.nets[:i], a.nets[i+1:]...)
+			return
+		}
+	}
 }
 
 func (g *Guard) account(user string) *account {
@@ -156,61 +272,167 @@ func (g *Guard) account(user string) *account {
 	return a
 }
 
-// AuthCheck is asked before the password is checked: a banned IP gets Drop,
-// a suspended account Reject 535 5.7.8, an IP+account pair blocked for brute
-// force Defer 454 4.7.0.
+// autoSuspension reports whether a suspension was set by a login or
+// sending rule (rather than by the administrator): those spare the owner's
+// networks.
+func autoSuspension(rule string) bool { return strings.HasPrefix(rule, "login.") }
+
+// refusal is the decision for a login of user from host (in net) that does
+// not depend on the password: a throttled name or a blocked pair (from a
+// network the account never used: Defer 454 4.7.0), or a suspended account
+// (InvalidCredentials, unless net is one of the owner's and the suspension
+// is automatic). The order matters: the checks that apply to every name
+// alike come first, so a suspended account answers like any other name.
+// Called with g.mu held.
+func (g *Guard) refusal(host netip.Addr, net netip.Prefix, user string, now int64) Decision {
+	a := g.accounts[user]
+	known := a != nil && a.knows(net)
+	if !known {
+		if n := g.names.lookup(user); n != nil && n.throttled(now) {
+			return decThrottled
+		}
+		if p := g.pairs.lookup(pairKey{host, user}); p != nil && p.blocked > now {
+			return decPairBlocked
+		}
+	}
+	if s, ok := g.suspended[user]; ok && !(autoSuspension(s.Rule) && a != nil && a.owns(net)) {
+		d := InvalidCredentials
+		d.Rule = s.Rule
+		return d
+	}
+	return Decision{}
+}
+
+// AuthCheck is asked before the password is checked. Drop (a banned
+// address) means: refuse without checking the password. Any other refusal
+// (a throttled name Defer 454 4.7.0, a blocked IP+name pair Defer 454
+// 4.7.0, a suspended account InvalidCredentials) is only a forecast: check
+// the password anyway (so that the time taken does not depend on the
+// account) and let AuthResult decide. Login does both.
 func (g *Guard) AuthCheck(ip netip.Addr, user string) Decision {
 	ip, user = normAddr(ip), normUser(user)
 	_, now := g.clock()
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
-	d := Decision{}
+	var d Decision
 	if b, ok := g.bans.lookup(ip, now); ok {
 		d = decBannedLater
 		if lg.on() {
 			lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user), slog.String("ban", b.ban.CIDR))
 		}
-	} else if s, ok := g.suspended[user]; ok {
-		d = decSuspended
-		d.Rule = s.Rule
-		lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
-	} else if p := g.pairs.lookup(pairKey{ip, user}); p != nil && p.blocked > now {
-		d = decPairBlocked
-		lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user),
-			slog.Time("until", msTime(p.blocked)))
+	} else {
+		d = g.refusal(hostOf(ip), netOf(ip), user, now)
+		if d.Verdict != Accept && lg.on() {
+			lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
+		}
 	}
 	g.mu.Unlock()
 	lg.emit()
 	return d
 }
 
-// AuthResult records the outcome of a login. A failure may block the
-// IP+account pair or ban the IP (Drop, so the session ends). A success runs
-// the login detectors and may suspend the account (Reject 535 5.7.8).
+// AuthResult records the outcome of a login and makes the final decision.
+// When the login is refused for its name (see AuthCheck), it is counted as
+// a failure whatever ok says, and the reply is the same for a right and a
+// wrong password. A failure may throttle the name, block the IP+name pair
+// or ban the address (Drop, so the session ends). A success runs the login
+// detectors and may suspend the account.
 func (g *Guard) AuthResult(ip netip.Addr, user string, ok bool) Decision {
 	ip, user = normAddr(ip), normUser(user)
+	host, net := hostOf(ip), netOf(ip)
 	t, now := g.clock()
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
 	var d Decision
-	if ok {
-		d = g.authSuccess(ip, user, t, now, &lg)
-	} else {
-		d = g.authFailure(ip, user, t, now, &lg)
+	switch ref := g.refusal(host, net, user, now); {
+	case ref.Verdict != Accept:
+		d = g.authFailure(ip, host, net, user, t, now, &lg)
+		if ok {
+			g.rightPasswordRefused(ip, user, ref, t, now, &lg)
+		}
+		if d.Verdict == Accept {
+			d = ref
+			if lg.on() {
+				lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
+			}
+		}
+	case ok:
+		d = g.authSuccess(ip, host, net, user, t, now, &lg)
+	default:
+		d = g.authFailure(ip, host, net, user, t, now, &lg)
 	}
 	g.mu.Unlock()
 	lg.emit()
 	return d
 }
 
-func (g *Guard) authFailure(ip netip.Addr, user string, t time.Time, now int64, lg *logBuf) Decision {
-	net := netOf(ip)
+// Authorizer is the part of the guard a login front end (SMTP AUTH, IMAP,
+// POP3) talks to.
+type Authorizer interface {
+	AuthCheck(ip netip.Addr, user string) Decision
+	AuthResult(ip netip.Addr, user string, ok bool) Decision
+}
+
+// Login runs the guard's login protocol around verify, which checks the
+// password (and must cost the same for unknown users): AuthCheck, then
+// verify unless the address is banned, then AuthResult. A non-Accept
+// decision is the reply to send; Accept means "as verify said". Every
+// protocol should log in through it so that none of them becomes an
+// oracle.
+func Login(g Authorizer, ip netip.Addr, user string, verify func() bool) Decision {
+	if d := g.AuthCheck(ip, user); d.Verdict == Drop {
+		return d
+	}
+	return g.AuthResult(ip, user, verify())
+}
+
+// rightPasswordRefused logs a right password refused for its name and,
+// once per throttle episode, tells the administrator: the password may be
+// known to whoever is guessing. Called with g.mu held.
+func (g *Guard) rightPasswordRefused(ip netip.Addr, user string, ref Decision, t time.Time, now int64, lg *logBuf) {
+	lg.add(slog.LevelWarn, "guard refused a login with the right password", slog.String("rule", ref.Rule),
+		slog.String("ip", ip.String()), slog.String("user", user))
+	if ref.Rule != decThrottled.Rule {
+		return
+	}
+	n := g.names.lookup(user)
+	if n == nil || n.rightPw {
+		return
+	}
+	n.rightPw = true
+	g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: "auth.right_password_refused",
+		Detail: "the right password was presented from " + ip.String() + ", a network this account never logged in from, while its logins were throttled; " +
+			"if that was not the owner, the password is known: change it",
+		Extra: map[string]string{"since": msTime(n.since).Format(time.RFC3339)}}}, lg)
+}
+
+func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, t time.Time, now int64, lg *logBuf) Decision {
 	a := g.accounts[user]
 	known := a != nil && a.knows(net)
 	protected := g.netLogins[net] > now-netLoginMemory
 
-	ipFails := g.ips.get(ip).authFails.add(now, quarterMS, 1)
-	g.userFails.get(user).add(ip, now)
+	ipFails := g.ips.get(host).authFails.add(now, quarterMS, 1)
+	ns := g.names.get(user)
+	ns.ring.add(host, now)
+	if !known {
+		// The per-name counter: all sources together, so that guessing
+		// spread over many networks is still counted once.
+		n := ns.fails.add(now, quarterMS, 1)
+		g.dirty = true
+		if n >= g.cfg.AuthFailsPerAccount {
+			if !ns.throttled(now) {
+				ns.since, ns.rightPw = now, false
+				nets := ns.ring.nets(now - quarterMS)
+				g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: decThrottled.Rule,
+					Counts: map[string]int{"failures_15m": n, "recent_networks": nets},
+					Detail: strconv.Itoa(n) + " failed logins within 15 minutes from networks this name never logged in from; " +
+						"logins from such networks are refused for " + g.cfg.AccountThrottle.String() + ", the owner's known networks still work"}}, lg)
+				lg.add(slog.LevelWarn, "guard throttled login name", slog.String("rule", decThrottled.Rule),
+					slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
+			}
+			ns.until = now + g.cfg.AccountThrottle.Milliseconds()
+		}
+	}
 	ipLimit, sprayLimit := g.cfg.AuthFailsPerIP, g.cfg.AuthUsersPerNet
 	if protected {
 		ipLimit *= protectedFactor
@@ -222,7 +444,7 @@ func (g *Guard) authFailure(ip netip.Addr, user string, t time.Time, now int64, 
 	// that an attacker behind the same NAT cannot lock the real user out.
 	pairBlocked, pairFails := false, 0
 	if !known {
-		p := g.pairs.get(pairKey{ip, user})
+		p := g.pairs.get(pairKey{host, user})
 		pairFails = p.fails.add(now, quarterMS, 1)
 		if pairFails >= g.cfg.AuthFailsPerPair && p.blocked <= now {
 			d := backoff(g.cfg.BanBase, g.cfg.BanMax, p.strikes)
@@ -239,14 +461,20 @@ func (g *Guard) authFailure(ip netip.Addr, user string, t time.Time, now int64, 
 		slog.Int("ip_failures", ipFails), slog.Int("users_failing_on_net", users), slog.Bool("protected_net", protected)}
 	switch {
 	case ipFails >= ipLimit:
-		g.ban(ip, "auth.bruteforce", map[string]int{"auth_failures": ipFails},
+		g.addBan(hostPrefix(ip), 0, "auth.bruteforce", true, map[string]int{"auth_failures": ipFails},
 			"AUTH failures from one address within 15 minutes", t, now, lg)
 		d := decBannedLater
 		d.Rule = "auth.bruteforce"
 		lg.decision("auth", d, attrs...)
 		return d
 	case users >= sprayLimit:
-		g.ban(ip, "auth.spray", map[string]int{"distinct_users": users, "auth_failures": ipFails},
+		// An IPv6 site owns its whole /48 and can rotate through 65,536
+		// /64s: ban the network, unless users log in from it.
+		p := hostPrefix(ip)
+		if ip.Is6() && !protected {
+			p = net
+		}
+		g.addBan(p, 0, "auth.spray", true, map[string]int{"distinct_users": users, "auth_failures": ipFails},
 			"AUTH failures for many usernames from network "+net.String()+" within 15 minutes", t, now, lg)
 		d := decBannedLater
 		d.Rule = "auth.spray"
@@ -259,61 +487,58 @@ func (g *Guard) authFailure(ip netip.Addr, user string, t time.Time, now int64, 
 	return Decision{}
 }
 
-// ban bans a single address found abusing AUTH, with backoff.
-func (g *Guard) ban(ip netip.Addr, rule string, counts map[string]int, detail string, t time.Time, now int64, lg *logBuf) {
-	bits := 32
-	if ip.Is6() {
-		bits = 128
-	}
-	g.addBan(netip.PrefixFrom(ip, bits), 0, rule, true, counts, detail, t, now, lg)
-}
-
-func (g *Guard) authSuccess(ip netip.Addr, user string, t time.Time, now int64, lg *logBuf) Decision {
-	net := netOf(ip)
+func (g *Guard) authSuccess(ip, host netip.Addr, net netip.Prefix, user string, t time.Time, now int64, lg *logBuf) Decision {
 	a := g.account(user)
 	first := len(a.nets) == 0
-	known := a.knows(net)
+	newNet := !a.knows(net) && !first
+	same := 0
+	if ns := g.names.lookup(user); ns != nil {
+		same = ns.ring.fromNet(net, now-quarterMS)
+		ns.ring.clearNet(net)
+	}
+
+	var rule, detail string
+	var counts map[string]int
+	switch nets, fresh := a.recent(net, now-tenMinMS); {
+	case newNet && same >= failThenSuccess:
+		// The thief: guesses, then the right password, from one network
+		// the account never used. Failures from elsewhere do not count:
+		// outsiders must not be able to get the owner suspended.
+		rule = "login.fail_then_success"
+		counts = map[string]int{"failures_from_same_network": same}
+		detail = "login from never-seen network " + net.String() + " right after " + strconv.Itoa(same) + " failures from that network"
+	case nets >= g.cfg.LoginNetworks && fresh > 0:
+		rule = "login.networks"
+		counts = map[string]int{"networks_10m": nets, "new_networks_10m": fresh}
+		detail = "logins from " + strconv.Itoa(nets) + " networks within 10 minutes, " + strconv.Itoa(fresh) + " of them never used before"
+	}
+	if rule != "" {
+		a.forgetSince(now - tenMinMS) // the storm's networks are nobody's
+		g.suspend(user, rule, ip, counts, detail, nil, nil, t, lg)
+	}
+	if s, ok := g.suspended[user]; ok && !(autoSuspension(s.Rule) && a.owns(net)) {
+		// Counted as a failure, like every refused login, so that a right
+		// password leaves the same traces as a wrong one.
+		if d := g.authFailure(ip, host, net, user, t, now, lg); d.Verdict != Accept {
+			return d
+		}
+		d := InvalidCredentials
+		d.Rule = s.Rule
+		lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
+		return d
+	}
 	a.touch(net, now)
 	a.lastLogin = now
 	g.netLogins[net] = now
 	g.dirty = true
-	if p := g.pairs.lookup(pairKey{ip, user}); p != nil {
+	if p := g.pairs.lookup(pairKey{host, user}); p != nil {
 		p.fails = window{}
 	}
-	fr := g.userFails.lookup(user)
-	others := 0
-	if fr != nil {
-		others = fr.fromOthers(ip, now-quarterMS)
-		*fr = failRing{} // a success ends the run of failures
-	}
-	newNet := !known && !first
-
-	var rule, detail string
-	var counts map[string]int
-	switch nets := a.netsSince(now - tenMinMS); {
-	case newNet && others >= failThenSuccess:
-		rule = "login.fail_then_success"
-		counts = map[string]int{"failures_from_other_ips": others}
-		detail = "login from never-seen network " + net.String() + " right after " + strconv.Itoa(others) + " failures from other addresses"
-	case nets >= g.cfg.LoginNetworks:
-		rule = "login.networks"
-		counts = map[string]int{"networks_10m": nets}
-		detail = "logins from " + strconv.Itoa(nets) + " networks within 10 minutes"
-	}
-	if rule == "" && newNet {
+	if newNet && rule == "" {
 		a.newNet, a.newNetAt, a.newNetMsgs = net, now, 0
 		lg.add(slog.LevelInfo, "guard signal: login from a new network", slog.String("rule", "login.new_network"),
 			slog.String("ip", ip.String()), slog.String("user", user), slog.String("net", net.String()),
 			slog.Int("known_networks", len(a.nets)-1))
-	}
-	if rule != "" {
-		g.suspend(user, rule, ip, counts, detail, nil, nil, t, lg)
-	}
-	if s, ok := g.suspended[user]; ok {
-		d := decSuspended
-		d.Rule = s.Rule
-		lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
-		return d
 	}
 	return Decision{}
 }

@@ -175,8 +175,8 @@ func TestConnectLimits(t *testing.T) {
 			}
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			if g.conns != 0 || len(g.connIP) != 0 || len(g.connNet) != 0 {
-				t.Fatalf("after releasing all: conns %d, %d IPs, %d nets", g.conns, len(g.connIP), len(g.connNet))
+			if len(g.conns) != 0 || len(g.connIP) != 0 || len(g.connNet) != 0 {
+				t.Fatalf("after releasing all: %d pools, %d IPs, %d nets", len(g.conns), len(g.connIP), len(g.connNet))
 			}
 		})
 	}
@@ -201,7 +201,7 @@ func TestOutsidersBounded(t *testing.T) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for name, n := range map[string]int{"ips": g.ips.len(), "nets": g.nets.len(), "pairs": g.pairs.len(), "userFails": g.userFails.len()} {
+	for name, n := range map[string]int{"ips": g.ips.len(), "nets": g.nets.len(), "pairs": g.pairs.len(), "names": g.names.len()} {
 		if n > max {
 			t.Errorf("%s: %d entries, bound %d", name, n, max)
 		}
@@ -221,7 +221,7 @@ func TestAutoBansBounded(t *testing.T) {
 	g.mu.Lock()
 	for i := range maxBans + 10 {
 		ip := netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)})
-		g.ban(ip, "auth.bruteforce", nil, "", t0, t0.UnixMilli(), &lg)
+		g.addBan(hostPrefix(ip), 0, "auth.bruteforce", true, nil, "", t0, t0.UnixMilli(), &lg)
 	}
 	n, auto := len(g.bans.m), g.bans.auto
 	g.mu.Unlock()

@@ -32,7 +32,7 @@ type Config struct {
 	UnknownRcptRatio      float64           // default 0.5, judged once a sender has >= 20 RCPTs in 10 min
 	InboundMsgsPerMinute  int               // untrusted unauthenticated client per IP, default 60 → Defer 451 4.7.1
 	InboundRcptsPerMinute int               // per IP, default 200
-	MaxConnections        int               // global concurrent, default 2000
+	MaxConnections        int               // concurrent per listener pool and class of client, default 2000
 	MaxConnsPerIP         int               // default 20 (untrusted); trusted IPs: 4×
 	MaxConnsPerNet        int               // per /24 or /48, default 60; trusted networks: 4×
 	ConnsPerMinute        int               // new connections per IP per minute, default 120
@@ -40,7 +40,9 @@ type Config struct {
 	AuthFailsPerIP        int               // all failures from an IP in 15 min that ban the IP, default 20
 	AuthUsersPerNet       int               // distinct usernames failing from one /24|/48 in 15 min that ban the IP (spraying), default 5
 	BanBase, BanMax       time.Duration     // first ban length and cap; each new strike ×4; defaults 10m, 7 days
-	LoginNetworks         int               // distinct networks one account logs in from within 10 min → suspend, default 3
+	LoginNetworks         int               // distinct networks one account logs in from within 10 min (one of them new) → suspend, default 3
+	AuthFailsPerAccount   int               // failures for one login name in 15 min, from networks it never logged in from, that throttle it, default 10
+	AccountThrottle       time.Duration     // how long a throttled name is refused from networks it never logged in from, default 15 min
 	HistoryFactor         float64           // messages in the last hour > factor × the account's usual hourly peak (and > MsgsPerMinute) → isolate, default 10
 	Now                   func() time.Time  // tests inject a clock
 
@@ -54,21 +56,24 @@ type Config struct {
 
 // Fixed parameters of the detectors.
 const (
-	unknownMinRcpts   = 20          // RCPTs in 10 min before the unknown ratio is judged
-	newNetWindow      = tenMinMS    // a login from a new network is watched this long
-	newNetMaxMsgs     = 10          // messages from the new network within newNetWindow before suspension
-	failThenSuccess   = 3           // failures from other IPs before a success from a new network
-	historyMinAge     = 24 * hourMS // hourly history must span this long before it is trusted
-	knownRcptsCap     = 5000        // first-time-recipient memory per sender
-	loginNetsCap      = 32          // networks remembered per account
-	netLoginMemory    = 30 * dayMS  // a successful login protects its network this long
-	sampleCount       = 5           // sample subjects/recipients per alert
-	eventQueue        = 1024        // pending hook calls before new ones are dropped
-	protectedFactor   = 5           // IP-wide rules on a network with recent logins need this × the threshold
-	idleStats         = 2 * dayMS   // local sender counters idle this long are dropped
-	sweepEvery        = time.Minute // how often Run sweeps expired state
-	userFailRingSize  = 8           // recent failures remembered per username
-	defaultMaxTracked = 100_000
+	unknownMinRcpts    = 20          // RCPTs in 10 min before the unknown ratio is judged
+	newNetWindow       = tenMinMS    // a login from a new network is watched this long
+	newNetMaxMsgs      = 10          // messages from the new network within newNetWindow before suspension
+	failThenSuccess    = 3           // failures from one network before a success from it, a network new to the account
+	ownerNetDays       = 2           // distinct days of successful logins that make a network the owner's
+	maxSavedThrottles  = 10_000      // per-account failure counters saved across a restart
+	maxListedThrottles = 1000        // throttled names in a Snapshot
+	historyMinAge      = 24 * hourMS // hourly history must span this long before it is trusted
+	knownRcptsCap      = 5000        // first-time-recipient memory per sender
+	loginNetsCap       = 32          // networks remembered per account
+	netLoginMemory     = 30 * dayMS  // a successful login protects its network this long
+	sampleCount        = 5           // sample subjects/recipients per alert
+	eventQueue         = 1024        // pending hook calls before new ones are dropped
+	protectedFactor    = 5           // IP-wide rules on a network with recent logins need this × the threshold
+	idleStats          = 2 * dayMS   // local sender counters idle this long are dropped
+	sweepEvery         = time.Minute // how often Run sweeps expired state
+	userFailRingSize   = 8           // recent failures remembered per login name
+	defaultMaxTracked  = 100_000
 )
 
 func (l Limits) orElse(d Limits) Limits {
@@ -127,6 +132,8 @@ func (c Config) withDefaults() Config {
 	c.BanBase = orDur(c.BanBase, 10*time.Minute)
 	c.BanMax = orDur(c.BanMax, 7*24*time.Hour)
 	c.LoginNetworks = orInt(c.LoginNetworks, 3)
+	c.AuthFailsPerAccount = orInt(c.AuthFailsPerAccount, 10)
+	c.AccountThrottle = orDur(c.AccountThrottle, 15*time.Minute)
 	c.HistoryFactor = orFloat(c.HistoryFactor, 10)
 	c.HeaderFromMismatches = orInt(c.HeaderFromMismatches, 3)
 	c.InboundAuthFails = orInt(c.InboundAuthFails, 20)
@@ -175,14 +182,14 @@ type Guard struct {
 	mu    sync.Mutex // protects everything below
 	dirty bool
 
-	conns   int
-	connIP  map[netip.Addr]int32
-	connNet map[netip.Prefix]int32
+	conns   map[poolKey]int
+	connIP  map[poolIP]int32
+	connNet map[poolNet]int32
 
-	ips       *lru[netip.Addr, ipState]
-	nets      *lru[netip.Prefix, netState]
-	pairs     *lru[pairKey, pairState]
-	userFails *lru[string, failRing]
+	ips   *lru[netip.Addr, ipState]    // by hostOf: IPv4 address or IPv6 /64
+	nets  *lru[netip.Prefix, netState] // by netOf: /24 or /48
+	pairs *lru[pairKey, pairState]     // by hostOf and login name
+	names *lru[string, nameState]      // failures per login name, existing or not
 
 	byIP   map[netip.Addr]*senderStats
 	byUser map[string]*senderStats
@@ -226,12 +233,13 @@ func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error)
 		ovAddr:    make(map[string]Limits),
 		ovIP:      make(map[netip.Addr]Limits),
 		events:    make(chan event, eventQueue),
-		connIP:    make(map[netip.Addr]int32),
-		connNet:   make(map[netip.Prefix]int32),
+		conns:     make(map[poolKey]int),
+		connIP:    make(map[poolIP]int32),
+		connNet:   make(map[poolNet]int32),
 		ips:       newLRU[netip.Addr, ipState](cfg.MaxTracked),
 		nets:      newLRU[netip.Prefix, netState](cfg.MaxTracked),
 		pairs:     newLRU[pairKey, pairState](cfg.MaxTracked),
-		userFails: newLRU[string, failRing](cfg.MaxTracked),
+		names:     newLRU[string, nameState](cfg.MaxTracked),
 		byIP:      make(map[netip.Addr]*senderStats),
 		byUser:    make(map[string]*senderStats),
 		byFrom:    make(map[string]*senderStats),
@@ -483,7 +491,7 @@ var (
 	decConnPerIP   = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your address, try again later", Rule: "conn.per_ip"}
 	decConnPerNet  = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many connections from your network, try again later", Rule: "conn.per_net"}
 	decConnRate    = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Connection rate limit exceeded, try again later", Rule: "conn.rate"}
-	decSuspended   = Decision{Verdict: Reject, Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "account suspended: contact your administrator"}
+	decThrottled   = Decision{Verdict: Defer, Code: 454, Enhanced: [3]int{4, 7, 0}, Text: "Temporary authentication failure", Rule: "auth.account_throttle"}
 	decPairBlocked = Decision{Verdict: Defer, Code: 454, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
 	decPairDrop    = Decision{Verdict: Drop, Code: 421, Enhanced: [3]int{4, 7, 0}, Text: "Too many authentication failures, try again later", Rule: "auth.bruteforce"}
 	decHoldCap     = Decision{Verdict: Defer, Code: 451, Enhanced: [3]int{4, 7, 1}, Text: "Sending from this account or host is suspended pending review; contact your administrator"}
@@ -498,6 +506,37 @@ var (
 func normAddr(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
 
 func normUser(u string) string { return strings.ToLower(strings.TrimSpace(u)) }
+
+// InvalidCredentials is the reply to a wrong password (or an unknown
+// login). The guard answers a suspended account with exactly this reply
+// (Rule set to the suspension's rule), so that neither a right password nor
+// the account's existence shows; protocol front ends answer a plain wrong
+// password from this value too, so the two replies are byte-identical.
+var InvalidCredentials = Decision{Verdict: Reject, Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authentication credentials invalid"}
+
+// hostOf is the key of one client host: the IPv4 address, or the /64 of an
+// IPv6 address (one host, or one LAN segment, gets a whole /64: an
+// attacker rotating through it must not get fresh counters per address).
+// Per-IP counters, IP+account pairs and automatic bans of outsiders use it.
+func hostOf(ip netip.Addr) netip.Addr {
+	if !ip.Is6() {
+		return ip
+	}
+	p, err := ip.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.Addr()
+}
+
+// hostPrefix is hostOf as a prefix (a /32 or a /64), what an automatic ban
+// of one client covers.
+func hostPrefix(ip netip.Addr) netip.Prefix {
+	if ip.Is6() {
+		return netip.PrefixFrom(hostOf(ip), 64)
+	}
+	return netip.PrefixFrom(ip, 32)
+}
 
 // netOf is the network an address is judged with: its /24 (IPv4) or /48
 // (IPv6), the usual unit of one customer or office.

@@ -96,3 +96,13 @@ func (l *lru[K, V]) pushFront(i int32) {
 		l.tail = i
 	}
 }
+
+// each calls fn for every entry, most recently used first, until fn
+// returns false. It does not change the order.
+func (l *lru[K, V]) each(fn func(k K, v *V) bool) {
+	for i := l.head; i >= 0; i = l.nodes[i].next {
+		if !fn(l.nodes[i].key, &l.nodes[i].val) {
+			return
+		}
+	}
+}

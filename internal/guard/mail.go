@@ -180,7 +180,7 @@ func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
 			}
 			g.dirty = true
 		}
-	} else if n := g.ips.get(ip).rcpts.add(now, minuteMS, 1); n > g.cfg.InboundRcptsPerMinute {
+	} else if n := g.ips.get(hostOf(ip)).rcpts.add(now, minuteMS, 1); n > g.cfg.InboundRcptsPerMinute {
 		d = decInRcpts
 		if lg.on() {
 			lg.decision("rcpt", d, slog.String("ip", ip.String()), slog.String("from", s.From),
@@ -210,7 +210,7 @@ func (g *Guard) Message(m Message) Decision {
 	if m.Local() {
 		d = g.localMessage(&m, normUser(m.User), normUser(m.From), t, now, &lg)
 	} else {
-		st := g.ips.get(m.IP)
+		st := g.ips.get(hostOf(m.IP))
 		fails := st.spoofs.get(now, tenMinMS)
 		if m.AuthFail {
 			fails = st.spoofs.add(now, tenMinMS, 1)
@@ -287,6 +287,7 @@ func (g *Guard) localMessage(m *Message, user, from string, t time.Time, now int
 				}
 				subjects, rcpts := tripSt.samples()
 				g.suspend(user, "login.new_network_burst", m.IP, counts, detail, subjects, rcpts, t, lg)
+				a.forget(a.newNet) // the burst's network is not the owner's
 				return g.holdMore(g.isoUser[user], m, user, lg)
 			}
 		}

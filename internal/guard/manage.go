@@ -87,8 +87,8 @@ func (g *Guard) Unban(prefix netip.Prefix) bool {
 	active := found && e.expires > now
 	if found {
 		g.dirty = true
-		if p.IsSingleIP() {
-			if st := g.ips.lookup(p.Addr()); st != nil {
+		if p == hostPrefix(p.Addr()) || p.IsSingleIP() {
+			if st := g.ips.lookup(hostOf(p.Addr())); st != nil {
 				st.authFails = window{} // else the next failure bans it again at once
 			}
 		}
@@ -113,12 +113,12 @@ func (g *Guard) Banned(ip netip.Addr) (Ban, bool) {
 	return e.ban, ok
 }
 
-// Release clears the isolation of an IP, or the isolation and suspension
-// of a user (an address), and resets that sender's counters. It reports
-// whether there was anything to clear.
+// Release clears the isolation of an IP, or the isolation, suspension and
+// login throttle of a user (an address), and resets that sender's
+// counters. It reports whether there was anything to clear.
 func (g *Guard) Release(ipOrUser string) bool {
 	s := strings.TrimSpace(ipOrUser)
-	t, _ := g.clock()
+	t, now := g.clock()
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
 	var (
@@ -145,6 +145,12 @@ func (g *Guard) Release(ipOrUser string) bool {
 			delete(g.suspended, user)
 		}
 		delete(g.byUser, user)
+		if n := g.names.lookup(user); n != nil {
+			if n.throttled(now) && !released {
+				released, rule = true, decThrottled.Rule
+			}
+			*n = nameState{}
+		}
 		if a := g.accounts[user]; a != nil {
 			a.newNetAt, a.newNetMsgs = 0, 0
 		}
@@ -232,6 +238,13 @@ func (g *Guard) Snapshot() Snapshot {
 			s.Bans = append(s.Bans, e.ban)
 		}
 	}
+	g.names.each(func(u string, n *nameState) bool {
+		if n.throttled(now) {
+			s.Throttled = append(s.Throttled, Throttle{User: u, Since: msTime(n.since), Until: msTime(n.until),
+				Failures: n.fails.get(now, quarterMS)})
+		}
+		return len(s.Throttled) < maxListedThrottles
+	})
 	g.mu.Unlock()
 	slices.SortFunc(s.Isolated, func(a, b Isolation) int {
 		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.User, b.User), cmp.Compare(a.IP, b.IP))

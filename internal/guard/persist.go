@@ -11,9 +11,12 @@ const stateVersion = 1
 
 // savedState is the guard state that survives a restart: bans and strikes,
 // suspensions, isolations, what each account's logins and hourly volume
-// look like, and the current counter windows of local senders (so a
-// restart does not hand a worm a fresh allowance). Outsider tables are not
-// saved: they are short-lived and rebuilt by traffic.
+// look like, the current counter windows of local senders (so a restart
+// does not hand a worm a fresh allowance), and the per-name failure
+// counters and throttles (so a restart does not hand a distributed guesser
+// a fresh allowance either; at most maxSavedThrottles, most recent first).
+// The other outsider tables are not saved: they are short-lived and
+// rebuilt by traffic.
 type savedState struct {
 	Version   int            `json:"version"`
 	Bans      []savedBan     `json:"bans,omitempty"`
@@ -22,6 +25,15 @@ type savedState struct {
 	Isolated  []savedIso     `json:"isolated,omitempty"`
 	Accounts  []savedAccount `json:"accounts,omitempty"`
 	Senders   []savedSender  `json:"senders,omitempty"`
+	Names     []savedName    `json:"names,omitempty"`
+}
+
+// savedName is the failure counter and throttle of one login name.
+type savedName struct {
+	User  string `json:"user"`
+	Fails window `json:"fails"`
+	Until int64  `json:"until,omitempty"` // ms
+	Since int64  `json:"since,omitempty"` // ms
 }
 
 type savedBan struct {
@@ -50,8 +62,10 @@ type savedAccount struct {
 }
 
 type savedNet struct {
-	CIDR string `json:"cidr"`
-	Last int64  `json:"last"` // ms
+	CIDR  string `json:"cidr"`
+	Last  int64  `json:"last"`            // ms
+	First int64  `json:"first,omitempty"` // ms; absent in older states: Last
+	Days  int    `json:"days,omitempty"`  // absent in older states: 1
 }
 
 type savedSender struct {
@@ -88,7 +102,7 @@ func (g *Guard) export(now int64) savedState {
 			sa.NewNet = a.newNet.String()
 		}
 		for _, n := range a.nets {
-			sa.Nets = append(sa.Nets, savedNet{CIDR: n.net.String(), Last: n.last})
+			sa.Nets = append(sa.Nets, savedNet{CIDR: n.net.String(), Last: n.last, First: n.first, Days: n.days})
 		}
 		if a.hist.Start != 0 {
 			h := a.hist
@@ -109,6 +123,12 @@ func (g *Guard) export(now int64) savedState {
 	for ip, st := range g.byIP {
 		add("ip", ip.String(), st)
 	}
+	g.names.each(func(u string, n *nameState) bool {
+		if n.throttled(now) || !n.fails.stale(now, quarterMS) {
+			s.Names = append(s.Names, savedName{User: u, Fails: n.fails, Until: n.until, Since: n.since})
+		}
+		return len(s.Names) < maxSavedThrottles
+	})
 	for u, st := range g.byUser {
 		add("user", u, st)
 	}
@@ -177,8 +197,15 @@ func (g *Guard) restore(b []byte) error {
 			if err != nil {
 				return fmt.Errorf("account %q: %w", sa.User, err)
 			}
+			first, days := n.First, n.Days
+			if first == 0 || first > n.Last {
+				first = n.Last
+			}
+			if days < 1 {
+				days = 1
+			}
 			if len(a.nets) < loginNetsCap {
-				a.nets = append(a.nets, netSeen{net: p, last: n.Last})
+				a.nets = append(a.nets, netSeen{net: p, first: first, last: n.Last, days: days})
 			}
 			if n.Last > g.netLogins[p] {
 				g.netLogins[p] = n.Last
@@ -189,6 +216,13 @@ func (g *Guard) restore(b []byte) error {
 			a.hist.recompute()
 		}
 		g.accounts[sa.User] = a
+	}
+	// Most recent first in the file: restore the oldest first, so the LRU
+	// order comes back as it was.
+	for i := len(s.Names) - 1; i >= 0; i-- {
+		sn := s.Names[i]
+		n := g.names.get(normUser(sn.User))
+		n.fails, n.until, n.since = sn.Fails, sn.Until, sn.Since
 	}
 	for _, ss := range s.Senders {
 		var st *senderStats

@@ -12,7 +12,9 @@ import (
 )
 
 // ParsePrefix accepts "10.0.0.1", "[2001:db8::1]", "10.0.0.0/8" or
-// "::ffff:10.0.0.0/104" and returns the canonical, masked prefix.
+// "::ffff:10.0.0.0/104" and returns the canonical, masked prefix. Anything
+// else — a prefix length out of range ("10.0.0.0/33"), a mapped prefix
+// shorter than /96, a zone on a CIDR — is an error, never a zero prefix.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if strings.Contains(s, "/") {
@@ -20,7 +22,13 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
 		}
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		if a := p.Addr(); a.Is4In6() {
+			// Clients are compared unmapped, so a mapped prefix only
+			// makes sense as an IPv4 one; a shorter one would silently
+			// cover unrelated IPv6 space instead.
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped prefix must be /96 or longer (write the IPv4 CIDR)", s)
+			}
 			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil

@@ -19,7 +19,7 @@ func TestParsePrefix(t *testing.T) {
 			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
 		}
 	}
-	for _, bad := range []string{"", "bogus", "10.0.0.0/33", "300.1.1.1", "10.0.0.1/"} {
+	for _, bad := range []string{"", "bogus", "10.0.0.0/33", "300.1.1.1", "10.0.0.1/", "::ffff:0:0/95", "::ffff:10.0.0.0/33", "fe80::%eth0/64", "10.0.0.0/-1", "::/129"} {
 		if _, err := ParsePrefix(bad); err == nil {
 			t.Errorf("ParsePrefix(%q) accepted", bad)
 		}

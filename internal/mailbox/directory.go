@@ -352,6 +352,9 @@ func (d *Directory) Authenticate(username, password string) error {
 	}
 	ok, err := verifyPassword(hash, password)
 	if err != nil {
+		// Still pay the cost of a hash, so that the time taken shows
+		// nothing about this account.
+		dummyVerify(password)
 		slog.Error("mailbox: stored password hash is unusable", "user", key, "err", err)
 		return ErrAuthFailed
 	}

@@ -3,6 +3,7 @@ package mailbox
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -294,4 +295,25 @@ func dirFind(dir, needle string) (string, bool) {
 			return "", false
 		}
 	}
+}
+
+// DeliverOnce delivers a queued message to addr exactly once, even across
+// a crash between the Maildir write and the queue recording it. The file's
+// unique part is derived from the queue id and the recipient, so a second
+// attempt can recognise the first. Only a message that may have been
+// delivered before a restart (maybeDone) pays for the directory scan;
+// within one run the queue's per-recipient status already prevents a
+// second delivery. The header gets Return-Path and Delivered-To.
+func (m *Maildir) DeliverOnce(addr, queueID, returnPath string, body []byte, maybeDone bool) error {
+	h := fnv.New32a()
+	h.Write([]byte(strings.ToLower(addr)))
+	uniq := fmt.Sprintf("M%sR%08x", queueID, h.Sum32())
+	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", returnPath, addr)
+	if maybeDone && m.Delivered(addr, uniq, int64(len(hdr)+len(body))) {
+		return nil
+	}
+	if _, err := m.Deliver(addr, uniq, []byte(hdr), body); err != nil {
+		return fmt.Errorf("maildir %s: %w", addr, err)
+	}
+	return nil
 }

@@ -183,3 +183,48 @@ func TestDeliverReplacesCrashLeftover(t *testing.T) {
 		t.Errorf("delivered %q", got)
 	}
 }
+
+// TestDeliverOnce: a message that reached the mailbox before a crash is
+// not delivered again on the retry after restart; a torn copy (wrong
+// size) is replaced; without maybeDone no scan happens.
+func TestDeliverOnce(t *testing.T) {
+	md := &Maildir{Root: t.TempDir(), PerFileSync: true}
+	body := []byte("Subject: x\r\n\r\nbody\r\n")
+	count := func() int {
+		ents, _ := os.ReadDir(filepath.Join(md.Root, "ours.test", "bob", "new"))
+		return len(ents)
+	}
+	if err := md.DeliverOnce("bob@ours.test", "Q1", "a@b.test", body, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := md.DeliverOnce("bob@ours.test", "Q1", "a@b.test", body, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d files after a retry of a delivered message, want 1", n)
+	}
+	// A torn file from a crash: wrong size, replaced by a full copy.
+	ents, _ := os.ReadDir(filepath.Join(md.Root, "ours.test", "bob", "new"))
+	p := filepath.Join(md.Root, "ours.test", "bob", "new", ents[0].Name())
+	if err := os.Truncate(p, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := md.DeliverOnce("bob@ours.test", "Q1", "a@b.test", body, true); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ = os.ReadDir(filepath.Join(md.Root, "ours.test", "bob", "new"))
+	if len(ents) != 1 {
+		t.Fatalf("%d files after replacing a torn copy, want 1", len(ents))
+	}
+	b, _ := os.ReadFile(filepath.Join(md.Root, "ours.test", "bob", "new", ents[0].Name()))
+	if !strings.HasSuffix(string(b), string(body)) || !strings.HasPrefix(string(b), "Return-Path: <a@b.test>\r\nDelivered-To: bob@ours.test\r\n") {
+		t.Errorf("delivered file: %q", b)
+	}
+	// Another queue id is another message.
+	if err := md.DeliverOnce("bob@ours.test", "Q2", "a@b.test", body, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d files, want 2", n)
+	}
+}

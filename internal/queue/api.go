@@ -13,10 +13,17 @@
 // re-appending them.
 //
 // On disk, dir holds the segments NNNNNNNNNNNNNNNN.wal (hex sequence
-// number), each a run of records framed with a type, a length and a CRC32C
-// (record.go). Replay stops a segment at the first torn or corrupt record;
-// in the last segment that tail is truncated, since nothing after the last
-// completed fsync was ever acknowledged. Message IDs are 16 characters of
+// number), each a run of records framed with a magic, a type, a length, the
+// message ID and two CRC32Cs, one for the header and one for the payload
+// (record.go). A damaged byte costs at most the record it is in: replay
+// skips a record whose header verifies, and otherwise resynchronises at the
+// next record that verifies. Damage that ends the last segment with nothing
+// valid after it, and that looks like a write cut short (the file ends
+// inside the record, or holds pages never written), is a torn write, never
+// acknowledged, and is truncated; any other damage is acknowledged mail: it is logged at ERROR with the IDs of
+// the lost messages, the segment is copied to dir/damaged/ (compaction never
+// touches it), and `mamori queue check` (Check, Repair in check.go) reports
+// and repairs it offline. Message IDs are 16 characters of
 // lower-case base32hex of (Unix nanoseconds, counter): unique, time-sorted
 // and safe in URLs and file names.
 //

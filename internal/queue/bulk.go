@@ -49,14 +49,14 @@ func (q *Queue) bulk(op string, f Filter, decide func(e *entry) (change, bool)) 
 		}
 		c.e = e
 		if c.remove {
-			recs = append(recs, encodeRecord(recRemove, []byte(e.meta.ID), nil))
+			recs = append(recs, encodeRecord(recRemove, e.meta.ID, []byte(e.meta.ID), nil))
 		} else {
 			data, err := encodeMeta(&c.meta)
 			if err != nil {
 				encErr = err
 				return
 			}
-			recs = append(recs, encodeRecord(recUpdate, data, nil))
+			recs = append(recs, encodeRecord(recUpdate, e.meta.ID, data, nil))
 		}
 		changes = append(changes, c)
 	})

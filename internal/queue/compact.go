@@ -146,12 +146,24 @@ func (q *Queue) compactBatch(old *segment) (int, error) {
 	// closes non-head segments, and it is serialized by maintMu, so these
 	// locations stay valid.
 	bodies := make([][]byte, len(picks))
+	unreadable := make([]bool, len(picks))
+	var broken []*entry
 	for i, p := range picks {
 		b, err := readBody(old, p.off, p.len)
+		if errors.Is(err, errCorrupt) {
+			unreadable[i] = true
+			broken = append(broken, p.e)
+			continue
+		}
 		if err != nil {
 			return 0, fmt.Errorf("compact: %w", err)
 		}
 		bodies[i] = b
+	}
+	if len(broken) > 0 {
+		if err := q.dropUnreadable(old, broken); err != nil {
+			return 0, err
+		}
 	}
 
 	q.mu.Lock()
@@ -159,7 +171,7 @@ func (q *Queue) compactBatch(old *segment) (int, error) {
 	var moved []*entry
 	for i, p := range picks {
 		e := p.e
-		if q.index[e.meta.ID] != e || e.seg != old {
+		if unreadable[i] || q.index[e.meta.ID] != e || e.seg != old {
 			continue // removed meanwhile
 		}
 		data, err := json.Marshal(e.meta) // fitted in an Update already
@@ -167,7 +179,7 @@ func (q *Queue) compactBatch(old *segment) (int, error) {
 			q.mu.Unlock()
 			return 0, fmt.Errorf("compact: encode meta of %s (%d bytes): %v", e.meta.ID, len(data), err)
 		}
-		recs = append(recs, encodeRecord(recAdd, data, bodies[i]))
+		recs = append(recs, encodeRecord(recAdd, e.meta.ID, data, bodies[i]))
 		moved = append(moved, e)
 	}
 	if len(recs) == 0 {
@@ -228,4 +240,46 @@ func (q *Queue) dropSegment(old *segment) error {
 	}
 	q.log.Debug("queue: deleted dead segment", "segment", old.path)
 	return nil
+}
+
+// dropUnreadable handles messages whose record in old stopped verifying
+// after replay (the disk damaged it since): the body is gone, so they are
+// removed from the queue, loudly, and a copy of the segment is kept in
+// damaged/ first. Keeping them would pin the segment forever.
+func (q *Queue) dropUnreadable(old *segment, ents []*entry) error {
+	saved, err := saveDamaged(q.dir, old.path, q.now(), q.opt.NoSync)
+	if err != nil {
+		// Without the evidence kept, leave everything as it is.
+		return fmt.Errorf("compact: damaged record in %s: %w", old.path, err)
+	}
+	q.mu.Lock()
+	var recs [][]byte
+	var gone []*entry
+	var ids []string
+	for _, e := range ents {
+		if q.index[e.meta.ID] != e || e.seg != old {
+			continue
+		}
+		recs = append(recs, encodeRecord(recRemove, e.meta.ID, []byte(e.meta.ID), nil))
+		gone = append(gone, e)
+		ids = append(ids, e.meta.ID)
+	}
+	if len(recs) == 0 {
+		q.mu.Unlock()
+		return nil
+	}
+	q.wmu.Lock()
+	_, seq, err := q.appendLocked(recs)
+	q.wmu.Unlock()
+	if err != nil {
+		q.mu.Unlock()
+		return fmt.Errorf("compact: %w", err)
+	}
+	for _, e := range gone {
+		q.removeLocked(e)
+	}
+	q.mu.Unlock()
+	q.log.Error("queue: ACKNOWLEDGED MAIL LOST: queued messages no longer verify on disk (the disk may be failing); removed from the queue",
+		"segment", old.path, "lost_count", fmt.Sprint(len(ids)), "lost_ids", ids, "saved", saved)
+	return q.waitDurable(seq)
 }

@@ -230,7 +230,7 @@ func (q *Queue) Finish(l *Lease, a Attempt) error {
 			"op", map[bool]string{true: "delete", false: "hold"}[pend.remove], "applied", hasPending(rcpts))
 	}
 	if remove {
-		rec = encodeRecord(recRemove, []byte(e.meta.ID), nil)
+		rec = encodeRecord(recRemove, e.meta.ID, []byte(e.meta.ID), nil)
 	} else {
 		m = cloneMeta(e.meta)
 		m.Rcpts = slices.Clone(rcpts)
@@ -252,7 +252,7 @@ func (q *Queue) Finish(l *Lease, a Attempt) error {
 			q.mu.Unlock()
 			return fmt.Errorf("queue: finish: %w", err)
 		}
-		rec = encodeRecord(recUpdate, data, nil)
+		rec = encodeRecord(recUpdate, e.meta.ID, data, nil)
 	}
 	q.wmu.Lock()
 	_, seq, err := q.appendLocked([][]byte{rec})

@@ -2,32 +2,266 @@ package queue
 
 import (
 	"fmt"
-	"github.com/mamori-mail/mamori/internal/ipnet"
+	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mamori-mail/mamori/internal/ipnet"
 )
+
+// FilterError is a filter that cannot be used: a field that does not parse
+// or is out of range. Invalid reports true so that the admin API answers 400.
+type FilterError struct {
+	Field string // the field as the user named it: "client-ip", "state", …
+	Value string
+	Msg   string
+}
+
+func (e *FilterError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("queue filter: %s: %s", e.Field, e.Msg)
+	}
+	return fmt.Sprintf("queue filter: %s %q: %s", e.Field, e.Value, e.Msg)
+}
+
+// Invalid marks the error as the caller's fault (HTTP 400).
+func (e *FilterError) Invalid() bool { return true }
+
+// FilterSpec is a filter as text, the way the CLI flags and the admin API's
+// query parameters give it. ParseFilter is the one place where it is read,
+// so the CLI and the API accept and refuse exactly the same filters.
+type FilterSpec struct {
+	IDs         []string
+	From        string // address, @domain, glob, or <> for bounces
+	To          string
+	ClientIP    string // IP or CIDR
+	User        string
+	OlderThan   string // age: Go duration or Nd ("30m", "12h", "2d")
+	State       string // active, deferred or held (any case)
+	Subject     string // substring
+	Rule        string
+	LargerThan  string // bytes, optionally with k, m or g (KiB, MiB, GiB)
+	SmallerThan string
+}
+
+// Limits on filter text; nothing legitimate comes near them.
+const (
+	maxPatternLen = 512
+	maxTextLen    = 998
+	// MaxAge is the longest age a filter or a ban may name (100 years): a
+	// bound that keeps day arithmetic far from time.Duration's overflow.
+	MaxAge = 100 * 365 * 24 * time.Hour
+)
+
+// ParseFilter reads and validates every field of s. An error names the
+// field and says what was expected; it is never turned into a filter that
+// silently matches nothing (or everything).
+func ParseFilter(s FilterSpec) (Filter, error) {
+	var f Filter
+	for _, id := range s.IDs {
+		id = strings.TrimSpace(id)
+		if !ValidID(id) {
+			return Filter{}, &FilterError{"id", id, "not a queue ID (16 characters 0-9 a-v, as queue list prints)"}
+		}
+		f.IDs = append(f.IDs, id)
+	}
+	f.From = strings.TrimSpace(s.From)
+	f.To = strings.TrimSpace(s.To)
+	f.User = strings.TrimSpace(s.User)
+	f.Subject = s.Subject
+	f.Rule = strings.TrimSpace(s.Rule)
+	if v := strings.TrimSpace(s.ClientIP); v != "" {
+		p, err := ipnet.ParsePrefix(v)
+		if err != nil {
+			return Filter{}, &FilterError{"client-ip", v, "want an IP address or a CIDR such as 10.0.0.0/8"}
+		}
+		f.ClientIP = p.String()
+	}
+	if v := strings.TrimSpace(s.OlderThan); v != "" {
+		d, err := ParseAge(v)
+		if err != nil {
+			return Filter{}, &FilterError{"older-than", v, err.Error()}
+		}
+		f.OlderThan = d // 0 is "older than now": every message
+	}
+	if v := strings.TrimSpace(s.State); v != "" {
+		f.State = State(strings.ToLower(v))
+	}
+	var err error
+	if f.MinSize, err = parseSize("larger-than", s.LargerThan); err != nil {
+		return Filter{}, err
+	}
+	if f.MaxSize, err = parseSize("smaller-than", s.SmallerThan); err != nil {
+		return Filter{}, err
+	}
+	if strings.TrimSpace(s.SmallerThan) != "" && f.MaxSize == 0 {
+		return Filter{}, &FilterError{"smaller-than", s.SmallerThan, "must be at least 1 byte"}
+	}
+	if err := f.Validate(); err != nil {
+		return Filter{}, err
+	}
+	return f, nil
+}
+
+// ValidID reports whether id has the form of a queue ID.
+func ValidID(id string) bool {
+	if len(id) != 16 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'v') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseAge reads an age or a length of time: a Go duration ("90s", "30m",
+// "12h") or a number of days ("2d", "1.5d"). Negative, non-finite and
+// absurd (beyond MaxAge) values are errors, never a silent 0.
+func ParseAge(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(d, 64)
+		if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || strings.ContainsAny(d, "xXpP_") {
+			return 0, fmt.Errorf("bad age %q: use e.g. 30m, 12h or 2d", s)
+		}
+		if n < 0 || n*24 > float64(MaxAge/time.Hour) {
+			return 0, fmt.Errorf("age %q out of range 0..%dd", s, MaxAge/(24*time.Hour))
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad age %q: use e.g. 30m, 12h or 2d", s)
+	}
+	if d < 0 || d > MaxAge {
+		return 0, fmt.Errorf("age %q out of range 0..%dd", s, MaxAge/(24*time.Hour))
+	}
+	return d, nil
+}
+
+// parseSize reads a byte count with an optional k, m or g (1024-based)
+// suffix; "" is 0.
+func parseSize(field, s string) (int64, error) {
+	v := strings.TrimSpace(s)
+	if v == "" {
+		return 0, nil
+	}
+	num, mult := v, int64(1)
+	switch v[len(v)-1] {
+	case 'k', 'K':
+		num, mult = v[:len(v)-1], 1<<10
+	case 'm', 'M':
+		num, mult = v[:len(v)-1], 1<<20
+	case 'g', 'G':
+		num, mult = v[:len(v)-1], 1<<30
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult || strings.HasPrefix(num, "+") {
+		return 0, &FilterError{field, s, "want a number of bytes, optionally with k, m or g (e.g. 500000, 10m)"}
+	}
+	return n * mult, nil
+}
+
+// CheckRule validates a rule name given by a person (the reason of a hold):
+// non-empty, printable, at most 512 bytes.
+func CheckRule(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return fmt.Errorf("empty")
+	}
+	return checkText(s, maxPatternLen)
+}
+
+// IsEmpty reports whether f selects the whole queue (no IDs, no field).
+func (f Filter) IsEmpty() bool {
+	return len(f.IDs) == 0 && f.From == "" && f.To == "" && f.ClientIP == "" && f.User == "" &&
+		f.OlderThan == 0 && f.State == "" && f.Subject == "" && f.Rule == "" && f.MinSize == 0 && f.MaxSize == 0
+}
 
 // Validate reports whether the filter can be used. List and Count treat an
 // invalid filter as matching nothing; the bulk operations return this error.
+// Callers that take a filter from a person parse it with ParseFilter, which
+// calls Validate, so such a filter is refused before it reaches the queue.
 func (f Filter) Validate() error {
 	if f.ClientIP != "" {
 		if _, err := ipnet.ParsePrefix(f.ClientIP); err != nil {
-			return fmt.Errorf("queue filter: client IP %q: %w", f.ClientIP, err)
+			return &FilterError{"client-ip", f.ClientIP, "want an IP address or a CIDR such as 10.0.0.0/8"}
 		}
 	}
-	if f.OlderThan < 0 {
-		return fmt.Errorf("queue filter: negative age %v", f.OlderThan)
+	if f.OlderThan < 0 || f.OlderThan > MaxAge {
+		return &FilterError{"older-than", f.OlderThan.String(), "out of range"}
 	}
 	if f.MinSize < 0 || f.MaxSize < 0 || (f.MaxSize > 0 && f.MinSize > f.MaxSize) {
-		return fmt.Errorf("queue filter: bad size range %d..%d", f.MinSize, f.MaxSize)
+		return &FilterError{"size", fmt.Sprintf("%d..%d", f.MinSize, f.MaxSize), "larger-than must not exceed smaller-than"}
 	}
 	switch f.State {
 	case "", StateActive, StateDeferred, StateHeld:
 	default:
-		return fmt.Errorf("queue filter: unknown state %q", f.State)
+		return &FilterError{"state", string(f.State), "want active, deferred or held"}
+	}
+	for _, a := range []struct{ field, v string }{{"from", f.From}, {"to", f.To}} {
+		if err := checkAddrPattern(a.v); err != nil {
+			return &FilterError{a.field, a.v, err.Error()}
+		}
+	}
+	for _, t := range []struct {
+		field, v string
+		max      int
+	}{{"user", f.User, maxPatternLen}, {"subject", f.Subject, maxTextLen}, {"rule", f.Rule, maxPatternLen}} {
+		if err := checkText(t.v, t.max); err != nil {
+			return &FilterError{t.field, t.v, err.Error()}
+		}
+	}
+	return nil
+}
+
+// checkText refuses text no message field can contain: invalid UTF-8 and
+// control characters (a subject is stored decoded, on one line).
+func checkText(s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("longer than %d bytes", max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("not valid UTF-8")
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("contains the control character %U", r)
+		}
+	}
+	return nil
+}
+
+// checkAddrPattern refuses sender/recipient patterns that cannot match any
+// address, so a typo is an error rather than an empty result.
+func checkAddrPattern(p string) error {
+	p = strings.TrimSpace(p)
+	if err := checkText(p, maxPatternLen); err != nil {
+		return err
+	}
+	if p == "" || p == "<>" {
+		return nil
+	}
+	if strings.HasPrefix(p, "<") != strings.HasSuffix(p, ">") {
+		return fmt.Errorf("unbalanced angle brackets")
+	}
+	if strings.HasPrefix(p, "<") {
+		p = p[1 : len(p)-1]
+	}
+	if strings.ContainsAny(p, "<>") {
+		return fmt.Errorf("want an address, @domain or a glob (<> alone for bounces)")
+	}
+	if strings.ContainsAny(p, "*?") {
+		return nil
+	}
+	if d, ok := strings.CutPrefix(p, "@"); ok && (d == "" || strings.Contains(d, "@")) {
+		return fmt.Errorf("want @domain")
 	}
 	return nil
 }

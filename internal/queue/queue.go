@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bufio"
 	"cmp"
 	"container/list"
 	"encoding/json"
@@ -105,6 +104,7 @@ type Queue struct {
 	compactKick chan struct{} // wakes the maintainer
 	stop        chan struct{}
 	bg          sync.WaitGroup
+	damage      *Report    // what replay found
 	maintMu     sync.Mutex // one maintenance pass at a time
 	dropBroken  bool       // a segment could not be deleted; guarded by maintMu
 }
@@ -156,47 +156,12 @@ func Open(dir string, opt Options) (*Queue, error) {
 	return q, nil
 }
 
-// replayer rebuilds the index from records. It is separate from Queue so
-// that the fuzz test can drive it with arbitrary bytes.
-type replayer struct {
-	index map[string]*entry
-	seg   *segment
-	log   *slog.Logger
-}
-
-func (r *replayer) apply(rec record) {
-	switch rec.typ {
-	case recAdd:
-		var m Meta
-		if err := json.Unmarshal(rec.data, &m); err != nil || m.ID == "" {
-			r.log.Error("queue: unreadable add record skipped", "segment", r.seg.path, "offset", rec.off, "err", err)
-			return
-		}
-		m.Size = rec.bodyLen
-		r.index[m.ID] = &entry{meta: m, seg: r.seg, recOff: rec.off, recLen: rec.size, heapIdx: -1}
-	case recUpdate:
-		var m Meta
-		if err := json.Unmarshal(rec.data, &m); err != nil || m.ID == "" {
-			r.log.Error("queue: unreadable update record skipped", "segment", r.seg.path, "offset", rec.off, "err", err)
-			return
-		}
-		e := r.index[m.ID]
-		if e == nil {
-			return // its Add was in a segment that is gone: the message is too
-		}
-		m.Size = e.meta.Size
-		e.meta = m
-	case recRemove:
-		delete(r.index, string(rec.data))
-	}
-}
-
 func (q *Queue) replay() error {
 	seqs, err := listSegments(q.dir)
 	if err != nil {
 		return err
 	}
-	r := &replayer{index: make(map[string]*entry), log: q.log}
+	r := newReplayer(q.dir, q.log)
 	for i, seq := range seqs {
 		path := filepath.Join(q.dir, segName(seq))
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -210,31 +175,36 @@ func (q *Queue) replay() error {
 		}
 		seg := &segment{seq: seq, path: path, f: f, size: st.Size()}
 		q.segs = append(q.segs, seg)
-		r.seg = seg
-		end, err := scanSegment(bufio.NewReaderSize(f, 1<<20), seg.size, r.apply)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, errCorrupt) {
+		last := i == len(seqs)-1
+		res, err := r.scan(seg, last)
+		if err != nil {
 			return fmt.Errorf("replay %s: %w", path, err)
 		}
-		if i < len(seqs)-1 {
-			q.log.Error("queue: CORRUPT RECORD in an older log segment; the rest of that segment is skipped and messages in it may be lost",
-				"segment", path, "offset", end, "skipped_bytes", seg.size-end, "err", err)
-			continue
-		}
-		q.log.Warn("queue: dropping torn tail of the last log segment (writes that were never acknowledged)",
-			"segment", path, "offset", end, "dropped_bytes", seg.size-end, "reason", err)
-		if err := f.Truncate(end); err != nil {
-			return fmt.Errorf("truncate torn tail of %s: %w", path, err)
-		}
-		if !q.opt.NoSync {
-			if err := fdatasync(f); err != nil {
-				return err
+		if r.segDamaged {
+			// Acknowledged data is damaged: keep the evidence where
+			// compaction never looks. The intact records stay in place.
+			saved, err := saveDamaged(q.dir, path, q.now(), q.opt.NoSync)
+			if err != nil {
+				q.log.Error("queue: could not keep a copy of a damaged segment", "segment", path, "err", err)
+			} else {
+				r.report.Saved = append(r.report.Saved, saved)
 			}
 		}
-		seg.size = end
+		if last && res.tail && res.damaged[len(res.damaged)-1].torn {
+			if err := f.Truncate(res.end); err != nil {
+				return fmt.Errorf("truncate torn tail of %s: %w", path, err)
+			}
+			if !q.opt.NoSync {
+				if err := fdatasync(f); err != nil {
+					return err
+				}
+			}
+			seg.size = res.end
+		}
 	}
+	rep := r.finish()
+	rep.logSummary(q.log)
+	q.damage = rep
 
 	ents := make([]*entry, 0, len(r.index))
 	for _, e := range r.index {
@@ -280,6 +250,17 @@ func (q *Queue) replay() error {
 	}
 	q.log.Info("queue: opened", "dir", q.dir, "messages", len(q.index), "segments", len(q.segs))
 	return nil
+}
+
+// ReplayReport returns what the replay at Open found in the log: damaged
+// ranges, lost and held messages. It is clean for an undamaged log.
+func (q *Queue) ReplayReport() Report {
+	rep := *q.damage
+	rep.Damage = slices.Clone(rep.Damage)
+	rep.Lost = slices.Clone(rep.Lost)
+	rep.Held = slices.Clone(rep.Held)
+	rep.Saved = slices.Clone(rep.Saved)
+	return rep
 }
 
 // derive fills the fields computed from meta.
@@ -445,14 +426,20 @@ func hasPending(rcpts []Rcpt) bool {
 
 // Enqueue stores a message and returns once it is durable. It assigns the
 // ID, Size, Received (if zero) and State (active if empty), and returns the
-// stored Meta.
-func (q *Queue) Enqueue(m Meta, body []byte) (Meta, error) {
+// stored Meta. The message is the concatenation of parts (e.g. trace
+// headers, then the received message), written to the log from the
+// caller's buffers without being joined in memory.
+func (q *Queue) Enqueue(m Meta, parts ...[]byte) (Meta, error) {
+	var size int64
+	for _, p := range parts {
+		size += int64(len(p))
+	}
 	if err := q.begin(); err != nil {
 		return Meta{}, err
 	}
 	defer q.end()
-	if len(body) > MaxBodySize {
-		return Meta{}, fmt.Errorf("queue: body of %d bytes exceeds the %d byte limit", len(body), MaxBodySize)
+	if size > MaxBodySize {
+		return Meta{}, fmt.Errorf("queue: body of %d bytes exceeds the %d byte limit", size, MaxBodySize)
 	}
 	if !hasPending(m.Rcpts) {
 		return Meta{}, errors.New("queue: message has no pending recipient")
@@ -480,7 +467,7 @@ func (q *Queue) Enqueue(m Meta, body []byte) (Meta, error) {
 	}
 	m.Received = normTime(m.Received)
 	m.NextAttempt = normTime(m.NextAttempt)
-	m.Size = int64(len(body))
+	m.Size = size
 	data, err := encodeMeta(&m)
 	if err != nil {
 		q.count.Add(-1)
@@ -490,10 +477,11 @@ func (q *Queue) Enqueue(m Meta, body []byte) (Meta, error) {
 		q.count.Add(-1)
 		return Meta{}, fmt.Errorf("queue: metadata of %d bytes exceeds the %d byte limit", len(data), maxEnqueueMeta)
 	}
-	rec := encodeRecord(recAdd, data, body)
+	rec := encodeAdd(m.ID, data, parts)
+	recLen := int64(len(rec[0])) + size
 
 	q.wmu.Lock()
-	locs, seq, err := q.appendLocked([][]byte{rec})
+	locs, seq, err := q.appendPiecesLocked([][][]byte{rec})
 	q.wmu.Unlock()
 	if err != nil {
 		q.count.Add(-1)
@@ -507,7 +495,7 @@ func (q *Queue) Enqueue(m Meta, body []byte) (Meta, error) {
 	// Only now, durable, does the message become visible: nothing can be
 	// delivered that a crash could still take back. Nobody else knows the ID
 	// yet, so no other record about it can precede this insertion.
-	e := &entry{meta: m, seg: locs[0].seg, recOff: locs[0].off, recLen: int64(len(rec)), heapIdx: -1}
+	e := &entry{meta: m, seg: locs[0].seg, recOff: locs[0].off, recLen: recLen, heapIdx: -1}
 	e.derive()
 	q.mu.Lock()
 	q.index[m.ID] = e
@@ -559,7 +547,7 @@ func readBody(seg *segment, off, n int64) ([]byte, error) {
 	if _, err := seg.f.ReadAt(buf, off); err != nil {
 		return nil, fmt.Errorf("read %s at %d: %w", seg.path, off, err)
 	}
-	_, body, err := decodeAdd(buf)
+	_, body, err := decodeAdd(buf, off)
 	if err != nil {
 		return nil, fmt.Errorf("%s at %d: %w", seg.path, off, err)
 	}
@@ -668,10 +656,21 @@ const writeChunk = 1 << 20
 // it is full, and returns where each landed and the sequence number to pass
 // to waitDurable. The caller holds wmu.
 func (q *Queue) appendLocked(recs [][]byte) ([]loc, uint64, error) {
+	pieces := make([][][]byte, len(recs))
+	for i, r := range recs {
+		pieces[i] = [][]byte{r}
+	}
+	return q.appendPiecesLocked(pieces)
+}
+
+// appendPiecesLocked appends records given as pieces (a head, then body
+// parts written as they are, without joining them into one buffer).
+func (q *Queue) appendPiecesLocked(recs [][][]byte) ([]loc, uint64, error) {
 	if err := q.failed(); err != nil {
 		return nil, 0, err
 	}
 	locs := make([]loc, len(recs))
+	sizes := make([]int64, len(recs))
 	wrote := false // whether part of this batch is already in the log
 	var chunk []byte
 	chunkOff := q.head.size
@@ -693,8 +692,11 @@ func (q *Queue) appendLocked(recs [][]byte) ([]loc, uint64, error) {
 		return err
 	}
 	for i, r := range recs {
+		for _, p := range r {
+			sizes[i] += int64(len(p))
+		}
 		used := chunkOff + int64(len(chunk))
-		if used > 0 && used+int64(len(r)) > q.opt.SegmentSize {
+		if used > 0 && used+sizes[i] > q.opt.SegmentSize {
 			if err := flush(); err != nil {
 				return nil, 0, err
 			}
@@ -707,13 +709,19 @@ func (q *Queue) appendLocked(recs [][]byte) ([]loc, uint64, error) {
 			chunkOff = 0
 		}
 		locs[i] = loc{seg: q.head, off: chunkOff + int64(len(chunk))}
-		if len(chunk) == 0 && (i == len(recs)-1 || len(r) >= writeChunk) {
-			if err := write(r); err != nil {
+		stampRecord(r[0], locs[i].off) // the header checksum covers where it lands
+		if len(r) > 1 || (len(chunk) == 0 && (i == len(recs)-1 || sizes[i] >= writeChunk)) {
+			if err := flush(); err != nil {
 				return nil, 0, err
+			}
+			for _, p := range r {
+				if err := write(p); err != nil {
+					return nil, 0, err
+				}
 			}
 			continue
 		}
-		chunk = append(chunk, r...)
+		chunk = append(chunk, r[0]...)
 		if len(chunk) >= writeChunk {
 			if err := flush(); err != nil {
 				return nil, 0, err
@@ -724,9 +732,9 @@ func (q *Queue) appendLocked(recs [][]byte) ([]loc, uint64, error) {
 		return nil, 0, err
 	}
 	for i, r := range recs {
-		if r[1] == recAdd {
+		if r[0][hdrType] == recAdd { // encodeRecord writes version 2
 			locs[i].seg.live.Add(1)
-			locs[i].seg.liveBytes.Add(int64(len(r)))
+			locs[i].seg.liveBytes.Add(sizes[i])
 		}
 	}
 	q.written++

@@ -2,106 +2,247 @@ package queue
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"testing"
 )
 
-func TestRecordRoundTrip(t *testing.T) {
-	meta := []byte(`{"id":"x"}`)
-	body := []byte("hello body")
-	var seg []byte
-	seg = append(seg, encodeRecord(recAdd, meta, body)...)
-	seg = append(seg, encodeRecord(recUpdate, []byte(`{"id":"x","state":"held"}`), nil)...)
-	seg = append(seg, encodeRecord(recRemove, []byte("x"), nil)...)
-	seg = append(seg, encodeRecord(recAdd, meta, nil)...)
+// encodeRecordV1 frames a record the way releases before version 2 did, to
+// check that their segments still replay.
+func encodeRecordV1(typ byte, data, body []byte) []byte {
+	n := len(data) + len(body)
+	if typ == recAdd {
+		n += 4
+	}
+	buf := make([]byte, headerLenV1, headerLenV1+n)
+	buf[0] = recMagicV1
+	buf[1] = typ
+	binary.LittleEndian.PutUint32(buf[2:6], uint32(n))
+	if typ == recAdd {
+		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(data)))
+	}
+	buf = append(buf, data...)
+	buf = append(buf, body...)
+	crc := crc32.Update(0, crcTable, buf[1:2])
+	crc = crc32.Update(crc, crcTable, buf[headerLenV1:])
+	binary.LittleEndian.PutUint32(buf[6:10], crc)
+	return buf
+}
 
-	var got []record
-	end, err := scanSegment(bytes.NewReader(seg), int64(len(seg)), func(r record) {
-		r.data = bytes.Clone(r.data)
-		got = append(got, r)
-	})
-	if err != nil || end != int64(len(seg)) {
-		t.Fatalf("scan: end %d of %d, %v", end, len(seg), err)
+// wantRec is a record a test segment holds.
+type wantRec struct {
+	off, size int64
+	typ       byte
+	id        string
+	data      string
+}
+
+// testSegment builds a segment of adds, updates and removes of n messages,
+// in version 1 or 2 framing, and lists its records.
+func testSegment(n int, v1 bool) ([]byte, []wantRec) {
+	var seg []byte
+	var recs []wantRec
+	add := func(typ byte, id string, data, body []byte) {
+		var r []byte
+		if v1 {
+			r = encodeRecordV1(typ, data, body)
+		} else {
+			r = encodeRecord(typ, id, data, body)
+			stampRecord(r, int64(len(seg)))
+		}
+		recs = append(recs, wantRec{off: int64(len(seg)), size: int64(len(r)), typ: typ, id: id, data: string(data)})
+		seg = append(seg, r...)
 	}
-	wantTypes := []byte{recAdd, recUpdate, recRemove, recAdd}
-	if len(got) != len(wantTypes) {
-		t.Fatalf("%d records, want %d", len(got), len(wantTypes))
-	}
-	for i, r := range got {
-		if r.typ != wantTypes[i] {
-			t.Errorf("record %d type %c, want %c", i, r.typ, wantTypes[i])
+	for i := range n {
+		id := fmt.Sprintf("0123456789ab%04d", i)
+		meta, _ := json.Marshal(Meta{ID: id, From: "a@b.test", Rcpts: []Rcpt{{Addr: "c@d.test"}}, State: StateActive})
+		add(recAdd, id, meta, bodyFor(i, 40+i*29))
+		switch i % 3 {
+		case 1:
+			upd, _ := json.Marshal(Meta{ID: id, From: "a@b.test", Rcpts: []Rcpt{{Addr: "c@d.test"}}, State: StateHeld, Rule: "r"})
+			add(recUpdate, id, upd, nil)
+		case 2:
+			add(recRemove, id, []byte(id), nil)
 		}
 	}
-	if !bytes.Equal(got[0].data, meta) || got[0].bodyLen != int64(len(body)) ||
-		!bytes.Equal(seg[got[0].bodyOff:got[0].bodyOff+got[0].bodyLen], body) {
-		t.Errorf("add record: %+v", got[0])
+	return seg, recs
+}
+
+func scanAll(t testing.TB, seg []byte) ([]record, scanResult) {
+	t.Helper()
+	var got []record
+	res, err := scanSegment(bytes.NewReader(seg), int64(len(seg)), func(r record) {
+		if r.off < 0 || r.off+r.size > int64(len(seg)) || (r.typ == recAdd && r.bodyOff+r.bodyLen > int64(len(seg))) {
+			t.Fatalf("record %+v outside the %d segment bytes", r, len(seg))
+		}
+		r.data = bytes.Clone(r.data)
+		got = append(got, r)
+	}, nil)
+	if err != nil {
+		t.Fatalf("scan of an in-memory segment: %v", err)
 	}
-	if string(got[2].data) != "x" {
-		t.Errorf("remove record ID %q", got[2].data)
+	if res.end < 0 || res.end > int64(len(seg)) {
+		t.Fatalf("end %d outside [0,%d]", res.end, len(seg))
 	}
-	m, b, err := decodeAdd(seg[:got[0].size])
-	if err != nil || !bytes.Equal(m, meta) || !bytes.Equal(b, body) {
-		t.Errorf("decodeAdd = %q, %q, %v", m, b, err)
+	for _, d := range res.damaged {
+		if d.off < 0 || d.end > int64(len(seg)) || d.off >= d.end {
+			t.Fatalf("damaged range [%d,%d) of a %d byte segment", d.off, d.end, len(seg))
+		}
 	}
-	bad := bytes.Clone(seg[:got[0].size])
-	bad[len(bad)-1] ^= 1
-	if _, _, err := decodeAdd(bad); !errors.Is(err, errCorrupt) {
-		t.Errorf("decodeAdd of a flipped body byte: %v", err)
+	return got, res
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	for _, v1 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v1=%v", v1), func(t *testing.T) {
+			seg, want := testSegment(7, v1)
+			got, res := scanAll(t, seg)
+			if len(res.damaged) > 0 || res.end != int64(len(seg)) {
+				t.Fatalf("clean segment: end %d of %d, damage %+v", res.end, len(seg), res.damaged)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d records, want %d", len(got), len(want))
+			}
+			for i, r := range got {
+				w := want[i]
+				if r.off != w.off || r.size != w.size || r.typ != w.typ || string(r.data) != w.data {
+					t.Errorf("record %d = %+v, want %+v", i, r, w)
+				}
+				if !v1 && r.id != w.id {
+					t.Errorf("record %d names %q, want %q", i, r.id, w.id)
+				}
+				if r.typ == recAdd {
+					m, b, err := decodeAdd(seg[r.off:r.off+r.size], r.off)
+					if err != nil || string(m) != w.data || !bytes.Equal(b, seg[r.bodyOff:r.bodyOff+r.bodyLen]) {
+						t.Errorf("decodeAdd of record %d: %v", i, err)
+					}
+				}
+			}
+			bad := bytes.Clone(seg[:want[0].size])
+			bad[len(bad)-1] ^= 1
+			if _, _, err := decodeAdd(bad, 0); !errors.Is(err, errCorrupt) {
+				t.Errorf("decodeAdd of a flipped body byte: %v", err)
+			}
+		})
 	}
-	// A length field pointing past the end is a torn record, not a huge read.
-	huge := bytes.Clone(seg)
-	huge[2], huge[3], huge[4], huge[5] = 0xff, 0xff, 0xff, 0x0f
-	if end, err := scanSegment(bytes.NewReader(huge), int64(len(huge)), func(record) {}); end != 0 || !errors.Is(err, errCorrupt) {
-		t.Errorf("huge length: end %d, %v", end, err)
+}
+
+// TestHeaderBindsOffset: a version 2 record verifies only where it was
+// written, so a copy of one inside a message body is never taken for a
+// record by a resync scan.
+func TestHeaderBindsOffset(t *testing.T) {
+	meta, _ := json.Marshal(Meta{ID: "forgedforgedforg", From: "x@evil.test", Rcpts: []Rcpt{{Addr: "victim@far.test"}}})
+	forged := encodeRecord(recAdd, "forgedforgedforg", meta, []byte("spam"))
+	// The attacker's body: padding, then a record stamped for offset 0.
+	body := append(bytes.Repeat([]byte("x"), 100), forged...)
+	realMeta, _ := json.Marshal(Meta{ID: "0123456789abcdef", From: "a@b.test"})
+	seg := encodeRecord(recAdd, "0123456789abcdef", realMeta, body)
+	seg[hdrLength] ^= 0x01 // damage the real record's length: the scan has to resync
+	got, res := scanAll(t, seg)
+	if len(got) != 0 {
+		t.Fatalf("a record inside a damaged body was accepted: %+v", got)
+	}
+	if len(res.damaged) != 1 || !res.tail {
+		t.Fatalf("damage %+v", res.damaged)
+	}
+}
+
+// TestHugeLength: a length field pointing past the end is damage, not a
+// huge read.
+func TestHugeLength(t *testing.T) {
+	seg, _ := testSegment(3, true)
+	seg[2], seg[3], seg[4], seg[5] = 0xff, 0xff, 0xff, 0x0f
+	got, res := scanAll(t, seg)
+	if len(res.damaged) != 1 || res.damaged[0].off != 0 || len(got) == 0 {
+		t.Fatalf("records %d, damage %+v", len(got), res.damaged)
 	}
 }
 
 // FuzzReplay feeds arbitrary bytes to replay as a segment. It must not
-// panic, must stop at a record boundary, and what it accepted must replay
-// identically and cleanly on its own.
+// panic, and must report records and damaged ranges inside the input.
 func FuzzReplay(f *testing.F) {
-	meta, _ := json.Marshal(Meta{ID: "0123456789abcdef", From: "a@b", Rcpts: []Rcpt{{Addr: "c@d"}}, State: StateActive})
-	upd, _ := json.Marshal(Meta{ID: "0123456789abcdef", State: StateHeld, Rule: "r"})
-	valid := encodeRecord(recAdd, meta, []byte("body"))
-	valid = append(valid, encodeRecord(recUpdate, upd, nil)...)
-	f.Add(valid)
-	f.Add(append(bytes.Clone(valid), encodeRecord(recRemove, []byte("0123456789abcdef"), nil)...))
-	f.Add(valid[:len(valid)-3])
+	seg, _ := testSegment(4, false)
+	f.Add(seg)
+	f.Add(seg[:len(seg)-3])
+	segV1, _ := testSegment(4, true)
+	f.Add(segV1)
 	f.Add([]byte{})
-	f.Add([]byte{recMagic, recAdd, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
-	f.Add(encodeRecord(recAdd, []byte("not json"), nil))
-	f.Add(encodeRecord(recUpdate, []byte(`{"id":"zz"}`), nil))
+	f.Add([]byte{recMagicV1, recAdd, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
+	f.Add(encodeRecord(recAdd, "zz", []byte("not json"), nil))
+	f.Add(encodeRecordV1(recUpdate, []byte(`{"id":"zz"}`), nil))
 
 	log := slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		replayInto := func(b []byte) (map[string]*entry, int64, int, error) {
-			r := &replayer{index: map[string]*entry{}, seg: &segment{path: "fuzz"}, log: log}
-			n := 0
-			end, err := scanSegment(bytes.NewReader(b), int64(len(b)), func(rec record) {
-				n++
-				if rec.off+rec.size > int64(len(b)) || (rec.typ == recAdd && rec.bodyOff+rec.bodyLen > int64(len(b))) {
-					t.Fatalf("record %+v outside the %d input bytes", rec, len(b))
+		r := newReplayer("fuzz", log)
+		r.seg = &segment{path: "fuzz"}
+		res, err := scanSegment(bytes.NewReader(data), int64(len(data)), func(rec record) {
+			if rec.off+rec.size > int64(len(data)) || (rec.typ == recAdd && rec.bodyOff+rec.bodyLen > int64(len(data))) {
+				t.Fatalf("record %+v outside the %d input bytes", rec, len(data))
+			}
+			r.apply(rec)
+		}, func(d damage) { r.damage(d, d.torn) })
+		if err != nil {
+			t.Fatalf("I/O error from an in-memory reader: %v", err)
+		}
+		if res.end < 0 || res.end > int64(len(data)) {
+			t.Fatalf("end %d outside [0,%d]", res.end, len(data))
+		}
+		r.finish()
+	})
+}
+
+// FuzzDamage overwrites bytes of a valid segment (version 1 or 2) or cuts
+// it, and checks that replay never panics and finds every record the
+// mutation did not touch, at its place and with its content.
+func FuzzDamage(f *testing.F) {
+	f.Add(false, uint32(0), []byte{0x40}, false)
+	f.Add(false, uint32(5), []byte{0xff}, false)
+	f.Add(false, uint32(40), []byte("garbage in the meta"), false)
+	f.Add(false, uint32(300), []byte{0, 0, 0, 0}, false)
+	f.Add(false, uint32(700), []byte{}, true)
+	f.Add(true, uint32(3), []byte{0x01}, false)
+	f.Add(true, uint32(200), []byte{0xA1, 'A', 0, 0, 0, 0}, false)
+	f.Add(false, uint32(123), recMagicV2[:], false)
+
+	segV2, recsV2 := testSegment(8, false)
+	segV1, recsV1 := testSegment(8, true)
+	f.Fuzz(func(t *testing.T, v1 bool, off uint32, val []byte, cut bool) {
+		orig, want := segV2, recsV2
+		if v1 {
+			orig, want = segV1, recsV1
+		}
+		seg := bytes.Clone(orig)
+		at := int64(off) % int64(len(seg)+1)
+		lo, hi := at, at+int64(len(val)) // the touched bytes
+		if cut {
+			seg = seg[:at]
+			hi = int64(len(orig))
+		} else {
+			for i, b := range val {
+				if at+int64(i) < int64(len(seg)) {
+					seg[at+int64(i)] = b
 				}
-				r.apply(rec)
-			})
-			return r.index, end, n, err
+			}
 		}
-		idx, end, n, err := replayInto(data)
-		if end < 0 || end > int64(len(data)) {
-			t.Fatalf("end %d outside [0,%d]", end, len(data))
+		got, _ := scanAll(t, seg)
+		byOff := map[int64]record{}
+		for _, r := range got {
+			byOff[r.off] = r
 		}
-		if err != nil && !errors.Is(err, errCorrupt) {
-			t.Fatalf("non-corruption error from an in-memory reader: %v", err)
-		}
-		if err == nil && end != int64(len(data)) {
-			t.Fatalf("clean end at %d of %d", end, len(data))
-		}
-		idx2, end2, n2, err2 := replayInto(data[:end])
-		if err2 != nil || end2 != end || n2 != n || len(idx2) != len(idx) {
-			t.Fatalf("prefix replay differs: end %d/%d, records %d/%d, index %d/%d, err %v",
-				end2, end, n2, n, len(idx2), len(idx), err2)
+		for _, w := range want {
+			if w.off+w.size <= lo || w.off >= hi {
+				r, ok := byOff[w.off]
+				if !ok {
+					t.Fatalf("untouched record at %d (type %c) lost after writing %d bytes at %d (cut %v)", w.off, w.typ, len(val), at, cut)
+				}
+				if r.size != w.size || r.typ != w.typ || string(r.data) != w.data {
+					t.Fatalf("untouched record at %d changed: %+v", w.off, r)
+				}
+			}
 		}
 	})
 }

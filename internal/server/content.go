@@ -11,38 +11,30 @@ import (
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
-	"github.com/mamori-mail/mamori/internal/smtpd"
 )
 
 // contentChecker builds the end-of-DATA inspection: the attachment policy
 // first (cheap, local), then clamd when configured.
-func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) smtpd.ContentVerdict {
-	pol := policyWith(content.DefaultPolicy(), c.Content.Action, c.Content.BlockExtensions, c.Content.AllowExtensions)
-	perDomain := map[string]content.Policy{}
-	for d, o := range c.Content.Domains {
-		action := o.Action
-		if action == "" {
-			action = c.Content.Action
-		}
-		perDomain[strings.TrimSuffix(strings.ToLower(d), ".")] = policyWith(pol, action, o.BlockExtensions, o.AllowExtensions)
-	}
+func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) content.Verdict {
+	pols := contentPolicies(c)
 	var cl *clamd.Client
 	if c.Content.Clamd != "" {
 		cl = &clamd.Client{Addr: c.Content.Clamd, Timeout: c.Content.ClamdTimeout.Duration, MaxSize: c.Limits.MaxMessageSize + 1<<20}
 	}
 	failOpen := c.Content.ClamdFail == "open"
-	return func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) smtpd.ContentVerdict {
-		if v := strictest(pol, perDomain, rcpts, msg); v.Action != content.Accept && v.Action != "" {
-			log.Info("content", "verdict", string(v.Action), "rule", v.Rule, "part", v.Part, "reason", v.Reason,
+	virusAction := parseAction(c.Content.VirusAction)
+	accept := content.Verdict{Action: content.Accept}
+	return func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) content.Verdict {
+		if v := pols.Check(rcpts, msg); v.Action != content.Accept {
+			log.Info("content", "verdict", v.Action.String(), "rule", string(v.Rule), "part", v.Part, "reason", v.Reason,
 				"client_ip", s.IP.String(), "user", s.User, "from", s.From)
-			reason := v.Reason
-			if v.Part != "" && !strings.Contains(reason, v.Part) {
-				reason += " (" + v.Part + ")"
+			if v.Part != "" && !strings.Contains(v.Reason, v.Part) {
+				v.Reason += " (" + v.Part + ")"
 			}
-			return smtpd.ContentVerdict{Action: string(v.Action), Rule: v.Rule, Reason: reason}
+			return v
 		}
 		if cl == nil {
-			return smtpd.ContentVerdict{Action: "accept"}
+			return accept
 		}
 		res, err := cl.Scan(ctx, bytes.NewReader(msg))
 		if err != nil {
@@ -52,64 +44,37 @@ func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, gu
 			log.Warn("clamd", "err", err.Error(), "unavailable", errors.Is(err, clamd.ErrUnavailable),
 				"too_large", errors.Is(err, clamd.ErrTooLarge), "fail", c.Content.ClamdFail, "client_ip", s.IP.String())
 			if failOpen {
-				return smtpd.ContentVerdict{Action: "accept"}
+				return accept
 			}
-			return smtpd.ContentVerdict{Action: "defer", Rule: "clamd.unavailable"}
+			return content.Verdict{Action: content.Defer, Rule: content.RuleScannerUnavailable}
 		}
 		if res.Infected {
-			log.Info("content", "verdict", c.Content.VirusAction, "rule", "virus", "signature", res.Signature,
+			log.Info("content", "verdict", virusAction.String(), "rule", string(content.RuleVirus), "signature", res.Signature,
 				"client_ip", s.IP.String(), "user", s.User, "from", s.From)
-			return smtpd.ContentVerdict{Action: c.Content.VirusAction, Rule: "virus", Reason: "virus found (" + sanitizeSig(res.Signature) + ")"}
+			return content.Verdict{Action: virusAction, Rule: content.RuleVirus, Reason: "virus found (" + sanitizeSig(res.Signature) + ")"}
 		}
-		return smtpd.ContentVerdict{Action: "accept"}
+		return accept
 	}
 }
 
-// policyWith derives a policy: its action and extension list changes.
-func policyWith(base content.Policy, action string, block, allow []string) content.Policy {
-	p := base
-	p.Action = content.Action(action)
-	p.BlockedExt = make(map[string]bool, len(base.BlockedExt))
-	for k, v := range base.BlockedExt {
-		p.BlockedExt[k] = v
+// contentPolicies maps the [content] config onto the content package's
+// policy layers; the merging itself lives (and is tested) there.
+func contentPolicies(c *config.Config) content.DomainPolicies {
+	domains := make(map[string]content.Overrides, len(c.Content.Domains))
+	for d, o := range c.Content.Domains {
+		domains[d] = content.Overrides{Action: parseAction(o.Action), Uninspectable: parseAction(o.Uninspectable),
+			Block: o.BlockExtensions, Allow: o.AllowExtensions}
 	}
-	for _, e := range block {
-		p.BlockedExt[strings.ToLower(strings.TrimPrefix(e, "."))] = true
-	}
-	for _, e := range allow {
-		delete(p.BlockedExt, strings.ToLower(strings.TrimPrefix(e, ".")))
-	}
-	return p
+	global := content.Overrides{Action: parseAction(c.Content.Action), Uninspectable: parseAction(c.Content.Uninspectable),
+		Block: c.Content.BlockExtensions, Allow: c.Content.AllowExtensions}
+	return content.NewDomainPolicies(content.DefaultPolicy(), global, domains)
 }
 
-// strictest checks msg under the policy of each recipient domain (the
-// default for domains without an override) and returns the strictest
-// verdict: reject over hold over accept.
-func strictest(def content.Policy, per map[string]content.Policy, rcpts []string, msg []byte) content.Verdict {
-	rank := map[content.Action]int{content.Accept: 0, "": 0, content.Hold: 1, content.Reject: 2}
-	seen := map[string]bool{}
-	var best content.Verdict
-	check := func(p content.Policy) {
-		if v := p.Check(msg); rank[v.Action] > rank[best.Action] {
-			best = v
-		}
-	}
-	usedDefault := len(per) == 0
-	for _, r := range rcpts {
-		d := strings.ToLower(r[strings.LastIndexByte(r, '@')+1:])
-		if p, ok := per[d]; ok {
-			if !seen[d] {
-				seen[d] = true
-				check(p)
-			}
-		} else {
-			usedDefault = true
-		}
-	}
-	if usedDefault {
-		check(def)
-	}
-	return best
+// parseAction reads an action the config has already validated; anything
+// else (impossible after validation) is the zero value, "keep the default".
+func parseAction(s string) content.Action {
+	a, _ := content.ParseAction(s)
+	return a
 }
 
 // sanitizeSig keeps a signature name printable and short for the reply.

@@ -50,6 +50,8 @@ func guardConfig(c *config.Config) guard.Config {
 		BanBase:               g.BanBase.Duration,
 		BanMax:                g.BanMax.Duration,
 		LoginNetworks:         g.LoginNetworks,
+		AuthFailsPerAccount:   g.AuthFailsPerAccount,
+		AccountThrottle:       g.AccountThrottle.Duration,
 		HistoryFactor:         g.HistoryFactor,
 	}
 	if len(g.Overrides) > 0 {
@@ -111,13 +113,15 @@ type defences struct {
 	paused func() bool
 }
 
-func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, log *slog.Logger) (*defences, error) {
+func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, log *slog.Logger) (*defences, error) {
 	d := &defences{paused: func() bool { return false }}
 	d.alert = alert.New(alert.Config{
 		Hostname:   c.Hostname,
 		Postmaster: postmaster(c),
 		Webhook:    c.Guard.Webhook,
 		Notify:     c.Guard.Notify,
+		From:       "postmaster@" + c.Domains[0],
+		Sign:       sign,
 	}, q, log.With("stage", "alert"))
 	g, err := guard.New(guardConfig(c), &guardHooks{q: q, alert: d.alert, journal: jrn, log: log.With("stage", "guard")},
 		storePersister{st}, log.With("stage", "guard"))

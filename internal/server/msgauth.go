@@ -95,8 +95,7 @@ func headerSigner(k *msgauth.Keyring, log *slog.Logger) func([]string, []byte) [
 // dkimSigner signs whole messages mamori writes itself (DSNs, alerts) with
 // the key of their From domain; it returns msg unchanged when there is no
 // key for it.
-func dkimSigner(c *config.Config, log *slog.Logger) func([]byte) []byte {
-	k := loadKeyring(c, log)
+func dkimSigner(k *msgauth.Keyring, log *slog.Logger) func([]byte) []byte {
 	if k.Len() == 0 {
 		return nil
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +81,7 @@ type Options struct {
 // stop, in-flight SMTP sessions get a grace period, delivery attempts
 // finish, and the queue and store are closed.
 func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) error {
+	setMemoryLimit(c, log)
 	for _, d := range []string{c.DataDir, QueueDir(c), MailDir(c)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -128,7 +129,11 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
 	defer gcancel()
-	def, err := startDefences(gctx, c, st, q, res, jrn, log)
+	// DKIM keys, loaded once: smtpd signs what users submit, delivery its
+	// DSNs, the guard its alerts.
+	keys := loadKeyring(c, log.With("stage", "auth"))
+	signOwn := dkimSigner(keys, log.With("stage", "auth"))
+	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, log)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
@@ -183,25 +188,26 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	}
 
 	smtpSrv := smtpd.New(smtpd.Config{
-		Hostname:        c.Hostname,
-		Domain:          c.Domains[0],
-		TLS:             tlsCfg,
-		Trusted:         trusted,
-		MaxMessageBytes: c.Limits.MaxMessageSize,
-		MaxRecipients:   c.Limits.MaxRecipients,
-		MaxLineLength:   c.Limits.MaxLineLength,
-		CommandTimeout:  c.Limits.CommandTimeout.Duration,
-		DataTimeout:     c.Limits.DataTimeout.Duration,
-		MaxReceived:     c.Limits.MaxReceived,
-		LocalIPs:        localIPs(),
-		Guard:           def.guard,
-		Storage:         (&storage{dir: QueueDir(c), q: q, maxBytes: c.Queue.MaxBytes, minFree: c.Queue.MinFreeBytes}).check,
-		Recorder:        sessionRecorder{jrn},
-		Content:         contentChecker(c, log.With("stage", "content")),
-		Verify:          inboundVerifier(c, res, log.With("stage", "auth")),
-		Sign:            headerSigner(loadKeyring(c, log.With("stage", "auth")), log.With("stage", "auth")),
-		PregreetDelay:   c.Guard.PregreetDelay.Duration,
-		MaxSessionTime:  c.Guard.MaxSessionTime.Duration,
+		Hostname:         c.Hostname,
+		Domain:           c.Domains[0],
+		TLS:              tlsCfg,
+		Trusted:          trusted,
+		MaxMessageBytes:  c.Limits.MaxMessageSize,
+		MaxRecipients:    c.Limits.MaxRecipients,
+		MaxLineLength:    c.Limits.MaxLineLength,
+		CommandTimeout:   c.Limits.CommandTimeout.Duration,
+		DataTimeout:      c.Limits.DataTimeout.Duration,
+		MaxReceived:      c.Limits.MaxReceived,
+		MaxInflightBytes: c.Limits.MaxInflight,
+		LocalIPs:         localIPs(),
+		Guard:            def.guard,
+		Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
+		Recorder:         sessionRecorder{jrn},
+		Content:          contentChecker(c, log.With("stage", "content")),
+		Verify:           inboundVerifier(c, res, log.With("stage", "auth")),
+		Sign:             headerSigner(keys, log.With("stage", "auth")),
+		PregreetDelay:    c.Guard.PregreetDelay.Duration,
+		MaxSessionTime:   c.Guard.MaxSessionTime.Duration,
 	}, dir, q, log.With("stage", "smtpd"))
 	if def.dnsbl != nil {
 		smtpSrv.SetDNSBL(dnsblAdapter{def.dnsbl})
@@ -220,6 +226,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		TLSVerify:   c.Delivery.TLSVerify,
 		Postmaster:  postmaster(c),
 		Paused:      def.paused,
+		Sign:        signOwn,
 	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
@@ -251,15 +258,15 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		api.OnQueueOp(func(op, filter string, n int, remote string) {
 			queueEvent(jrn, op, filter, "admin API from "+remote, n)
 		})
-		httpSrv = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = admin.NewHTTPServer(api, log.With("stage", "admin"))
 		go func() {
-			if err := httpSrv.Serve(adminL); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := httpSrv.Serve(admin.LimitListener(adminL)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin listener: %w", err)
 			}
 		}()
 	}
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
-	go expireHeld(gctx, q, c.Queue.HeldRetention.Duration, func(n int) {
+	go q.ExpireHeld(gctx, c.Queue.HeldRetention.Duration, func(n int) {
 		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
 	}, log.With("stage", "queue"))
 	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
@@ -294,6 +301,24 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	return runErr
 }
 
+// setMemoryLimit makes [limits] max_inflight_bytes the one memory knob:
+// the Go runtime collects garbage before its memory passes about twice the
+// bound (messages in flight, plus the collector's headroom), instead of
+// letting the heap double past what is live (GOGC). GOMEMLIMIT, when set,
+// wins.
+func setMemoryLimit(c *config.Config, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" || c.Limits.MaxInflight <= 0 {
+		return
+	}
+	limit := 2*c.Limits.MaxInflight + memoryBaseline
+	debug.SetMemoryLimit(limit)
+	log.Info("memory limit", "bytes", limit, "max_inflight_bytes", c.Limits.MaxInflight)
+}
+
+// memoryBaseline is what the process needs besides messages in flight
+// (code, queue index, guard state of a typical site).
+const memoryBaseline = 32 << 20
+
 func postmaster(c *config.Config) string {
 	if c.Postmaster != "" {
 		return c.Postmaster
@@ -325,22 +350,9 @@ type localDelivery struct {
 func (l *localDelivery) IsLocalDomain(d string) bool { return l.dir.IsLocalDomain(d) }
 
 func (l *localDelivery) DeliverLocal(ctx context.Context, rcpt string, m queue.Meta, body []byte) error {
-	h := fnv.New32a()
-	h.Write([]byte(strings.ToLower(rcpt)))
-	uniq := fmt.Sprintf("M%sR%08x", m.ID, h.Sum32())
 	// A message queued before this process started may have reached the
-	// mailbox just before a crash, without its status being recorded. Only
-	// those pay for the directory scan; within one run, per-recipient
-	// status in the queue already prevents a second delivery.
-	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", m.From, rcpt)
-	if m.Received.Before(l.started) && l.md.Delivered(rcpt, uniq, int64(len(hdr)+len(body))) {
-		return nil
-	}
-	_, err := l.md.Deliver(rcpt, uniq, []byte(hdr), body)
-	if err != nil {
-		return fmt.Errorf("maildir %s: %w", rcpt, err)
-	}
-	return nil
+	// mailbox just before a crash, without its status being recorded.
+	return l.md.DeliverOnce(rcpt, m.ID, m.From, body, m.Received.Before(l.started))
 }
 
 // spool adapts *queue.Queue to the delivery stage's Spool, which names its

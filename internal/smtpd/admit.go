@@ -112,7 +112,7 @@ func (l *admitListener) admit(c net.Conn) {
 		release()
 	}
 	if s.cfg.Guard != nil {
-		d, rel := s.cfg.Guard.Connect(ip, trusted)
+		d, rel := s.cfg.Guard.ConnectTo(guard.Pool(l.kind.String()), ip, trusted)
 		if d.Verdict != guard.Accept {
 			refuse(d.Code, d.Enhanced, d.Text, d.Rule)
 			return

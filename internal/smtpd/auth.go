@@ -32,6 +32,13 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 }
 
+// authenticate checks a login through the guard's login protocol
+// (guard.Login): the password is checked — or, for an unknown user, a
+// dummy hash of the same cost computed — for every login the guard does
+// not refuse outright by address, so that neither the reply nor the time
+// taken tells whether an account exists, is suspended, or whether a
+// refused password was right. A wrong password and a suspended account get
+// the same bytes: guard.InvalidCredentials.
 func (a *authSession) authenticate(username, password string) error {
 	username = strings.TrimSpace(username)
 	if len(username) > 320 {
@@ -41,29 +48,40 @@ func (a *authSession) authenticate(username, password string) error {
 	if pa, err := policy.ParseAddress(username); err == nil {
 		login = strings.ToLower(pa.String())
 	}
-	g := a.srv.cfg.Guard
-	if g != nil {
-		if gd := g.AuthCheck(a.ip, login); gd.Verdict != guard.Accept {
-			a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text)
-			return a.guardRefusal("auth", login, gd)
-		}
+	var err error
+	verified := false
+	verify := func() bool {
+		verified = true
+		err = a.srv.dir.Authenticate(username, password)
+		return err == nil
 	}
-	err := a.srv.dir.Authenticate(username, password)
-	if g != nil {
-		if gd := g.AuthResult(a.ip, login, err == nil); gd.Verdict != guard.Accept {
-			a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text, "password_ok", err == nil)
-			return a.guardRefusal("auth", login, gd)
-		}
+	var gd guard.Decision
+	if g := a.srv.cfg.Guard; g != nil {
+		gd = guard.Login(g, a.ip, login, verify)
+	} else {
+		verify()
+	}
+	if gd.Verdict != guard.Accept {
+		a.sum.AuthFailures++
+		// Only the log says whether the password was right.
+		a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text,
+			"password_checked", verified, "password_ok", verified && err == nil)
+		return a.guardRefusal("auth", login, gd)
 	}
 	if err != nil {
 		a.sum.AuthFailures++
 		a.log.Warn("auth failed", "user", login, "reason", authReason(err))
-		return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "Authentication credentials invalid"}
+		return decisionReply(guard.InvalidCredentials)
 	}
 	a.user = login
 	a.srv.dir.RecordLogin(login, time.Now())
 	a.log.Info("auth", "user", a.user, "tls", a.tls)
 	return nil
+}
+
+// decisionReply is the SMTP reply of a guard decision.
+func decisionReply(d guard.Decision) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: d.Code, EnhancedCode: smtp.EnhancedCode(d.Enhanced), Message: d.Text}
 }
 
 // authReason gives the log a reason without ever including the password.

@@ -34,6 +34,14 @@ func (b *budget) take(n int64) bool {
 	return true
 }
 
+// give returns n bytes of the reservation (a copy that is no longer
+// referenced).
+func (b *budget) give(n int64) {
+	n = min(n, b.reserved)
+	b.srv.bodyBytes.Add(-n)
+	b.reserved -= n
+}
+
 // release returns everything reserved.
 func (b *budget) release() {
 	b.srv.bodyBytes.Add(-b.reserved)
@@ -42,9 +50,8 @@ func (b *budget) release() {
 
 // readBody reads a message into one buffer. With a right SIZE hint the
 // buffer is allocated once. Otherwise the message is read in chunks and
-// joined at the end; the chunks stay reserved (they are garbage the
-// collector has yet to free), so at most about twice the message size is
-// reserved, and nothing is copied more than once.
+// joined at the end: both are reserved while the join copies, then the
+// chunks are given back, so the reservation is the live bytes.
 func (b *budget) readBody(r io.Reader, hint int64) ([]byte, error) {
 	limit := b.srv.cfg.MaxMessageBytes
 	if hint > 0 && (limit <= 0 || hint <= limit) {
@@ -94,8 +101,11 @@ func (b *budget) readChunks(r io.Reader, first []byte) ([]byte, error) {
 		return nil, errBodyBudget
 	}
 	buf := make([]byte, 0, total)
+	var held int64
 	for _, c := range chunks {
 		buf = append(buf, c...)
+		held += int64(cap(c))
 	}
+	b.give(held)
 	return buf, nil
 }

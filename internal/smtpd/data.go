@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/policy"
@@ -70,7 +71,7 @@ func (s *session) Data(r io.Reader) error {
 	// Content first (attachment policy, virus scan): its verdict is also a
 	// signal for the guard — a PC that suddenly mails executables is a worm.
 	// Decoding parts may copy up to the message size: reserved first.
-	cv := ContentVerdict{Action: "accept"}
+	cv := content.Verdict{Action: content.Accept}
 	if cf := s.srv.cfg.Content; cf != nil {
 		if !mem.take(int64(len(body))) {
 			return s.dataReadError(errBodyBudget)
@@ -78,14 +79,15 @@ func (s *session) Data(r io.Reader) error {
 		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
 		cv = cf(ctx, s.sender(), s.rcpts, body)
 		cancel()
-		if cv.Action == "defer" {
-			return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		mem.give(int64(len(body))) // the decoded parts are garbage now
+		if cv.Action == content.Defer {
+			return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 				Message: "Content scanner unavailable, try again later"})
 		}
 	}
 	hit := ""
-	if cv.Action == "reject" || cv.Action == "hold" {
-		hit = cv.Rule
+	if cv.Action == content.Reject || cv.Action == content.Hold {
+		hit = string(cv.Rule)
 	}
 	var av AuthVerdict
 	var drop []msgheader.Field
@@ -105,13 +107,13 @@ func (s *session) Data(r io.Reader) error {
 		}
 	}
 	switch cv.Action {
-	case "", "accept":
-	case "hold":
+	case 0, content.Accept:
+	case content.Hold:
 		if state != queue.StateHeld { // an isolated sender's rule stays the first reason
-			state, rule = queue.StateHeld, cv.Rule
+			state, rule = queue.StateHeld, string(cv.Rule)
 		}
 	default:
-		return s.reject("data", cv.Rule, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Message refused: " + cv.Reason})
 	}
 	if len(av.Unsigned) > 0 {
@@ -126,19 +128,13 @@ func (s *session) Data(r io.Reader) error {
 	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
 		sigs = s.srv.cfg.Sign(authors.Domains(), body)
 	}
+	// The queue writes the parts from these buffers: no copy of the
+	// message is made for it.
 	parts := [][]byte{s.receivedHeader(), []byte(av.Header), sigs}
 	parts = append(parts, withoutFields(body, drop)...)
 	size := 0
 	for _, p := range parts {
 		size += len(p)
-	}
-	// The queue writes the message as one record: one more copy, reserved.
-	if !mem.take(int64(size)) {
-		return s.dataReadError(errBodyBudget)
-	}
-	msg := make([]byte, 0, size)
-	for _, p := range parts {
-		msg = append(msg, p...)
 	}
 	m, err := s.srv.spool.Enqueue(queue.Meta{
 		From:     s.from,
@@ -148,10 +144,10 @@ func (s *session) Data(r io.Reader) error {
 		User:     s.user,
 		Origin:   origin,
 		Subject:  subject,
-		Size:     int64(len(msg)),
+		Size:     int64(size),
 		State:    state,
 		Rule:     rule,
-	}, msg)
+	}, parts...)
 	if err != nil {
 		if errors.Is(err, queue.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -41,11 +42,12 @@ type queuedMsg struct {
 	body []byte
 }
 
-func (s *fuzzSpool) Enqueue(m queue.Meta, body []byte) (queue.Meta, error) {
+func (s *fuzzSpool) Enqueue(m queue.Meta, parts ...[]byte) (queue.Meta, error) {
+	body := bytes.Join(parts, nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m.ID = "Q" + string(rune('a'+len(s.msgs)%26))
-	s.msgs = append(s.msgs, queuedMsg{m, append([]byte(nil), body...)})
+	s.msgs = append(s.msgs, queuedMsg{m, body})
 	return m, nil
 }
 

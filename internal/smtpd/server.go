@@ -31,6 +31,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/queue"
@@ -77,7 +78,7 @@ type Directory interface {
 // Spool is where accepted mail goes; Enqueue returns once the message is
 // on disk. *queue.Queue implements it.
 type Spool interface {
-	Enqueue(m queue.Meta, body []byte) (queue.Meta, error)
+	Enqueue(m queue.Meta, parts ...[]byte) (queue.Meta, error)
 }
 
 // Config holds the receiving limits and identity.
@@ -101,7 +102,7 @@ type Config struct {
 	Storage func(size int64) error
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
-	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) ContentVerdict
+	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) content.Verdict
 	// Verify checks sender authentication of inbound mail (not from users
 	// or trusted networks): SPF, DKIM and DMARC when configured, and in any
 	// case DKIM for authors in our own domains (VerifyRequest.Local). nil
@@ -145,17 +146,10 @@ type AuthVerdict struct {
 	Unsigned []string
 }
 
-// ContentVerdict is the content stage's answer for one message.
-type ContentVerdict struct {
-	Action string // "accept", "reject" (550 5.7.1), "hold" (queued as held), "defer" (451, scanner unavailable)
-	Rule   string
-	Reason string // safe for an SMTP reply
-}
-
 // Guard is the abuse-defence engine as the SMTP stage sees it.
 // *guard.Guard implements it.
 type Guard interface {
-	Connect(ip netip.Addr, trusted bool) (guard.Decision, func())
+	ConnectTo(pool guard.Pool, ip netip.Addr, trusted bool) (guard.Decision, func())
 	AuthCheck(ip netip.Addr, user string) guard.Decision
 	AuthResult(ip netip.Addr, user string, ok bool) guard.Decision
 	Rcpt(s guard.Sender, rcpt string, accepted bool) guard.Decision

@@ -104,6 +104,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reject("mail", from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
 	}
+	if opts != nil && opts.Size > 0 && s.srv.bodyBytes.Load()+opts.Size > s.srv.cfg.MaxInflightBytes {
+		// Cheaper for both sides than refusing after the whole message
+		// has been sent.
+		s.log.Warn("mail refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes, "size", opts.Size)
+		return s.reject("mail", from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+			Message: "Insufficient system resources, try again later"})
+	}
 	if st := s.srv.cfg.Storage; st != nil {
 		var size int64
 		if opts != nil {

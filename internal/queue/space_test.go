@@ -1,4 +1,4 @@
-package server
+package queue_test
 
 import (
 	"testing"
@@ -29,8 +29,7 @@ func TestStorageCheck(t *testing.T) {
 		{"free space short", 0, 1 << 62, 0, false},
 	}
 	for _, tc := range tests {
-		s := &storage{dir: dir, q: q, maxBytes: tc.maxBytes, minFree: tc.minFree}
-		if err := s.check(tc.size); (err == nil) != tc.ok {
+		if err := q.Space(tc.maxBytes, tc.minFree).Check(tc.size); (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}

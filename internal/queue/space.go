@@ -1,4 +1,4 @@
-package server
+package queue
 
 import (
 	"context"
@@ -8,17 +8,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/mamori-mail/mamori/internal/queue"
 )
 
-// storage answers "does one more message fit?" for the SMTP stage: the
+// Space answers "does one more message fit?" for the SMTP stage: the
 // queue's own size cap and the free space of its filesystem (statfs,
 // re-read at most once a second). Refusing at MAIL with 452 4.3.1 keeps a
 // full disk from ever meeting a half-written queue record.
-type storage struct {
-	dir      string
-	q        *queue.Queue
+type Space struct {
+	q        *Queue
 	maxBytes int64
 	minFree  int64
 
@@ -27,7 +24,14 @@ type storage struct {
 	free int64
 }
 
-func (s *storage) check(size int64) error {
+// Space returns the fit check for a queue holding at most maxBytes and
+// keeping minFree bytes free on its filesystem (0: no such limit).
+func (q *Queue) Space(maxBytes, minFree int64) *Space {
+	return &Space{q: q, maxBytes: maxBytes, minFree: minFree}
+}
+
+// Check reports why a message of size bytes does not fit, or nil.
+func (s *Space) Check(size int64) error {
 	if s.maxBytes > 0 {
 		if used := s.q.Bytes(); used+size > s.maxBytes {
 			return fmt.Errorf("queue holds %d bytes, cap %d", used, s.maxBytes)
@@ -42,14 +46,14 @@ func (s *storage) check(size int64) error {
 	return nil
 }
 
-func (s *storage) freeBytes() (int64, error) {
+func (s *Space) freeBytes() (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if time.Since(s.at) < time.Second {
 		return s.free, nil
 	}
 	var st unix.Statfs_t
-	if err := unix.Statfs(s.dir, &st); err != nil {
+	if err := unix.Statfs(s.q.dir, &st); err != nil {
 		return 0, err
 	}
 	s.free = int64(st.Bavail) * int64(st.Bsize)
@@ -57,16 +61,17 @@ func (s *storage) freeBytes() (int64, error) {
 	return s.free, nil
 }
 
-// expireHeld deletes held mail older than the retention, at start and then
-// every ten minutes, logging how many went.
-func expireHeld(ctx context.Context, q *queue.Queue, retention time.Duration, record func(n int), log *slog.Logger) {
+// ExpireHeld deletes held mail older than retention, at once and then
+// every ten minutes until ctx ends, logging how many went and telling
+// record (the evidence journal). A retention of 0 keeps held mail.
+func (q *Queue) ExpireHeld(ctx context.Context, retention time.Duration, record func(n int), log *slog.Logger) {
 	if retention <= 0 {
 		return
 	}
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
-		n, err := q.Delete(queue.Filter{State: queue.StateHeld, OlderThan: retention})
+		n, err := q.Delete(Filter{State: StateHeld, OlderThan: retention})
 		switch {
 		case err != nil:
 			log.Error("held mail expiry", "err", err.Error())
