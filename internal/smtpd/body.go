@@ -8,8 +8,12 @@ import (
 // errBodyBudget: the server-wide budget for message bytes in memory is used up.
 var errBodyBudget = errors.New("in-flight message budget exhausted")
 
-// bodyChunk is the unit in which a message without a SIZE hint is read.
-const bodyChunk = 64 << 10
+// A message without a SIZE hint is read in chunks of firstChunk, growing
+// to bodyChunk.
+const (
+	firstChunk = 8 << 10
+	bodyChunk  = 64 << 10
+)
 
 // budget is one session's share of the server-wide in-flight byte budget
 // (Config.MaxInflightBytes). Every buffer a message occupies while it is
@@ -80,10 +84,13 @@ func (b *budget) readChunks(r io.Reader, first []byte) ([]byte, error) {
 		chunks = append(chunks, first)
 	}
 	for {
-		if !b.take(bodyChunk) {
+		// Small messages (most mail) take a small first chunk; chunks grow
+		// with the message up to bodyChunk.
+		size := int64(min(max(total, firstChunk), bodyChunk))
+		if !b.take(size) {
 			return nil, errBodyBudget
 		}
-		c := make([]byte, bodyChunk)
+		c := make([]byte, size)
 		n, err := io.ReadFull(r, c)
 		chunks = append(chunks, c[:n])
 		total += int64(n)
