@@ -710,18 +710,25 @@ func (q *Queue) appendPiecesLocked(recs [][][]byte) ([]loc, uint64, error) {
 		}
 		locs[i] = loc{seg: q.head, off: chunkOff + int64(len(chunk))}
 		stampRecord(r[0], locs[i].off) // the header checksum covers where it lands
-		if len(r) > 1 || (len(chunk) == 0 && (i == len(recs)-1 || sizes[i] >= writeChunk)) {
+		if sizes[i] >= writeChunk || (len(chunk) == 0 && i == len(recs)-1 && len(r) == 1) {
+			// Large records go out from their own buffers (a big message
+			// is never copied for the log); small ones are batched.
 			if err := flush(); err != nil {
 				return nil, 0, err
 			}
 			for _, p := range r {
+				if len(p) == 0 {
+					continue
+				}
 				if err := write(p); err != nil {
 					return nil, 0, err
 				}
 			}
 			continue
 		}
-		chunk = append(chunk, r[0]...)
+		for _, p := range r {
+			chunk = append(chunk, p...)
+		}
 		if len(chunk) >= writeChunk {
 			if err := flush(); err != nil {
 				return nil, 0, err
