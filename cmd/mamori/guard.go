@@ -90,6 +90,11 @@ func (e *env) cmdGuard(args []string) error {
 		for _, s := range snap.Suspended {
 			fmt.Fprintf(e.stdout, "  user=%s rule=%s since=%s\n", esc(s.User), esc(s.Rule), s.Since.Format(time.RFC3339))
 		}
+		fmt.Fprintf(e.stdout, "throttled accounts: %d\n", len(snap.Throttled))
+		for _, th := range snap.Throttled {
+			fmt.Fprintf(e.stdout, "  user=%s failures=%d since=%s until=%s\n", esc(th.User), th.Failures,
+				th.Since.Format(time.RFC3339), th.Until.Format(time.RFC3339))
+		}
 		fmt.Fprintf(e.stdout, "bans: %d\n", len(snap.Bans))
 		for _, b := range snap.Bans {
 			fmt.Fprintf(e.stdout, "  %s rule=%s expires=%s strikes=%d\n", esc(b.CIDR), esc(b.Rule), b.Expires.Format(time.RFC3339), b.Strikes)

@@ -32,6 +32,7 @@ func fakeServer(t *testing.T) string {
 			Isolated:  []guard.Isolation{{IP: "192.0.2.1", Sender: evil + "@x.test", User: evil, Rule: "rate " + evil, Counts: map[string]int{evil: 3}, Since: time.Now()}},
 			Suspended: []guard.Suspension{{User: evil, Rule: evil, Since: time.Now()}},
 			Bans:      []guard.Ban{{CIDR: "192.0.2.0/24", Rule: evil, Expires: time.Now().Add(time.Hour)}},
+			Throttled: []guard.Throttle{{User: evil + "@x.test", Since: time.Now(), Until: time.Now().Add(time.Hour), Failures: 11}},
 		})
 	})
 	mux.HandleFunc("/api/v1/queue", func(w http.ResponseWriter, r *http.Request) {

@@ -262,6 +262,7 @@ stale_days = {{.D.Guard.StaleDays}}
 action = "{{.D.Content.Action}}"             # blocked attachments (exe, scr, js, … also inside zips): reject or hold
 # block_extensions = ["xlsm"]
 # allow_extensions = ["iso"]
+# uninspectable = "accept"   # encrypted/7z/rar/unreadable archives; default: like action
 # clamd = "unix:/run/clamav/clamd.ctl"   # ClamAV daemon (INSTREAM); empty: no virus scan
 clamd_fail = "{{.D.Content.ClamdFail}}"         # clamd unreachable: "closed" answers 451, "open" accepts unscanned
 virus_action = "{{.D.Content.VirusAction}}"
