@@ -257,20 +257,8 @@ func (e *env) cmdDomain(args []string) error {
 	if err != nil {
 		return err
 	}
-	switch sub {
-	case "add", "del":
-		if err := onlyFlags(fs, []string{"config"}); err != nil {
-			return &exitError{2, err}
-		}
-	case "list":
-		if err := onlyFlags(fs, []string{"config", "json"}); err != nil {
-			return &exitError{2, err}
-		}
-		if err := noArgs("domain list", pos); err != nil {
-			return err
-		}
-	default:
-		return &exitError{2, fmt.Errorf("domain: unknown subcommand %q", sub)}
+	if err := checkAddDelList("domain", sub, fs, pos); err != nil {
+		return err
 	}
 	return withManager(*cfgPath, func(m admin.Manager) error {
 		switch sub {
@@ -319,20 +307,8 @@ func (e *env) cmdAlias(args []string) error {
 	if err != nil {
 		return err
 	}
-	switch sub {
-	case "add", "del":
-		if err := onlyFlags(fs, []string{"config"}); err != nil {
-			return &exitError{2, err}
-		}
-	case "list":
-		if err := onlyFlags(fs, []string{"config", "json"}); err != nil {
-			return &exitError{2, err}
-		}
-		if err := noArgs("alias list", pos); err != nil {
-			return err
-		}
-	default:
-		return &exitError{2, fmt.Errorf("alias: unknown subcommand %q", sub)}
+	if err := checkAddDelList("alias", sub, fs, pos); err != nil {
+		return err
 	}
 	return withManager(*cfgPath, func(m admin.Manager) error {
 		switch sub {
@@ -386,4 +362,26 @@ func printJSON(w io.Writer, v any) error {
 	}
 	_, err := w.Write(termsafe.JSON(b.Bytes()))
 	return err
+}
+
+// checkAddDelList checks the flags and arguments of an add/del/list
+// command (domain, alias): add and del take only --config, list also
+// --json and no arguments.
+func checkAddDelList(cmd, sub string, fs *flag.FlagSet, pos []string) error {
+	switch sub {
+	case "add", "del":
+		if err := onlyFlags(fs, []string{"config"}); err != nil {
+			return &exitError{2, err}
+		}
+	case "list":
+		if err := onlyFlags(fs, []string{"config", "json"}); err != nil {
+			return &exitError{2, err}
+		}
+		if err := noArgs(cmd+" list", pos); err != nil {
+			return err
+		}
+	default:
+		return &exitError{2, fmt.Errorf("%s: unknown subcommand %q", cmd, sub)}
+	}
+	return nil
 }

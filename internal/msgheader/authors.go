@@ -123,7 +123,7 @@ func (h *Header) Authors() (Authors, error) {
 	for _, addr := range list {
 		m := mailbox(addr)
 		if m.Domain == "" {
-			return a, authorErr(NoDomain, "From address <%s> has no domain", sanitize(addr))
+			return a, authorErr(NoDomain, "From address <%s> has no domain", Printable(addr))
 		}
 		a.From = append(a.From, m)
 	}
@@ -138,7 +138,7 @@ func (h *Header) Authors() (Authors, error) {
 		}
 		m := mailbox(sl[0])
 		if m.Domain == "" {
-			return a, authorErr(MalformedSender, "Sender address <%s> has no domain", sanitize(sl[0]))
+			return a, authorErr(MalformedSender, "Sender address <%s> has no domain", Printable(sl[0]))
 		}
 		a.Sender = &m
 	}
@@ -205,16 +205,17 @@ func addrByte(c byte, local bool) bool {
 	return c == '[' || c == ']' || c == ':'
 }
 
-// sanitize keeps reply text printable and short.
-func sanitize(s string) string {
+// Printable keeps header text quoted in an SMTP reply or a log line on
+// one printable line of at most 256 bytes: controls become '?'.
+func Printable(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return '?'
 		}
 		return r
 	}, s)
-	if len(s) > 200 {
-		s = s[:200]
+	if len(s) > 256 {
+		s = s[:256]
 	}
 	return s
 }

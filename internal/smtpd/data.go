@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"syscall"
 	"time"
 
@@ -220,22 +219,8 @@ func (s *session) checkAuthors(a msgheader.Authors) *smtp.SMTPError {
 		pa, err := policy.ParseAddress(m.Address)
 		if err != nil || !s.srv.dir.Owns(s.user, pa.String()) {
 			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
-				Message: fmt.Sprintf("Header address <%s> not owned by user %s", printable(m.Address), s.user)}
+				Message: fmt.Sprintf("Header address <%s> not owned by user %s", msgheader.Printable(m.Address), s.user)}
 		}
 	}
 	return nil
-}
-
-// printable keeps client-supplied text in a reply on one printable line.
-func printable(v string) string {
-	v = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, v)
-	if len(v) > 256 {
-		v = v[:256]
-	}
-	return v
 }
