@@ -88,12 +88,16 @@ func TestSpoofingClasses(t *testing.T) {
 		{"no From", "", "", "To: bob@ours.test\n", "ERR 550 5.6.0"},
 		{"two Sender", "", "", "From: x@evil.test\nSender: x@evil.test\nSender: y@evil.test\n", "ERR 550 5.6.0"},
 		{"own domain from outside", "", "", "From: ceo@ours.test\n", "ERR 550 5.7.1"},
-		{"own domain mixed case from outside", "", "", "From: CEO@Ours.Test.\n", "ERR 550 5.7.1"},
+		{"own domain mixed case from outside", "", "", "From: CEO@Ours.Test\n", "ERR 550 5.7.1"},
+		{"own domain behind CFWS", "", "", "From: \"x@evil.test\" <ceo @ ours.test>\n", "ERR 550 5.7.1"},
+		{"own domain behind a comment", "", "", "From: Boss <ceo@(x@evil.test)ours.test>\n", "ERR 550 5.7.1"},
 		{"own domain as second author", "", "", "From: x@evil.test, ceo@ours.test\nSender: x@evil.test\n", "ERR 550 5.7.1"},
 		{"user own From", "auth", "alice@ours.test", "From: alice@ours.test\n", "OK"},
 		{"user foreign second From", "auth", "alice@ours.test", "From: alice@ours.test, bob@ours.test\nSender: alice@ours.test\n", "ERR 553 5.7.1"},
 		{"user foreign Sender", "auth", "alice@ours.test", "From: alice@ours.test\nSender: bob@ours.test\n", "ERR 553 5.7.1"},
 		{"user duplicate From", "auth", "alice@ours.test", "From: alice@ours.test\nFrom: alice@ours.test\n", "ERR 550 5.6.0"},
+		{"user foreign From behind CFWS", "auth", "alice@ours.test", "From: \"alice@ours.test\" <bob @ ours.test>\n", "ERR 553 5.7.1"},
+		{"user bare CR hides a second From", "auth", "alice@ours.test", "Subject: hi\rFrom: bob@ours.test\r\r\nFrom: alice@ours.test\n", "ERR 55"},
 		{"user empty From", "auth", "alice@ours.test", "From:\n", "ERR 550 5.6.0"},
 	}
 	for _, tt := range tests {

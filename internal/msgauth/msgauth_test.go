@@ -544,3 +544,26 @@ func TestFold(t *testing.T) {
 		}
 	}
 }
+
+func TestDKIMSignedBy(t *testing.T) {
+	r := Results{DKIM: []DKIMResult{
+		{Domain: "news.ours.test", Result: ResultPass},
+		{Domain: "slow.test", Result: ResultTempError},
+		{Domain: "Ours.Test.", Result: ResultFail},
+	}}
+	for _, tc := range []struct {
+		domain     string
+		pass, temp bool
+	}{
+		{"ours.test", false, false},      // a subdomain's pass does not vouch for the parent
+		{"news.ours.test", true, false},  // exact
+		{"NEWS.ours.test.", true, false}, // canonical forms compare equal
+		{"slow.test", false, true},       // DNS trouble: try again later
+		{"other.test", false, false},
+	} {
+		pass, temp := r.DKIMSignedBy(tc.domain)
+		if pass != tc.pass || temp != tc.temp {
+			t.Errorf("%s: pass %v temp %v, want %v %v", tc.domain, pass, temp, tc.pass, tc.temp)
+		}
+	}
+}

@@ -116,16 +116,25 @@ func (r Results) DKIMPass() bool {
 	return false
 }
 
-// DKIMAligned reports whether a DKIM signature that verified was made by
-// domain or, relaxed (RFC 7489 section 3.1.1), by a domain of the same
-// organisational domain.
-func (r Results) DKIMAligned(domain string) bool {
+// DKIMSignedBy reports whether a signature made by exactly domain (d=
+// equal to it, no relaxed alignment: a subdomain's signer is someone
+// else) verified; if not, temp says a signature of that domain could not
+// be verified for a temporary reason (DNS), so the verdict may change on
+// a retry.
+func (r Results) DKIMSignedBy(domain string) (pass, temp bool) {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	for _, d := range r.DKIM {
-		if d.Result == ResultPass && aligned(d.Domain, domain, dmarc.AlignmentRelaxed) {
-			return true
+		if strings.ToLower(strings.TrimSuffix(d.Domain, ".")) != domain {
+			continue
+		}
+		switch d.Result {
+		case ResultPass:
+			return true, false
+		case ResultTempError:
+			temp = true
 		}
 	}
-	return false
+	return false, temp
 }
 
 // Envelope is the SMTP side of a message: who connected and MAIL FROM.

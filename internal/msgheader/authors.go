@@ -6,7 +6,6 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mamori-mail/mamori/internal/policy"
 )
@@ -21,10 +20,6 @@ type Mailbox struct {
 type Authors struct {
 	From   []Mailbox // every mailbox of the From field (RFC 5322 §3.6.2)
 	Sender *Mailbox  // the Sender field, if present
-	// Lenient is set when the From field did not parse as an address
-	// list and its domains were collected by scanning for '@': every
-	// domain a reader might display is then checked.
-	Lenient bool
 }
 
 // Domains returns the distinct author domains (From only, as DMARC's
@@ -111,11 +106,9 @@ func (h *Header) Authors() (Authors, error) {
 	}
 	list, err := parseList(from)
 	if err != nil {
-		a.Lenient = true
-		list = scanAddresses(from)
-		if len(list) == 0 {
-			return a, authorErr(MalformedFrom, "From header has no readable address")
-		}
+		// Never guess: a reader that parses more of RFC 5322 than we do
+		// would show an author we did not check.
+		return a, authorErr(MalformedFrom, "From header does not parse as an address list (RFC 5322 section 3.4)")
 	}
 	if len(list) == 0 {
 		return a, authorErr(EmptyFrom, "From header names no mailbox")
@@ -150,7 +143,7 @@ func (h *Header) Authors() (Authors, error) {
 
 func parseList(v string) ([]string, error) {
 	p := mail.AddressParser{WordDecoder: wordDecoder}
-	l, err := p.ParseList(v)
+	l, err := p.ParseList(stripCFWS(v))
 	if err != nil {
 		return nil, err
 	}
@@ -169,40 +162,107 @@ func mailbox(addr string) Mailbox {
 	return m
 }
 
-// scanAddresses finds every local@domain token in a field that does not
-// parse, so that a malformed From still has all its possible author
-// domains checked rather than none.
-func scanAddresses(v string) []string {
-	var out []string
+// stripCFWS removes what RFC 5322 allows around the tokens of an address
+// and net/mail does not take: comments (section 3.2.2, nested, with
+// quoted-pairs) anywhere outside quoted strings and domain literals, and
+// folding white space next to "@", "." and the angle brackets (obsolete
+// syntax, section 4.4), so that `ceo @ ours.test` and
+// `ceo@(x@evil.test)ours.test` are read as the ceo@ours.test a mail
+// reader shows. Quoted strings and domain literals are kept as they are.
+func stripCFWS(v string) string {
+	var b strings.Builder
+	b.Grow(len(v))
+	inQuote, inLiteral := false, false
 	for i := 0; i < len(v); i++ {
-		if v[i] != '@' {
+		c := v[i]
+		switch {
+		case inQuote:
+			b.WriteByte(c)
+			if c == '\\' && i+1 < len(v) {
+				i++
+				b.WriteByte(v[i])
+			} else if c == '"' {
+				inQuote = false
+			}
+			continue
+		case inLiteral:
+			b.WriteByte(c)
+			if c == ']' {
+				inLiteral = false
+			}
+			continue
+		case c == '"':
+			inQuote = true
+		case c == '[':
+			inLiteral = true
+		case c == '(':
+			depth := 0
+			for ; i < len(v); i++ {
+				switch v[i] {
+				case '\\':
+					i++
+				case '(':
+					depth++
+				case ')':
+					depth--
+				}
+				if depth == 0 {
+					break
+				}
+			}
+			c = ' '
+		}
+		b.WriteByte(c)
+	}
+	out := b.String()
+	// White space next to "@", "." and the angle brackets goes.
+	var o strings.Builder
+	o.Grow(len(out))
+	inQuote, inLiteral = false, false
+	for i := 0; i < len(out); i++ {
+		c := out[i]
+		if !inQuote && !inLiteral && (c == ' ' || c == '\t') {
+			j := i
+			for j < len(out) && (out[j] == ' ' || out[j] == '\t') {
+				j++
+			}
+			prev := byte(0)
+			if s := o.String(); len(s) > 0 {
+				prev = s[len(s)-1]
+			}
+			var next byte
+			if j < len(out) {
+				next = out[j]
+			}
+			if strings.IndexByte("@.<", prev) >= 0 && prev != 0 || strings.IndexByte("@.>", next) >= 0 && next != 0 {
+				i = j - 1
+				continue
+			}
+			o.WriteByte(' ')
+			i = j - 1
 			continue
 		}
-		s := i
-		for s > 0 && addrByte(v[s-1], true) {
-			s--
+		switch {
+		case inQuote:
+			if c == '\\' && i+1 < len(out) {
+				o.WriteByte(c)
+				i++
+				c = out[i]
+			} else if c == '"' {
+				inQuote = false
+			}
+		case inLiteral:
+			if c == ']' {
+				inLiteral = false
+			}
+		case c == '"':
+			inQuote = true
+		case c == '[':
+			inLiteral = true
 		}
-		e := i + 1
-		for e < len(v) && addrByte(v[e], false) {
-			e++
-		}
-		if e > i+1 {
-			out = append(out, v[s:i]+"@"+strings.TrimRight(v[i+1:e], "."))
-		}
+		o.WriteByte(c)
 	}
-	return out
-}
-
-func addrByte(c byte, local bool) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		return true
-	case c >= utf8.RuneSelf:
-		return true
-	case local:
-		return strings.IndexByte("!#$%&'*+/=?^`{|}~", c) >= 0
-	}
-	return c == '[' || c == ']' || c == ':'
+	return strings.TrimSpace(o.String())
 }
 
 // Printable keeps header text quoted in an SMTP reply or a log line on

@@ -92,7 +92,8 @@ func TestAuthorsAmbiguity(t *testing.T) {
 		problem Problem
 		domains []string
 	}{
-		{"plain", "From: A <a@Bank.Test.>\n", 0, []string{"bank.test"}},
+		{"plain", "From: A <a@Bank.Test>\n", 0, []string{"bank.test"}},
+		{"trailing dot is not RFC 5322", "From: A <a@bank.test.>\n", MalformedFrom, nil},
 		{"obsolete colon form", "From : a@bank.test\n", 0, []string{"bank.test"}},
 		{"lower-case name", "from: a@bank.test\n", 0, []string{"bank.test"}},
 		{"no From", "Subject: x\n", NoFrom, nil},
@@ -107,9 +108,18 @@ func TestAuthorsAmbiguity(t *testing.T) {
 		{"two Sender", "From: a@x.test\nSender: a@x.test\nSender: b@y.test\n", MultipleSender, nil},
 		{"Sender list", "From: a@x.test\nSender: a@x.test, b@y.test\n", MalformedSender, nil},
 		{"no domain", "From: root\n", MalformedFrom, nil},
-		{"malformed with two addresses", "From: a@evil.test <b@bank.test>\n", MissingSender, nil},
-		{"malformed but one address", "From: John Smith, Jr. <j@Bank.test>\n", 0, []string{"bank.test"}},
-		{"malformed keeps every domain", "From: a@evil.test <b@bank.test>\nSender: s@evil.test\n", 0, []string{"evil.test", "bank.test"}},
+		// Anything that does not parse is refused, never guessed at.
+		{"malformed with two addresses", "From: a@evil.test <b@bank.test>\n", MalformedFrom, nil},
+		{"malformed comma in name", "From: John Smith, Jr. <j@Bank.test>\n", MalformedFrom, nil},
+		// RFC 5322 CFWS around the tokens: read as a mail reader reads it.
+		{"space around at", "From: \"x@evil.test\" <ceo @ ours.test>\n", 0, []string{"ours.test"}},
+		{"comment inside domain", "From: Boss <ceo@(x@evil.test)ours.test>\n", 0, []string{"ours.test"}},
+		{"nested comment", "From: ceo@((a)b)ours.test (note)\n", 0, []string{"ours.test"}},
+		{"space in angle brackets", "From: Boss < ceo@ours.test >\n", 0, []string{"ours.test"}},
+		{"obsolete dotted domain", "From: ceo@ours . test\n", 0, []string{"ours.test"}},
+		{"quoted local part keeps its at", "From: \"a@b\"@ours.test\n", 0, []string{"ours.test"}},
+		{"comment with at in display", "From: (ceo@bank.test) x@evil.test\n", 0, []string{"evil.test"}},
+		{"quoted paren", "From: \"a (b\" <x@evil.test>\n", 0, []string{"evil.test"}},
 		{"unknown charset display name", "From: =?x-weird?q?Bob?= <b@bank.test>\n", 0, []string{"bank.test"}},
 	}
 	for _, tt := range tests {

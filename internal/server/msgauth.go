@@ -48,8 +48,13 @@ func inboundVerifier(c *config.Config, res *resolver.Resolver, log *slog.Logger)
 			v.Reject, v.Reason = true, failing+" publishes p=reject and this message fails DMARC"
 		}
 		for _, d := range req.Local {
-			if !r.DKIMAligned(d) {
+			// Strict: only a signature by the domain itself (our key, or one
+			// we gave a mailing service) vouches for it, not one of a
+			// subdomain someone else may control.
+			pass, temp := r.DKIMSignedBy(d)
+			if !pass {
 				v.Unsigned = append(v.Unsigned, d)
+				v.UnsignedTemp = v.UnsignedTemp || temp
 				v.Fail = true
 			}
 		}

@@ -22,7 +22,22 @@ const (
 // copies, not only the first.
 type budget struct {
 	srv      *Server
+	limit    int64 // this session's ceiling on the shared counter
 	reserved int64
+}
+
+// outsiderShare is the part of the in-flight budget that unauthenticated
+// clients from outside may fill together; the rest stays for the trusted
+// LAN and authenticated users, whom a flood on port 25 must not stop.
+const outsiderShare = 3 // quarters
+
+// newBudget returns the budget of a session of the given class.
+func (s *Server) newBudget(outsider bool) *budget {
+	limit := s.cfg.MaxInflightBytes
+	if outsider {
+		limit = limit / 4 * outsiderShare
+	}
+	return &budget{srv: s, limit: limit}
 }
 
 // take reserves n bytes, or reports that the budget is exhausted.
@@ -30,7 +45,7 @@ func (b *budget) take(n int64) bool {
 	if n <= 0 {
 		return true
 	}
-	if b.srv.bodyBytes.Add(n) > b.srv.cfg.MaxInflightBytes {
+	if b.srv.bodyBytes.Add(n) > b.limit {
 		b.srv.bodyBytes.Add(-n)
 		return false
 	}
@@ -52,28 +67,12 @@ func (b *budget) release() {
 	b.reserved = 0
 }
 
-// readBody reads a message into one buffer. With a right SIZE hint the
-// buffer is allocated once. Otherwise the message is read in chunks and
-// joined at the end: both are reserved while the join copies, then the
-// chunks are given back, so the reservation is the live bytes.
-func (b *budget) readBody(r io.Reader, hint int64) ([]byte, error) {
-	limit := b.srv.cfg.MaxMessageBytes
-	if hint > 0 && (limit <= 0 || hint <= limit) {
-		// +1: EOF is seen without a second buffer.
-		if !b.take(hint + 1) {
-			return nil, errBodyBudget
-		}
-		buf := make([]byte, hint+1)
-		n, err := io.ReadFull(r, buf)
-		switch {
-		case err == io.ErrUnexpectedEOF || err == io.EOF:
-			return buf[:n], nil
-		case err != nil:
-			return nil, err
-		}
-		// The hint was too small: go on in chunks.
-		return b.readChunks(r, buf)
-	}
+// readBody reads a message into one buffer: in chunks, reserved as bytes
+// actually arrive (a SIZE= announcement reserves nothing: a client could
+// otherwise hold the budget without sending), joined at the end. Both are
+// reserved while the join copies, then the chunks are given back, so the
+// reservation is the live bytes.
+func (b *budget) readBody(r io.Reader) ([]byte, error) {
 	return b.readChunks(r, nil)
 }
 

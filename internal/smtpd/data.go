@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/mimeconv"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/policy"
 	"github.com/mamori-mail/mamori/internal/queue"
@@ -28,11 +30,24 @@ func (s *session) Data(r io.Reader) error {
 	// One budget for the whole DATA phase, so a client cannot trickle a
 	// message forever one byte per command timeout.
 	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
-	mem := &budget{srv: s.srv}
+	mem := s.srv.newBudget(s.outsider())
 	defer mem.release()
-	body, err := mem.readBody(r, s.size)
+	// go-smtp renews the read deadline for every BDAT command, so the
+	// whole-phase limit is also checked on every read.
+	body, err := mem.readBody(&deadlineReader{r: r, deadline: time.Now().Add(s.srv.cfg.DataTimeout)})
 	if err != nil {
 		return s.dataReadError(err)
+	}
+	// Bare CR and bare LF become CRLF now, before any check: what is
+	// checked, signed, stored and sent are the same lines. (A bare CR in a
+	// header would otherwise be one line to our parser and two to the next
+	// hop, after relaying normalises it.)
+	if norm := mimeconv.NormalizeCRLF(body); len(norm) != len(body) {
+		if !mem.take(int64(len(norm))) {
+			return s.dataReadError(errBodyBudget)
+		}
+		mem.give(int64(len(body)))
+		body = norm
 	}
 	hdr, err := msgheader.Parse(body, msgheader.Limits{})
 	if err != nil {
@@ -114,6 +129,10 @@ func (s *session) Data(r io.Reader) error {
 	default:
 		return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Message refused: " + cv.Reason})
+	}
+	if len(av.Unsigned) > 0 && av.UnsignedTemp {
+		return s.reject("data", "own-domain", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+			Message: "Could not verify the DKIM signature of " + av.Unsigned[0] + " now, try again later"})
 	}
 	if len(av.Unsigned) > 0 {
 		return s.reject("data", "own-domain", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
@@ -223,4 +242,18 @@ func (s *session) checkAuthors(a msgheader.Authors) *smtp.SMTPError {
 		}
 	}
 	return nil
+}
+
+// deadlineReader fails once its deadline has passed, whatever the
+// connection's own read deadline says.
+type deadlineReader struct {
+	r        io.Reader
+	deadline time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return d.r.Read(p)
 }

@@ -1,9 +1,11 @@
 package smtpd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -166,6 +168,9 @@ func checkQueued(t testing.TB, msgs []queuedMsg) {
 		if _, err := h.Authors(); err != nil {
 			t.Fatalf("queued a message with ambiguous authors: %v", err)
 		}
+		if bytes.Contains(bytes.ReplaceAll(m.body, []byte("\r\n"), nil), []byte("\r")) || bytes.Contains(bytes.ReplaceAll(m.body, []byte("\r\n"), nil), []byte("\n")) {
+			t.Fatalf("queued a message with a bare CR or LF")
+		}
 		if h.Count("Received") == 0 {
 			t.Fatalf("queued without our Received header")
 		}
@@ -208,4 +213,61 @@ func FuzzSession(f *testing.F) {
 		msgs, _ := runSession(t, input)
 		checkQueued(t, msgs)
 	})
+}
+
+// TestBDATTrickleHitsDataTimeout: go-smtp renews the read deadline for
+// every BDAT command; a client sending one byte per chunk, each well
+// within the command timeout, still meets the whole-phase DATA limit and
+// gets 421 4.4.2, and its budget goes back.
+func TestBDATTrickleHitsDataTimeout(t *testing.T) {
+	srv := New(Config{
+		Hostname: "mx.ours.test", Domain: "ours.test", MaxMessageBytes: 64 << 10, MaxLineLength: 1000,
+		CommandTimeout: 5 * time.Second, DataTimeout: 300 * time.Millisecond, MaxInflightBytes: 1 << 20,
+	}, fuzzDir{}, &fuzzSpool{}, nil)
+	client, server := net.Pipe()
+	l := &oneConnListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
+	l.c <- pipeConn{server}
+	served := make(chan struct{})
+	go func() { srv.Serve(KindMX, l); close(served) }()
+	defer func() {
+		client.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+		l.Close()
+		<-served
+	}()
+	r := bufio.NewReader(client)
+	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || len(line) < 4 || line[3] != '-' {
+				return strings.TrimSpace(line)
+			}
+		}
+	}
+	reply()
+	for _, c := range []string{"EHLO c.test", "MAIL FROM:<x@out.test>", "RCPT TO:<bob@ours.test>"} {
+		fmt.Fprintf(client, "%s\r\n", c)
+		if got := reply(); !strings.HasPrefix(got, "250") {
+			t.Fatalf("%s: %s", c, got)
+		}
+	}
+	var last string
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(client, "BDAT 1\r\nx")
+		last = reply()
+		if !strings.HasPrefix(last, "250") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.HasPrefix(last, "421 4.4.2") {
+		t.Errorf("trickled BDAT: last reply %q, want 421 4.4.2", last)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := srv.bodyBytes.Load(); n != 0 {
+		t.Errorf("budget held after the session's DATA ended: %d", n)
+	}
 }

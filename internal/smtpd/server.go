@@ -142,8 +142,10 @@ type AuthVerdict struct {
 	Reject bool   // DMARC policy says reject (and the config honours it)
 	Reason string
 	// Unsigned lists the local author domains (of VerifyRequest.Local)
-	// without a valid DKIM signature aligned with them.
-	Unsigned []string
+	// without a valid DKIM signature of exactly that domain; UnsignedTemp
+	// says one of their signatures failed for a temporary reason (DNS).
+	Unsigned     []string
+	UnsignedTemp bool
 }
 
 // Guard is the abuse-defence engine as the SMTP stage sees it.

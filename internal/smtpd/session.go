@@ -66,13 +66,12 @@ type session struct {
 	rcpts   []string // final recipients after alias expansion
 	seen    map[string]bool
 	smtputf bool
-	size    int64 // SIZE= of MAIL FROM, a hint for the body buffer
 
 	sum SessionSummary
 }
 
 func (s *session) Reset() {
-	s.hasFrom, s.from, s.rcpts, s.seen, s.smtputf, s.size = false, "", nil, nil, false, 0
+	s.hasFrom, s.from, s.rcpts, s.seen, s.smtputf = false, "", nil, nil, false
 }
 
 func (s *session) Logout() error {
@@ -104,7 +103,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.reject("mail", from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
 	}
-	if opts != nil && opts.Size > 0 && s.srv.bodyBytes.Load()+opts.Size > s.srv.cfg.MaxInflightBytes {
+	if opts != nil && opts.Size > 0 && s.srv.bodyBytes.Load()+opts.Size > s.srv.newBudget(s.outsider()).limit {
 		// Cheaper for both sides than refusing after the whole message
 		// has been sent.
 		s.log.Warn("mail refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes, "size", opts.Size)
@@ -137,9 +136,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.hasFrom = true
 	s.from = addr.String()
 	s.smtputf = opts != nil && opts.UTF8
-	if opts != nil {
-		s.size = opts.Size
-	}
 	s.log.Debug("mail", "from", s.from, "user", s.user)
 	return nil
 }
@@ -244,6 +240,9 @@ func decodeSubject(s string) string {
 	}
 	return s
 }
+
+// outsider reports an unauthenticated client from outside on port 25.
+func (s *session) outsider() bool { return s.kind == KindMX && s.user == "" && !s.trusted }
 
 func (s *session) sender() guard.Sender {
 	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted}
