@@ -42,7 +42,7 @@ func TestInflightMemoryBound(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 750 MB")
 	}
-	const bound = 128 << 20
+	const bound = 192 << 20
 	const clients = 30
 	const size = 25_000_000
 	in := newInstance(t, "ours.test", func(cfg string) string {

@@ -176,24 +176,44 @@ func (w *walker) inspectFile(f file, here []string, depth int) bool {
 		return w.inspectStream(kind, src, f.names, here, depth+1)
 	}
 	// Zip (its directory is at the end) and SVG need the whole content.
-	whole := f.data
-	if f.r != nil {
-		rest, err := io.ReadAll(io.LimitReader(f.r, w.p.MaxExpanded+1))
-		if err != nil {
-			return w.readFail(err, here)
+	// A MIME part is in memory already; what comes out of a decompressor
+	// is held only up to Policy.MaxHeld (see the package doc).
+	if f.r == nil {
+		if svg {
+			return w.inspectSVG(bytes.NewReader(f.data), int64(len(f.data)), here)
 		}
-		if int64(len(rest)) > w.p.MaxExpanded {
-			return w.hit(RuleArchiveBomb, here, "archive expands beyond the inspection limit")
-		}
-		whole = append(head, rest...)
+		return w.inspectZip(f.data, here, depth+1)
 	}
+	// An SVG check holds two more copies of it (activeSVGFrom).
+	limit := w.p.MaxHeld - w.held
 	if svg {
-		if what := activeSVG(whole); what != "" {
-			return w.hit(RuleActiveContent, here, "SVG image carries "+what)
-		}
-		return false
+		limit /= 3
 	}
-	return w.inspectZip(whole, here, depth+1)
+	h, err := w.readHeld(io.MultiReader(bytes.NewReader(head), f.r), limit)
+	if errors.Is(err, errTooBig) {
+		what := "archive"
+		if svg {
+			what = "SVG image"
+		}
+		return w.hit(RuleArchiveBomb, here, "nested "+what+" is larger than the in-memory inspection limit")
+	}
+	if err != nil {
+		return w.readFail(err, here)
+	}
+	defer w.release(h)
+	if svg {
+		w.held += 2 * h.n
+		defer func() { w.held -= 2 * h.n }()
+		return w.inspectSVG(io.NewSectionReader(h, 0, h.n), h.n, here)
+	}
+	return w.inspectZipAt(h, h.n, here, depth+1)
+}
+
+func (w *walker) inspectSVG(r io.Reader, size int64, here []string) bool {
+	if what := activeSVGFrom(r, size); what != "" {
+		return w.hit(RuleActiveContent, here, "SVG image carries "+what)
+	}
+	return false
 }
 
 // readFail turns an error while expanding an archive into a finding.
@@ -226,6 +246,10 @@ func (w *walker) inspectStream(kind containerKind, src io.Reader, names []string
 		inner = append(inner, strippedNames(names, "gz")...)
 		return w.inspectDecompressed(w.meter(zr, cr.count), inner, "gzip", here, depth)
 	case kindBzip2:
+		if !w.charge(bzip2Memory) {
+			return w.hit(RuleArchiveBomb, here, "nested bzip2 stream needs more memory than the inspection limit")
+		}
+		defer func() { w.held -= bzip2Memory }()
 		cr := &countingReader{r: src}
 		return w.inspectDecompressed(w.meter(bzip2.NewReader(cr), cr.count), strippedNames(names, "bz2"), "bzip2", here, depth)
 	case kindTar:

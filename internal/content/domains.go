@@ -97,3 +97,13 @@ func (d DomainPolicies) Check(rcpts []string, msg []byte) Verdict {
 	}
 	return best
 }
+
+// MemoryBound is the largest Policy.MemoryBound of d's policies: Check
+// judges the message under one policy at a time.
+func (d DomainPolicies) MemoryBound(msgLen int) int64 {
+	b := d.Default.MemoryBound(msgLen)
+	for _, p := range d.Domains {
+		b = max(b, p.MemoryBound(msgLen))
+	}
+	return b
+}

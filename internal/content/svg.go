@@ -1,11 +1,12 @@
 package content
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"regexp"
-	"strconv"
-	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // SVG images are a current phishing carrier: opened from a mail, an .svg
@@ -65,70 +66,106 @@ var svgEventHandler = regexp.MustCompile(`[\s"'/]on[a-z]+\s*=`)
 // Character references are decoded and white space removed first, as a
 // browser does inside a URL ("java&#x09;script:").
 func activeSVG(b []byte) string {
-	s := decodeCharRefs(strings.ToLower(string(b)))
-	compact := strings.Map(func(r rune) rune {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return -1
+	return activeSVGFrom(bytes.NewReader(b), int64(len(b)))
+}
+
+// activeSVGFrom is activeSVG for the size bytes of r. It holds two
+// copies at most: the lower-cased text with character references decoded,
+// and its compact form without white space and control characters.
+// ASCII lower-casing is enough: every pattern is ASCII, and browsers
+// match element, attribute and scheme names in ASCII.
+func activeSVGFrom(r io.Reader, size int64) string {
+	s := lowerDecode(bufio.NewReader(r), size)
+	compact := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		c, n := utf8.DecodeRune(s[i:])
+		if !unicode.IsSpace(c) && !unicode.IsControl(c) {
+			compact = append(compact, s[i:i+n]...)
 		}
-		return r
-	}, s)
+		i += n
+	}
 	for _, a := range svgActive {
-		if strings.Contains(compact, a.pat) {
+		if bytes.Contains(compact, []byte(a.pat)) {
 			return a.what
 		}
 	}
-	if svgEventHandler.MatchString(s) {
+	if svgEventHandler.Match(s) {
 		return "an event handler"
 	}
 	return ""
 }
 
-// decodeCharRefs decodes numeric character references (&#106; &#x6a;,
-// with or without the semicolon) and the five predefined XML entities.
-func decodeCharRefs(s string) string {
-	if !strings.Contains(s, "&") {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] != '&' {
-			b.WriteByte(s[i])
+// lowerDecode reads r, decodes numeric character references (&#106;
+// &#x6a;, with or without the semicolon) and the five predefined XML
+// entities, and lower-cases ASCII letters, in one pass. The result is
+// never longer than the input, so size (the input's length) is its
+// capacity, and nothing else is allocated per byte.
+func lowerDecode(r *bufio.Reader, size int64) []byte {
+	out := make([]byte, 0, size)
+	var ahead [12]byte
+	for {
+		c, err := r.ReadByte()
+		if err != nil {
+			return out
+		}
+		if c != '&' {
+			out = append(out, lower(c))
 			continue
 		}
-		rest := s[i+1:]
-		if strings.HasPrefix(rest, "#") {
-			j, base := 1, 10
-			if strings.HasPrefix(rest, "#x") {
-				j, base = 2, 16
-			}
-			k := j
-			for k < len(rest) && k < j+8 && strings.IndexByte("0123456789abcdef"[:base], rest[k]) >= 0 {
-				k++
-			}
-			if k > j {
-				if n, err := strconv.ParseUint(rest[j:k], base, 32); err == nil && n <= unicode.MaxRune {
-					b.WriteRune(rune(n))
-					if k < len(rest) && rest[k] == ';' {
-						k++
-					}
-					i += k
-					continue
-				}
-			}
+		p, _ := r.Peek(len(ahead))
+		rest := ahead[:copy(ahead[:], p)]
+		for i, b := range rest {
+			rest[i] = lower(b)
 		}
-		replaced := false
-		for name, r := range map[string]string{"lt;": "<", "gt;": ">", "amp;": "&", "quot;": `"`, "apos;": "'"} {
-			if strings.HasPrefix(rest, name) {
-				b.WriteString(r)
-				i += len(name)
-				replaced = true
+		var n int
+		out, n = appendCharRef(out, rest)
+		_, _ = r.Discard(n)
+	}
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// appendCharRef appends the decoding of the reference that rest (what
+// follows an '&', lower-cased) starts with, and reports how much of rest
+// it used; without a reference it appends "&" and uses nothing. A
+// decoded ASCII letter is lower-cased too ("&#x4A;avascript:").
+func appendCharRef(out, rest []byte) ([]byte, int) {
+	if len(rest) > 0 && rest[0] == '#' {
+		j, base := 1, uint64(10)
+		if len(rest) > 1 && rest[1] == 'x' {
+			j, base = 2, 16
+		}
+		k, n := j, uint64(0)
+		for ; k < len(rest) && k < j+8; k++ {
+			d := bytes.IndexByte([]byte("0123456789abcdef"[:base]), rest[k])
+			if d < 0 {
 				break
 			}
+			n = n*base + uint64(d)
 		}
-		if !replaced {
-			b.WriteByte('&')
+		if k > j && n <= unicode.MaxRune {
+			if k < len(rest) && rest[k] == ';' {
+				k++
+			}
+			if n < utf8.RuneSelf {
+				return append(out, lower(byte(n))), k
+			}
+			return utf8.AppendRune(out, rune(n)), k
 		}
 	}
-	return b.String()
+	for _, e := range xmlEntities {
+		if bytes.HasPrefix(rest, []byte(e.name)) {
+			return append(out, e.text...), len(e.name)
+		}
+	}
+	return append(out, '&'), 0
+}
+
+var xmlEntities = []struct{ name, text string }{
+	{"lt;", "<"}, {"gt;", ">"}, {"amp;", "&"}, {"quot;", `"`}, {"apos;", "'"},
 }

@@ -89,82 +89,127 @@ func uuBeginName(s []byte) (string, bool) {
 	return n, n != ""
 }
 
+// The block decoders run twice: once to measure the decoded size, then
+// into a slice of exactly that size, so a block costs its decoded size in
+// memory and no more (no growth by doubling, nothing per line).
+
 // uudecodeBlock decodes uuencoded lines until "end", an empty line or a
 // line that is not uuencoding, and returns the data and what follows.
 func uudecodeBlock(b []byte) (data, rest []byte) {
+	n, _ := uuWalk(b, nil)
+	data = make([]byte, 0, n)
+	_, rest = uuWalk(b, &data)
+	return data, rest
+}
+
+// uuWalk scans a uuencoded block, appending its decoding to *dst unless
+// dst is nil, and returns the decoded length and what follows the block.
+func uuWalk(b []byte, dst *[]byte) (int, []byte) {
+	total := 0
 	for len(b) > 0 {
 		line, next := nextLine(b)
 		if string(line) == "end" {
-			return data, next
+			return total, next
 		}
 		if len(line) == 0 {
-			return data, b
+			return total, b
 		}
-		dec, ok := uudecodeLine(line)
+		n, ok := uudecodeLine(line, dst)
 		if !ok {
-			return data, b
+			return total, b
 		}
-		data = append(data, dec...)
+		total += n
 		b = next
 	}
-	return data, b
+	return total, b
 }
 
 // uudecodeLine decodes one line: a length character, then groups of four
 // characters for three bytes each. Characters are ' '..'`' ('`' is zero);
-// trailing spaces that a mailer stripped are taken as zeros.
-func uudecodeLine(line []byte) ([]byte, bool) {
+// trailing spaces that a mailer stripped are taken as zeros. It appends
+// the decoded bytes to *dst unless dst is nil, and returns their count.
+func uudecodeLine(line []byte, dst *[]byte) (int, bool) {
 	for _, c := range line {
 		if c < ' ' || c > '`' {
-			return nil, false
+			return 0, false
 		}
 	}
 	n := int((line[0] - ' ') & 63)
 	if n == 0 {
-		return nil, true // the "`" line before "end"
+		return 0, true // the "`" line before "end"
 	}
 	enc := line[1:]
 	need := (n + 2) / 3 * 4
-	if len(enc) < need {
-		// Allow a mailer to have stripped trailing spaces (zeros), but not
-		// a line that is mostly missing.
-		if len(enc) < need-3 {
-			return nil, false
+	// Allow a mailer to have stripped trailing spaces (zeros), but not a
+	// line that is mostly missing.
+	if len(enc) < need-3 {
+		return 0, false
+	}
+	if dst == nil {
+		return n, true
+	}
+	at := func(i int) byte {
+		if i < len(enc) {
+			return (enc[i] - ' ') & 63
 		}
-		enc = append(enc[:len(enc):len(enc)], bytes.Repeat([]byte{' '}, need-len(enc))...)
+		return 0
 	}
-	out := make([]byte, 0, need/4*3)
-	for i := 0; i+4 <= need; i += 4 {
-		c0, c1, c2, c3 := (enc[i]-' ')&63, (enc[i+1]-' ')&63, (enc[i+2]-' ')&63, (enc[i+3]-' ')&63
-		out = append(out, c0<<2|c1>>4, c1<<4|c2>>2, c2<<6|c3)
+	out := *dst
+	for i, left := 0, n; left > 0; i, left = i+4, left-3 {
+		c0, c1, c2, c3 := at(i), at(i+1), at(i+2), at(i+3)
+		group := [3]byte{c0<<2 | c1>>4, c1<<4 | c2>>2, c2<<6 | c3}
+		out = append(out, group[:min(left, 3)]...)
 	}
-	return out[:n], true
+	*dst = out
+	return n, true
 }
 
 // base64Block decodes "begin-base64" lines until "====".
 func base64Block(b []byte) (data, rest []byte) {
-	var enc []byte
-	for len(b) > 0 {
-		line, next := nextLine(b)
-		if string(line) == "====" {
-			b = next
-			break
-		}
-		enc = append(enc, bytes.TrimSpace(line)...)
-		b = next
-	}
+	size, rest := base64Walk(b, nil)
+	enc := make([]byte, 0, size)
+	base64Walk(b, &enc)
 	dec := make([]byte, base64.StdEncoding.DecodedLen(len(enc)))
 	n, _ := base64.StdEncoding.Decode(dec, enc) // partial data on error is what a client shows
-	return dec[:n], b
+	return dec[:n], rest
+}
+
+// base64Walk gathers the encoded text of a block into *dst unless dst is
+// nil, and returns its length and what follows the block.
+func base64Walk(b []byte, dst *[]byte) (int, []byte) {
+	total := 0
+	for len(b) > 0 {
+		line, next := nextLine(b)
+		b = next
+		if string(line) == "====" {
+			break
+		}
+		line = bytes.TrimSpace(line)
+		total += len(line)
+		if dst != nil {
+			*dst = append(*dst, line...)
+		}
+	}
+	return total, b
 }
 
 // yencBlock decodes yEnc lines until "=yend"; "=ypart" lines are skipped.
 func yencBlock(b []byte) (data, rest []byte) {
+	n, _ := yencWalk(b, nil)
+	data = make([]byte, 0, n)
+	_, rest = yencWalk(b, &data)
+	return data, rest
+}
+
+// yencWalk decodes a yEnc block, appending to *dst unless dst is nil, and
+// returns the decoded length and what follows the block.
+func yencWalk(b []byte, dst *[]byte) (int, []byte) {
+	total := 0
 	for len(b) > 0 {
 		line, next := nextLine(b)
 		b = next
 		if bytes.HasPrefix(line, []byte("=yend")) {
-			return data, b
+			return total, b
 		}
 		if bytes.HasPrefix(line, []byte("=ypart ")) {
 			continue
@@ -175,10 +220,13 @@ func yencBlock(b []byte) (data, rest []byte) {
 				i++
 				c = line[i] - 64
 			}
-			data = append(data, c-42)
+			total++
+			if dst != nil {
+				*dst = append(*dst, c-42)
+			}
 		}
 	}
-	return data, b
+	return total, b
 }
 
 // inspectEncoded decodes the uuencoded and yEnc blocks of a text body and

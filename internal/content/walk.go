@@ -19,6 +19,7 @@ type walker struct {
 	parts    int
 	entries  int
 	expanded int64
+	held     int64 // bytes held by readHeld, at most p.MaxHeld
 	hits     []Verdict
 	atts     []Attachment
 	topErr   error
@@ -80,10 +81,24 @@ func (w *walker) run() {
 func (w *walker) rawHasAttachmentMarkers() bool {
 	if w.markers < 0 {
 		w.markers = 0
-		low := bytes.ToLower(w.raw)
-		for _, m := range []string{"filename=", "filename*", "name=", "name*=", "name*0", "content-disposition: attachment", "content-disposition:attachment"} {
-			if bytes.Contains(low, []byte(m)) {
-				w.markers = 1
+		// Lower-cased a window at a time, not as a copy of the message;
+		// windows overlap by more than the longest marker.
+		const win, overlap = 32 << 10, 64
+		buf := make([]byte, 0, win)
+		for off := 0; off < len(w.raw) && w.markers == 0; off += win - overlap {
+			buf = append(buf[:0], w.raw[off:min(off+win, len(w.raw))]...)
+			for i, c := range buf {
+				if 'A' <= c && c <= 'Z' {
+					buf[i] = c + 'a' - 'A'
+				}
+			}
+			for _, m := range []string{"filename=", "filename*", "name=", "name*=", "name*0", "content-disposition: attachment", "content-disposition:attachment"} {
+				if bytes.Contains(buf, []byte(m)) {
+					w.markers = 1
+					break
+				}
+			}
+			if off+win >= len(w.raw) {
 				break
 			}
 		}
@@ -240,8 +255,43 @@ func (w *walker) walkEntity(e *message.Entity, entErr error, idx string, path []
 		}
 	}
 
+	if pi.mediaType == "message/rfc822" || pi.mediaType == "message/global" {
+		// Streamed, not read into memory first: each level of embedded
+		// message would otherwise hold another copy of the message.
+		if contDepth+1 > w.p.MaxDepth {
+			return w.hit(RuleMIMETooDeep, here, "embedded messages are nested too deeply")
+		}
+		if pi.attachLike && entErr != nil && message.IsUnknownEncoding(entErr) {
+			if w.hit(RuleMIMEMalformed, here, "attachment cannot be decoded") {
+				return true
+			}
+		}
+		cr := &countingReader{r: e.Body}
+		att := len(w.atts)
+		if !w.stop {
+			w.atts = append(w.atts, Attachment{Path: joinPath(here), ContentType: pi.mediaType})
+			if len(pi.names) > 0 {
+				w.atts[att].Filename = pi.names[0]
+			}
+		}
+		inner, err := message.Read(cr)
+		stop := inner != nil && w.walkEntity(inner, err, "", here, mimeDepth+1, contDepth+1)
+		if stop {
+			return true
+		}
+		if _, err := io.Copy(io.Discard, cr); pi.attachLike && err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			if w.hit(RuleMIMEMalformed, here, "attachment cannot be decoded") {
+				return true
+			}
+		}
+		if !w.stop {
+			w.atts[att].Size = cr.n
+		}
+		return false
+	}
+
 	// Decode the body: decoded data is never larger than the raw message.
-	data, readErr := io.ReadAll(io.LimitReader(e.Body, int64(len(w.raw))+1))
+	data, readErr := readBody(e.Body, int64(len(w.raw)))
 	uuCTE := uuEncodings[pi.cte]
 	if pi.attachLike && !uuCTE && (entErr != nil && message.IsUnknownEncoding(entErr) || readErr != nil && !errors.Is(readErr, io.ErrUnexpectedEOF)) {
 		if w.hit(RuleMIMEMalformed, here, "attachment cannot be decoded") {
@@ -256,16 +306,6 @@ func (w *walker) walkEntity(e *message.Entity, entErr error, idx string, path []
 		w.atts = append(w.atts, Attachment{Path: joinPath(here), Filename: fn, ContentType: pi.mediaType, Size: int64(len(data))})
 	}
 
-	if pi.mediaType == "message/rfc822" || pi.mediaType == "message/global" {
-		if contDepth+1 > w.p.MaxDepth {
-			return w.hit(RuleMIMETooDeep, here, "embedded messages are nested too deeply")
-		}
-		inner, err := message.Read(bytes.NewReader(data))
-		if inner == nil {
-			return false // not a message after all; nothing to open
-		}
-		return w.walkEntity(inner, err, "", here, mimeDepth+1, contDepth+1)
-	}
 	if uuCTE {
 		// The part itself is uuencoded (Content-Transfer-Encoding:
 		// x-uuencode); go-message left it raw. What a client decodes from

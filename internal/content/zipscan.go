@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -26,10 +27,23 @@ const (
 // bomb is refused without decompressing it. An entry is expanded only as
 // far as its first sniffLen bytes unless it is itself a container.
 func (w *walker) inspectZip(data []byte, here []string, depth int) bool {
+	return w.inspectZipAt(bytes.NewReader(data), int64(len(data)), here, depth)
+}
+
+// inspectZipAt is inspectZip for an archive read through r: a MIME part
+// already in memory, or a nested zip held by readHeld.
+func (w *walker) inspectZipAt(r io.ReaderAt, size int64, here []string, depth int) bool {
 	if depth > w.p.MaxDepth {
 		return w.hit(RuleArchiveTooDeep, here, fmt.Sprintf("archives are nested more than %d deep", w.p.MaxDepth))
 	}
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	// archive/zip reads the whole central directory before we see a
+	// single entry, some hundred bytes per entry: count the directory
+	// headers first, so a directory of a million empty entries is refused
+	// before it is parsed.
+	if left := w.p.MaxEntries - w.entries; countCentralHeaders(r, size, left+1) > left {
+		return w.hit(RuleArchiveBomb, here, fmt.Sprintf("archives hold more than %d entries", w.p.MaxEntries))
+	}
+	zr, err := zip.NewReader(r, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		// A client or 7-Zip may still open what archive/zip refuses, so an
 		// archive that cannot be inspected is not let through.
@@ -80,4 +94,25 @@ func (w *walker) inspectEntry(f *zip.File, parent []string, depth int) bool {
 	defer rc.Close()
 	m := w.meter(rc, func() int64 { return int64(min(csize, 1<<62)) })
 	return w.inspectFile(file{names: []string{f.Name}, r: m}, here, depth)
+}
+
+// centralSig starts each central directory header of a zip archive.
+var centralSig = []byte("PK\x01\x02")
+
+// countCentralHeaders counts the central directory signatures in the
+// size bytes of r, stopping at limit. archive/zip parses no more headers
+// than there are signatures. Stored data may contain the signature too (a
+// stored zip inside the zip), so this over-counts at worst.
+func countCentralHeaders(r io.ReaderAt, size int64, limit int) int {
+	const win = 32 << 10
+	buf := make([]byte, win)
+	n := 0
+	for off := int64(0); off < size && n < limit; off += win - int64(len(centralSig)-1) {
+		k, _ := r.ReadAt(buf, off)
+		n += bytes.Count(buf[:k], centralSig)
+		if off+int64(k) >= size || k < len(centralSig) {
+			break
+		}
+	}
+	return n
 }

@@ -378,6 +378,56 @@ func TestUTF8ToNonSMTPUTF8Bounces(t *testing.T) {
 	}
 }
 
+// TestNo8bitTo7bitServer: an octet above 127 never reaches a server that
+// does not offer 8BITMIME (RFC 6152). A multipart with a non-ASCII
+// boundary is converted (new ASCII boundary) and delivered 7-bit; an
+// 8-bit part header to a server offering SMTPUTF8 but not 8BITMIME, which
+// the conversion leaves 8-bit, is caught by the last check before MAIL
+// and bounces 5.6.3 with a DSN, and nothing is sent.
+func TestNo8bitTo7bitServer(t *testing.T) {
+	boundary8 := "From: alice@local.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"h\u00e9llo\"\r\n\r\n" +
+		"--h\u00e9llo\r\nContent-Type: text/plain\r\n\r\nok h\u00e9llo\r\n--h\u00e9llo--\r\n"
+	partHdr8 := "From: alice@local.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n" +
+		"--XX\r\nContent-Type: text/plain\r\nX-Note: h\u00e9llo\r\n\r\nok\r\n--XX--\r\n"
+	for _, tc := range []struct {
+		name      string
+		ext       []string
+		msg       string
+		delivered bool
+	}{
+		{"8-bit boundary, 7-bit server", []string{"PIPELINING"}, boundary8, true},
+		{"8-bit part header, SMTPUTF8 without 8BITMIME", []string{"PIPELINING", "SMTPUTF8"}, partHdr8, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startRawServer(t, tc.ext...)
+			s, sp, _ := routedScheduler(t, srv.addr)
+			sp.add(queue.Meta{From: "alice@local.test", Rcpts: rcpts("bob@dest.test")}, tc.msg)
+			fin, enq := run(t, s, sp, 1)
+			r := fin[0].a.Rcpts[0]
+			for _, tx := range srv.transactions() {
+				if mimeconv.Has8bit(tx.data) {
+					t.Errorf("8-bit octet sent to a server without 8BITMIME (MAIL %q):\n%q", tx.mail, tx.data)
+				}
+			}
+			if tc.delivered {
+				if r.Status != queue.RcptDelivered || len(enq) != 0 {
+					t.Fatalf("%s %q, %d DSNs", r.Status, r.Diag, len(enq))
+				}
+				return
+			}
+			if r.Status != queue.RcptFailed || !strings.HasPrefix(r.Diag, "5.6.3") {
+				t.Fatalf("%s %q, want failed 5.6.3", r.Status, r.Diag)
+			}
+			if len(srv.transactions()) != 0 {
+				t.Errorf("a transaction was started")
+			}
+			if len(enq) != 1 || !bytes.Contains(enq[0].body, []byte("Status: 5.6.3")) {
+				t.Errorf("want one DSN with Status: 5.6.3, got %d", len(enq))
+			}
+		})
+	}
+}
+
 // TestNoPipeliningAndRejectedRcpt: without PIPELINING commands go one at
 // a time; with it, a rejected RCPT in the batch fails only its recipient.
 func TestNoPipeliningAndRejectedRcpt(t *testing.T) {

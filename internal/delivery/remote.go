@@ -476,6 +476,20 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, prep mimeconv.Result, ch
 	c := cn.c
 	body := prep.Msg
 
+	// RFC 6152: an octet above 127 goes only to a server that offers
+	// 8BITMIME, announced with BODY=8BITMIME. This is checked here, on the
+	// exact bytes sent, whatever mimeconv did: what is still 8-bit for a
+	// 7-bit server bounces (5.6.3) and is never sent.
+	peer := mimeconv.Peer{EightBitMIME: cn.has("8BITMIME"), SMTPUTF8: cn.has("SMTPUTF8")}
+	if err := mimeconv.CheckWire(body, peer); err != nil {
+		s.log.Warn("delivery: 8-bit message for a server without 8BITMIME", "queue_id", m.ID, "relay", cn.relay, "err", err)
+		for _, i := range chunk {
+			set(i, failed, err.Error())
+		}
+		return sessionResult{}
+	}
+	eightBit := peer.EightBitMIME && mimeconv.Has8bit(body)
+
 	// RFC 6531 §3.2: a UTF-8 envelope address or UTF-8 header needs
 	// SMTPUTF8; it is passed on whenever the message needs it. An address
 	// cannot be downgraded: without SMTPUTF8 such a recipient bounces
@@ -515,7 +529,7 @@ func (s *Scheduler) transaction(cn *conn, m queue.Meta, prep mimeconv.Result, ch
 	}
 
 	mail := "MAIL FROM:<" + m.From + ">"
-	if prep.EightBit && cn.has("8BITMIME") {
+	if eightBit {
 		mail += " BODY=8BITMIME" // RFC 6152; only for a message that is 8-bit
 	}
 	if cn.has("SIZE") {

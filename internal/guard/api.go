@@ -125,8 +125,8 @@ type Ban struct {
 	Strikes int       `json:"strikes"` // how many times banned (backoff grows with it)
 }
 
-// Throttle is a login name refused from networks it never logged in from,
-// after distributed guessing (the owner's networks still work).
+// Throttle is a login name refused from sources it does not trust,
+// after distributed guessing (the owner's hosts and networks still work).
 type Throttle struct {
 	User     string    `json:"user"`
 	Since    time.Time `json:"since"`

@@ -3,14 +3,23 @@ package guard
 // Logins. The rules here are built so that outsiders can neither guess a
 // password at scale nor lock the owner out:
 //
-//   - Failures are counted per login name over every source (names that do
-//     not exist are counted the same way, in a bounded table), per client
-//     host (an IPv4 address or an IPv6 /64), per IP+name pair and per
-//     network (/24, /48) for spraying.
-//   - Past AuthFailsPerAccount failures from networks the account never
-//     logged in from, the name is throttled: logins from such networks are
-//     refused 454 4.7.0 whatever the password, while the owner's networks
-//     keep working. The administrator is alerted once per episode.
+//   - Failures are counted per login name over every source, trusted or
+//     not (names that do not exist are counted the same way, in a bounded
+//     table), per client host (an IPv4 address or an IPv6 /64), per
+//     IP+name pair and per network (/24, /48) for spraying.
+//   - The account trusts only the exact hosts it logged in from and the
+//     owner's networks (successful logins on at least ownerNetDays days);
+//     a /24 or /48 merely once used is not trusted, since its other hosts
+//     are anyone sharing the owner's carrier, cloud or VPN range.
+//   - Past AuthFailsPerAccount failures, the name is throttled: logins
+//     from sources it does not trust are refused 454 4.7.0 whatever the
+//     password, while trusted ones keep working. The administrator is
+//     alerted once per episode. Trusted hosts are not pair-blocked (an
+//     office colleague mistyping must not lock the others out) until the
+//     name has floodFactor × AuthFailsPerAccount failures; then they are,
+//     and the administrator is alerted.
+//   - The per-host limit is protectedFactor × higher for a host (not a
+//     network) with a successful login in the last 30 days.
 //   - An automatic suspension refuses logins from everywhere but the
 //     owner's networks (successful logins on at least ownerNetDays distinct
 //     days), so a thief cannot keep the account and the owner is not
@@ -148,11 +157,12 @@ func (r *failRing) clearNet(net netip.Prefix) {
 // whether or not an account of that name exists. It lives in a bounded LRU
 // table: random names cannot grow memory.
 type nameState struct {
-	ring    failRing
-	fails   window // failures from networks the account never logged in from, per 15 min
-	until   int64  // ms; throttled until then
-	since   int64  // ms; start of the current throttle episode
-	rightPw bool   // a right password was refused in this episode (alerted once)
+	ring       failRing
+	fails      window // failures from every source, per 15 min
+	until      int64  // ms; throttled until then
+	since      int64  // ms; start of the current throttle episode
+	rightPw    bool   // a right password was refused in this episode (alerted once)
+	floodUntil int64  // ms; a flood from trusted sources was alerted, not again until then
 }
 
 func (n *nameState) throttled(now int64) bool { return n.until > now }
@@ -160,6 +170,7 @@ func (n *nameState) throttled(now int64) bool { return n.until > now }
 // account is what the guard remembers of a user that has logged in or sent.
 type account struct {
 	nets       []netSeen // networks of successful logins, at most loginNetsCap
+	hosts      []netSeen // hosts (hostPrefix) of successful logins, at most loginNetsCap
 	lastLogin  int64     // ms
 	newNet     netip.Prefix
 	newNetAt   int64 // ms of the last login from a never-seen network; 0: none
@@ -175,13 +186,25 @@ type netSeen struct {
 	days  int   // distinct UTC days with a successful login from it
 }
 
-func (a *account) find(net netip.Prefix) *netSeen {
-	for i := range a.nets {
-		if a.nets[i].net == net {
-			return &a.nets[i]
+func (a *account) find(net netip.Prefix) *netSeen { return findSeen(a.nets, net) }
+
+func findSeen(s []netSeen, net netip.Prefix) *netSeen {
+	for i := range s {
+		if s[i].net == net {
+			return &s[i]
 		}
 	}
 	return nil
+}
+
+// trusts reports whether failures of this account from ip are the owner's
+// own: ip's host (the IPv4 address or IPv6 /64) logged in successfully, or
+// ip's network is one of the owner's (see owns). Only those are spared the
+// throttle and the pair block below the flood bound. A network the account
+// merely once used is not enough: its siblings are anyone sharing the
+// owner's carrier, cloud or VPN range.
+func (a *account) trusts(ip netip.Addr) bool {
+	return a != nil && (findSeen(a.hosts, hostPrefix(ip)) != nil || a.owns(netOf(ip)))
 }
 
 func (a *account) knows(net netip.Prefix) bool { return a.find(net) != nil }
@@ -196,26 +219,31 @@ func (a *account) owns(net netip.Prefix) bool {
 
 // touch records a login from net, forgetting the least recently seen
 // network when full.
-func (a *account) touch(net netip.Prefix, now int64) {
-	if n := a.find(net); n != nil {
+func (a *account) touch(net netip.Prefix, now int64) { a.nets = touchSeen(a.nets, net, now) }
+
+// touchHost records a login from host (a hostPrefix).
+func (a *account) touchHost(host netip.Prefix, now int64) { a.hosts = touchSeen(a.hosts, host, now) }
+
+func touchSeen(s []netSeen, net netip.Prefix, now int64) []netSeen {
+	if n := findSeen(s, net); n != nil {
 		if now/dayMS != n.last/dayMS && now > n.last {
 			n.days++
 		}
 		n.last = max(n.last, now)
-		return
+		return s
 	}
 	seen := netSeen{net: net, first: now, last: now, days: 1}
-	if len(a.nets) < loginNetsCap {
-		a.nets = append(a.nets, seen)
-		return
+	if len(s) < loginNetsCap {
+		return append(s, seen)
 	}
 	oldest := 0
-	for i := range a.nets {
-		if a.nets[i].last < a.nets[oldest].last {
+	for i := range s {
+		if s[i].last < s[oldest].last {
 			oldest = i
 		}
 	}
-	a.nets[oldest] = seen
+	s[oldest] = seen
+	return s
 }
 
 // recent counts the distinct networks logged in from after since, with net
@@ -244,23 +272,24 @@ func (a *account) recent(net netip.Prefix, since int64) (nets, fresh int) {
 // forgetSince forgets the networks first used after since (those of a
 // login storm that led to a suspension are nobody's yet).
 func (a *account) forgetSince(since int64) {
-	kept := a.nets[:0]
-	for _, n := range a.nets {
-		if n.first <= since {
+	a.nets = keepSeen(a.nets, func(n netSeen) bool { return n.first <= since })
+	a.hosts = keepSeen(a.hosts, func(n netSeen) bool { return n.first <= since })
+}
+
+func keepSeen(s []netSeen, keep func(netSeen) bool) []netSeen {
+	kept := s[:0]
+	for _, n := range s {
+		if keep(n) {
 			kept = append(kept, n)
 		}
 	}
-	a.nets = kept
+	return kept
 }
 
-// forget forgets one network.
+// forget forgets one network and the hosts in it.
 func (a *account) forget(net netip.Prefix) {
-	for i := range a.nets {
-		if a.nets[i].net == net {
-			a.nets = append(a.nets[:i], a.nets[i+1:]...)
-			return
-		}
-	}
+	a.nets = keepSeen(a.nets, func(n netSeen) bool { return n.net != net })
+	a.hosts = keepSeen(a.hosts, func(n netSeen) bool { return !net.Overlaps(n.net) })
 }
 
 func (g *Guard) account(user string) *account {
@@ -277,23 +306,21 @@ func (g *Guard) account(user string) *account {
 // networks.
 func autoSuspension(rule string) bool { return strings.HasPrefix(rule, "login.") }
 
-// refusal is the decision for a login of user from host (in net) that does
-// not depend on the password: a throttled name or a blocked pair (from a
-// network the account never used: Defer 454 4.7.0), or a suspended account
+// refusal is the decision for a login of user from ip (host, in net) that
+// does not depend on the password: a throttled name (unless the account
+// trusts ip) or a blocked pair (Defer 454 4.7.0), or a suspended account
 // (InvalidCredentials, unless net is one of the owner's and the suspension
 // is automatic). The order matters: the checks that apply to every name
 // alike come first, so a suspended account answers like any other name.
 // Called with g.mu held.
-func (g *Guard) refusal(host netip.Addr, net netip.Prefix, user string, now int64) Decision {
+func (g *Guard) refusal(ip, host netip.Addr, net netip.Prefix, user string, now int64) Decision {
 	a := g.accounts[user]
-	known := a != nil && a.knows(net)
-	if !known {
-		if n := g.names.lookup(user); n != nil && n.throttled(now) {
-			return decThrottled
-		}
-		if p := g.pairs.lookup(pairKey{host, user}); p != nil && p.blocked > now {
-			return decPairBlocked
-		}
+	if n := g.names.lookup(user); n != nil && n.throttled(now) && !a.trusts(ip) {
+		return decThrottled
+	}
+	// A pair is blocked from a trusted host only during a flood.
+	if p := g.pairs.lookup(pairKey{host, user}); p != nil && p.blocked > now {
+		return decPairBlocked
 	}
 	if s, ok := g.suspended[user]; ok && !(autoSuspension(s.Rule) && a != nil && a.owns(net)) {
 		d := InvalidCredentials
@@ -321,7 +348,7 @@ func (g *Guard) AuthCheck(ip netip.Addr, user string) Decision {
 			lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user), slog.String("ban", b.ban.CIDR))
 		}
 	} else {
-		d = g.refusal(hostOf(ip), netOf(ip), user, now)
+		d = g.refusal(ip, hostOf(ip), netOf(ip), user, now)
 		if d.Verdict != Accept && lg.on() {
 			lg.decision("auth", d, slog.String("ip", ip.String()), slog.String("user", user))
 		}
@@ -344,7 +371,7 @@ func (g *Guard) AuthResult(ip netip.Addr, user string, ok bool) Decision {
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
 	var d Decision
-	switch ref := g.refusal(host, net, user, now); {
+	switch ref := g.refusal(ip, host, net, user, now); {
 	case ref.Verdict != Accept:
 		d = g.authFailure(ip, host, net, user, t, now, &lg)
 		if ok {
@@ -401,64 +428,79 @@ func (g *Guard) rightPasswordRefused(ip netip.Addr, user string, ref Decision, t
 	}
 	n.rightPw = true
 	g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: "auth.right_password_refused",
-		Detail: "the right password was presented from " + ip.String() + ", a network this account never logged in from, while its logins were throttled; " +
+		Detail: "the right password was presented from " + ip.String() + ", a host this account does not trust, while its logins were throttled; " +
 			"if that was not the owner, the password is known: change it",
 		Extra: map[string]string{"since": msTime(n.since).Format(time.RFC3339)}}}, lg)
 }
 
 func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, t time.Time, now int64, lg *logBuf) Decision {
-	a := g.accounts[user]
-	known := a != nil && a.knows(net)
-	protected := g.netLogins[net] > now-netLoginMemory
+	trusted := g.accounts[user].trusts(ip)
+	// The ×protectedFactor allowance of the per-host limit is keyed on the
+	// host that logged in, not its network: a guesser spread over the
+	// /48 or /24 of a user gets no more than anyone else.
+	protectedHost := g.netLogins[hostPrefix(ip)] > now-netLoginMemory
+	protectedNet := g.netLogins[net] > now-netLoginMemory
 
 	ipFails := g.ips.get(host).authFails.add(now, quarterMS, 1)
 	ns := g.names.get(user)
 	ns.ring.add(host, now)
-	if !known {
-		// The per-name counter: all sources together, so that guessing
-		// spread over many networks is still counted once.
-		n := ns.fails.add(now, quarterMS, 1)
-		g.dirty = true
-		if n >= g.cfg.AuthFailsPerAccount {
-			if !ns.throttled(now) {
-				ns.since, ns.rightPw = now, false
-				nets := ns.ring.nets(now - quarterMS)
-				g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: decThrottled.Rule,
-					Counts: map[string]int{"failures_15m": n, "recent_networks": nets},
-					Detail: strconv.Itoa(n) + " failed logins within 15 minutes from networks this name never logged in from; " +
-						"logins from such networks are refused for " + g.cfg.AccountThrottle.String() + ", the owner's known networks still work"}}, lg)
-				lg.add(slog.LevelWarn, "guard throttled login name", slog.String("rule", decThrottled.Rule),
-					slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
-			}
-			ns.until = now + g.cfg.AccountThrottle.Milliseconds()
+	// The per-name counter: every source together, trusted or not, so that
+	// guessing spread over many networks (or many hosts of the owner's
+	// network) is still counted once.
+	n := ns.fails.add(now, quarterMS, 1)
+	g.dirty = true
+	if n >= g.cfg.AuthFailsPerAccount {
+		if !ns.throttled(now) {
+			ns.since, ns.rightPw = now, false
+			nets := ns.ring.nets(now - quarterMS)
+			g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: decThrottled.Rule,
+				Counts: map[string]int{"failures_15m": n, "recent_networks": nets},
+				Detail: strconv.Itoa(n) + " failed logins within 15 minutes; " +
+					"logins are refused for " + g.cfg.AccountThrottle.String() + " except from the hosts this name logged in from and the owner's networks"}}, lg)
+			lg.add(slog.LevelWarn, "guard throttled login name", slog.String("rule", decThrottled.Rule),
+				slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
 		}
+		ns.until = now + g.cfg.AccountThrottle.Milliseconds()
+	}
+	// Past floodFactor × the account threshold, trusted sources lose their
+	// exemption from the pair block too, and the administrator hears of it:
+	// that many failures are not an office mistyping.
+	flood := n >= floodFactor*g.cfg.AuthFailsPerAccount
+	if flood && trusted && ns.floodUntil <= now {
+		ns.floodUntil = now + g.cfg.AccountThrottle.Milliseconds()
+		g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: "auth.trusted_flood",
+			Counts: map[string]int{"failures_15m": n, "recent_networks": ns.ring.nets(now - quarterMS)},
+			Detail: strconv.Itoa(n) + " failed logins within 15 minutes, some from hosts or networks this name logs in from; " +
+				"the guessing hosts are blocked for this name"}}, lg)
+		lg.add(slog.LevelWarn, "guard saw a login flood from trusted sources", slog.String("rule", "auth.trusted_flood"),
+			slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
 	}
 	ipLimit, sprayLimit := g.cfg.AuthFailsPerIP, g.cfg.AuthUsersPerNet
-	if protected {
+	if protectedHost {
 		ipLimit *= protectedFactor
+	}
+	if protectedNet {
 		sprayLimit *= protectedFactor
 	}
 	users := g.nets.get(net).add(maphash.String(g.seed, user), now, sprayLimit)
 
-	// The pair block: never where this account has logged in before, so
-	// that an attacker behind the same NAT cannot lock the real user out.
-	pairBlocked, pairFails := false, 0
-	if !known {
-		p := g.pairs.get(pairKey{host, user})
-		pairFails = p.fails.add(now, quarterMS, 1)
-		if pairFails >= g.cfg.AuthFailsPerPair && p.blocked <= now {
-			d := backoff(g.cfg.BanBase, g.cfg.BanMax, p.strikes)
-			p.strikes++
-			p.blocked = now + d.Milliseconds()
-			pairBlocked = true
-			lg.add(slog.LevelWarn, "guard blocked login pair", slog.String("rule", "auth.bruteforce"),
-				slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", pairFails),
-				slog.Int("strikes", p.strikes), slog.Duration("for", d))
-		}
+	// The pair block: never on a trusted host below the flood bound, so
+	// that a colleague behind the owner's NAT cannot lock the owner out.
+	pairBlocked := false
+	p := g.pairs.get(pairKey{host, user})
+	pairFails := p.fails.add(now, quarterMS, 1)
+	if (!trusted || flood) && pairFails >= g.cfg.AuthFailsPerPair && p.blocked <= now {
+		d := backoff(g.cfg.BanBase, g.cfg.BanMax, p.strikes)
+		p.strikes++
+		p.blocked = now + d.Milliseconds()
+		pairBlocked = true
+		lg.add(slog.LevelWarn, "guard blocked login pair", slog.String("rule", "auth.bruteforce"),
+			slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", pairFails),
+			slog.Int("strikes", p.strikes), slog.Duration("for", d))
 	}
 
 	attrs := []slog.Attr{slog.String("ip", ip.String()), slog.String("user", user),
-		slog.Int("ip_failures", ipFails), slog.Int("users_failing_on_net", users), slog.Bool("protected_net", protected)}
+		slog.Int("ip_failures", ipFails), slog.Int("users_failing_on_net", users), slog.Bool("protected_host", protectedHost), slog.Bool("protected_net", protectedNet)}
 	switch {
 	case ipFails >= ipLimit:
 		g.addBan(hostPrefix(ip), 0, "auth.bruteforce", true, map[string]int{"auth_failures": ipFails},
@@ -471,7 +513,7 @@ func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, 
 		// An IPv6 site owns its whole /48 and can rotate through 65,536
 		// /64s: ban the network, unless users log in from it.
 		p := hostPrefix(ip)
-		if ip.Is6() && !protected {
+		if ip.Is6() && !protectedNet {
 			p = net
 		}
 		g.addBan(p, 0, "auth.spray", true, map[string]int{"distinct_users": users, "auth_failures": ipFails},
@@ -528,8 +570,10 @@ func (g *Guard) authSuccess(ip, host netip.Addr, net netip.Prefix, user string, 
 		return d
 	}
 	a.touch(net, now)
+	a.touchHost(hostPrefix(ip), now)
 	a.lastLogin = now
 	g.netLogins[net] = now
+	g.netLogins[hostPrefix(ip)] = now
 	g.dirty = true
 	if p := g.pairs.lookup(pairKey{host, user}); p != nil {
 		p.fails = window{}

@@ -93,21 +93,22 @@ func TestPasswordSpray(t *testing.T) {
 // TestNATKnownNetwork: the real user and an attacker share an address (or a
 // /24) the user has logged in from before.
 func TestNATKnownNetwork(t *testing.T) {
-	g, _, _ := newTestGuard(t, Config{AuthUsersPerNet: 1000}, nil)
+	g, _, hooks := newTestGuard(t, Config{AuthUsersPerNet: 1000}, nil)
 	nat := addr("198.51.100.20")
 	wantVerdict(t, "real user's first login", g.AuthResult(nat, "alice@corp.test", true), Accept, "")
 
+	// A colleague behind the same NAT address mistypes: the host that
+	// logged in is never throttled or pair-blocked below the flood bound.
 	for i := range 30 {
-		ip := nat
-		if i%2 == 1 {
-			ip = addr("198.51.100.21") // same /24
-		}
-		wantVerdict(t, "attacker failure "+strconv.Itoa(i+1), g.AuthResult(ip, "alice@corp.test", false), Accept, "")
+		wantVerdict(t, "colleague failure "+strconv.Itoa(i+1), g.AuthResult(nat, "alice@corp.test", false), Accept, "")
 	}
 	wantVerdict(t, "real user check", g.AuthCheck(nat, "alice@corp.test"), Accept, "")
 	wantVerdict(t, "real user logs in", g.AuthResult(nat, "alice@corp.test", true), Accept, "")
+	// The failures were counted for the account all the same: another
+	// address of the /24, which never logged in, is throttled.
+	wantVerdict(t, "sibling address", g.AuthCheck(addr("198.51.100.21"), "alice@corp.test"), Defer, "auth.account_throttle")
 
-	// An account never seen on this network is still blocked per pair.
+	// An account never seen on this host is still blocked per pair.
 	for range 4 {
 		g.AuthResult(nat, "bob@corp.test", false)
 	}
@@ -115,12 +116,35 @@ func TestNATKnownNetwork(t *testing.T) {
 	wantVerdict(t, "bob blocked", g.AuthCheck(nat, "bob@corp.test"), Defer, "auth.bruteforce")
 	wantVerdict(t, "alice still fine", g.AuthCheck(nat, "alice@corp.test"), Accept, "")
 
-	// The IP-wide rule needs 5× its threshold (100) on a network with
-	// recent logins: 20 failures so far from nat (15 alice + 5 bob).
-	for i := 21; i < 100; i++ {
+	// A flood from the trusted host: past 5 × auth_fails_per_account (50)
+	// failures in 15 minutes the pair is blocked and the admin alerted.
+	for i := 31; i < 50; i++ {
 		wantVerdict(t, "failure "+strconv.Itoa(i), g.AuthResult(nat, "alice@corp.test", false), Accept, "")
 	}
-	wantVerdict(t, "100th failure", g.AuthResult(nat, "alice@corp.test", false), Drop, "auth.bruteforce")
+	wantVerdict(t, "50th failure", g.AuthResult(nat, "alice@corp.test", false), Drop, "auth.bruteforce")
+	wantVerdict(t, "flooding pair blocked", g.AuthCheck(nat, "alice@corp.test"), Defer, "auth.bruteforce")
+	flush(g)
+	if n := len(alertsWithRule(hooks.alertsOf("throttled"), "auth.trusted_flood")); n != 1 {
+		t.Fatalf("%d trusted-flood alerts, want 1", n)
+	}
+
+	// The IP-wide rule needs 5× its threshold (100) on a host with recent
+	// logins: 55 failures so far from nat (50 alice + 5 bob).
+	user := func(i int) string { return "u" + strconv.Itoa(i/4) + "@corp.test" } // 4 failures each: no pair block
+	for i := 56; i < 100; i++ {
+		wantVerdict(t, "failure "+strconv.Itoa(i), g.AuthResult(nat, user(i), false), Accept, "")
+	}
+	wantVerdict(t, "100th failure", g.AuthResult(nat, user(100), false), Drop, "auth.bruteforce")
+}
+
+func alertsWithRule(all []Alert, rule string) []Alert {
+	var out []Alert
+	for _, a := range all {
+		if a.Rule == rule {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func TestLoginDetectors(t *testing.T) {

@@ -254,7 +254,7 @@ func TestSweep(t *testing.T) {
 	if len(g.byIP)+len(g.byUser)+len(g.byFrom) != 0 {
 		t.Errorf("idle counters kept: %d %d %d", len(g.byIP), len(g.byUser), len(g.byFrom))
 	}
-	if len(g.netLogins) != 1 || len(g.accounts) != 1 {
+	if len(g.netLogins) != 2 || len(g.accounts) != 1 { // the /24 and the host
 		t.Errorf("login memory dropped early: %v, %d accounts", g.netLogins, len(g.accounts))
 	}
 	g.mu.Unlock()

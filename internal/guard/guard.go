@@ -41,8 +41,8 @@ type Config struct {
 	AuthUsersPerNet       int               // distinct usernames failing from one /24|/48 in 15 min that ban the IP (spraying), default 5
 	BanBase, BanMax       time.Duration     // first ban length and cap; each new strike ×4; defaults 10m, 7 days
 	LoginNetworks         int               // distinct networks one account logs in from within 10 min (one of them new) → suspend, default 3
-	AuthFailsPerAccount   int               // failures for one login name in 15 min, from networks it never logged in from, that throttle it, default 10
-	AccountThrottle       time.Duration     // how long a throttled name is refused from networks it never logged in from, default 15 min
+	AuthFailsPerAccount   int               // failures for one login name in 15 min, from any source, that throttle it for sources it does not trust, default 10
+	AccountThrottle       time.Duration     // how long a throttled name is refused from sources it does not trust, default 15 min
 	HistoryFactor         float64           // messages in the last hour > factor × the account's usual hourly peak (and > MsgsPerMinute) → isolate, default 10
 	Now                   func() time.Time  // tests inject a clock
 
@@ -69,7 +69,8 @@ const (
 	netLoginMemory     = 30 * dayMS  // a successful login protects its network this long
 	sampleCount        = 5           // sample subjects/recipients per alert
 	eventQueue         = 1024        // pending hook calls before new ones are dropped
-	protectedFactor    = 5           // IP-wide rules on a network with recent logins need this × the threshold
+	protectedFactor    = 5           // per-host rules on a host (spraying rules on a network) with recent logins need this × the threshold
+	floodFactor        = 5           // failures for a name beyond this × AuthFailsPerAccount block even trusted hosts
 	idleStats          = 2 * dayMS   // local sender counters idle this long are dropped
 	sweepEvery         = time.Minute // how often Run sweeps expired state
 	userFailRingSize   = 8           // recent failures remembered per login name

@@ -55,6 +55,7 @@ type savedAccount struct {
 	User       string     `json:"user"`
 	LastLogin  int64      `json:"last_login,omitempty"` // ms
 	Nets       []savedNet `json:"nets,omitempty"`
+	Hosts      []savedNet `json:"hosts,omitempty"` // hosts (/32, /64) of successful logins
 	NewNet     string     `json:"new_net,omitempty"`
 	NewNetAt   int64      `json:"new_net_at,omitempty"`
 	NewNetMsgs int        `json:"new_net_msgs,omitempty"`
@@ -103,6 +104,9 @@ func (g *Guard) export(now int64) savedState {
 		}
 		for _, n := range a.nets {
 			sa.Nets = append(sa.Nets, savedNet{CIDR: n.net.String(), Last: n.last, First: n.first, Days: n.days})
+		}
+		for _, n := range a.hosts {
+			sa.Hosts = append(sa.Hosts, savedNet{CIDR: n.net.String(), Last: n.last, First: n.first, Days: n.days})
 		}
 		if a.hist.Start != 0 {
 			h := a.hist
@@ -192,24 +196,12 @@ func (g *Guard) restore(b []byte) error {
 		} else {
 			a.newNetAt = 0
 		}
-		for _, n := range sa.Nets {
-			p, err := netip.ParsePrefix(n.CIDR)
-			if err != nil {
-				return fmt.Errorf("account %q: %w", sa.User, err)
-			}
-			first, days := n.First, n.Days
-			if first == 0 || first > n.Last {
-				first = n.Last
-			}
-			if days < 1 {
-				days = 1
-			}
-			if len(a.nets) < loginNetsCap {
-				a.nets = append(a.nets, netSeen{net: p, first: first, last: n.Last, days: days})
-			}
-			if n.Last > g.netLogins[p] {
-				g.netLogins[p] = n.Last
-			}
+		var err error
+		if a.nets, err = g.restoreSeen(sa.Nets); err != nil {
+			return fmt.Errorf("account %q: %w", sa.User, err)
+		}
+		if a.hosts, err = g.restoreSeen(sa.Hosts); err != nil {
+			return fmt.Errorf("account %q: %w", sa.User, err)
 		}
 		if sa.Hist != nil {
 			a.hist = *sa.Hist
@@ -271,4 +263,30 @@ func (g *Guard) save() error {
 		return fmt.Errorf("save guard state: %w", err)
 	}
 	return nil
+}
+
+// restoreSeen restores the networks or hosts of an account's successful
+// logins (at most loginNetsCap) and the recent logins of each.
+func (g *Guard) restoreSeen(saved []savedNet) ([]netSeen, error) {
+	var out []netSeen
+	for _, n := range saved {
+		p, err := netip.ParsePrefix(n.CIDR)
+		if err != nil {
+			return nil, err
+		}
+		first, days := n.First, n.Days
+		if first == 0 || first > n.Last {
+			first = n.Last
+		}
+		if days < 1 {
+			days = 1
+		}
+		if len(out) < loginNetsCap {
+			out = append(out, netSeen{net: p, first: first, last: n.Last, days: days})
+		}
+		if n.Last > g.netLogins[p] {
+			g.netLogins[p] = n.Last
+		}
+	}
+	return out, nil
 }

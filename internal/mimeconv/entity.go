@@ -2,8 +2,10 @@ package mimeconv
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
@@ -226,7 +228,33 @@ func (c *converter) entity(ent []byte, defType string, depth int, top bool) (out
 		if mediaType == "multipart/digest" {
 			childType = "message/rfc822"
 		}
-		newBody, bodyChanged, encoded, err = c.multipart(body, params["boundary"], childType, depth)
+		boundary := params["boundary"]
+		newBoundary := boundary
+		if c.body8bit && Has8bit([]byte(boundary)) {
+			// A boundary is ASCII (RFC 2046 §5.1.1 bchars); an 8-bit one
+			// would stay 8-bit on every delimiter line. Replace it with
+			// a new ASCII one, in the header and on the delimiter lines.
+			if newBoundary, err = freshBoundary(body); err != nil {
+				return nil, false, false, err
+			}
+			np := make(map[string]string, len(params))
+			for k, v := range params {
+				np[k] = v
+			}
+			np["boundary"] = newBoundary
+			ct := mime.FormatMediaType(mediaType, np)
+			if ct == "" || Has8bit([]byte(ct)) {
+				return nil, false, false, headerError("Content-Type")
+			}
+			fields = set(fields, "Content-Type", ct)
+			for i := range fields {
+				if fields[i].lname == "content-type" {
+					fields[i].raw = foldValue(fields[i].name, ct)
+				}
+			}
+			changed = true
+		}
+		newBody, bodyChanged, encoded, err = c.multipart(body, boundary, newBoundary, childType, depth)
 		if err != nil {
 			return nil, false, false, err
 		}
@@ -284,6 +312,10 @@ func parseType(v, defType string) (string, map[string]string) {
 	}
 	mt, params, err := mime.ParseMediaType(v)
 	if err != nil {
+		// Read an unquoted 8-bit value as encodeParams does.
+		if mt, params, err := mime.ParseMediaType(quote8bitParams(v)); err == nil {
+			return mt, params
+		}
 		if errors.Is(err, mime.ErrInvalidMediaParameter) && mt != "" {
 			return mt, params
 		}
@@ -424,17 +456,26 @@ func rewrapBase64(body []byte) []byte {
 // multipart converts the parts of a multipart body; preamble and epilogue
 // (which readers ignore) get their 8-bit octets replaced by '?' and long
 // lines broken.
-func (c *converter) multipart(body []byte, boundary, childType string, depth int) (out []byte, changed, encoded bool, err error) {
+//
+// newBoundary replaces boundary on the delimiter lines (the caller changed
+// the header to match); pass boundary to keep it.
+func (c *converter) multipart(body []byte, boundary, newBoundary, childType string, depth int) (out []byte, changed, encoded bool, err error) {
 	parts, preEnd, epiStart, ok := splitMultipart(body, boundary)
 	if !ok {
 		return body, false, false, nil // the caller checked
+	}
+	delim := func(line []byte) []byte {
+		if newBoundary == boundary {
+			return line
+		}
+		return bytes.Replace(line, []byte("--"+boundary), []byte("--"+newBoundary), 1)
 	}
 	var b bytes.Buffer
 	b.Grow(len(body))
 	b.Write(c.opaque(body[:preEnd]))
 	prev := preEnd
 	for _, p := range parts {
-		b.Write(body[prev:p.start]) // delimiter line
+		b.Write(delim(body[prev:p.start])) // delimiter line
 		nb, _, enc, err := c.entity(body[p.start:p.end], childType, depth+1, false)
 		if err != nil {
 			return nil, false, false, err
@@ -443,7 +484,7 @@ func (c *converter) multipart(body []byte, boundary, childType string, depth int
 		b.Write(nb)
 		prev = p.end
 	}
-	b.Write(body[prev:epiStart]) // close delimiter line
+	b.Write(delim(body[prev:epiStart])) // close delimiter line
 	b.Write(c.opaque(body[epiStart:]))
 	out = b.Bytes()
 	if bytes.Equal(out, body) {
@@ -525,4 +566,18 @@ func splitMultipart(body []byte, boundary string) (parts []span, preEnd, epiStar
 		parts = append(parts, span{open, len(body)})
 	}
 	return parts, preEnd, len(body), ok
+}
+
+// freshBoundary returns an ASCII boundary that occurs nowhere in body. It is
+// derived from body, so converting the same message twice gives the same
+// bytes. "=_" cannot occur in quoted-printable or base64 text.
+func freshBoundary(body []byte) (string, error) {
+	sum := sha256.Sum256(body)
+	for i := range 16 {
+		b := fmt.Sprintf("=_mamori_%x_%d", sum[:12], i)
+		if !bytes.Contains(body, []byte("--"+b)) {
+			return b, nil
+		}
+	}
+	return "", &Error{Status: "5.6.3", Reason: "no ASCII multipart boundary could be chosen for a server that does not offer 8BITMIME"}
 }

@@ -60,9 +60,13 @@ func encodeField(f field) (field, error) {
 	return field{raw: foldValue(f.name, v), name: f.name, lname: f.lname}, nil
 }
 
-// encodeParams RFC 2231-encodes 8-bit parameter values.
+// encodeParams RFC 2231-encodes 8-bit parameter values, quoted or not (an
+// unquoted 8-bit value is no RFC 2045 token, but mailers send them).
 func encodeParams(name, v string) (string, error) {
 	mt, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		mt, params, err = mime.ParseMediaType(quote8bitParams(v))
+	}
 	if err != nil {
 		return "", headerError(name)
 	}
@@ -454,4 +458,53 @@ func encodePhrase(name string, seg []token) (string, error) {
 		out.WriteString(s)
 	}
 	return out.String(), nil
+}
+
+// quote8bitParams returns v with every unquoted parameter value that has
+// 8-bit octets put in quotes, so that mime.ParseMediaType takes it.
+// Quoted strings and values without 8-bit octets are left as they are.
+func quote8bitParams(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); {
+		c := v[i]
+		switch {
+		case c == '"':
+			// Copy a quoted string whole, escapes included.
+			j := i + 1
+			for j < len(v) && v[j] != '"' {
+				if v[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j+1, len(v))
+			b.WriteString(v[i:j])
+			i = j
+		case c == '=':
+			b.WriteByte(c)
+			i++
+			for i < len(v) && (v[i] == ' ' || v[i] == '\t') {
+				b.WriteByte(v[i])
+				i++
+			}
+			if i >= len(v) || v[i] == '"' {
+				continue
+			}
+			end := strings.IndexByte(v[i:], ';')
+			if end < 0 {
+				end = len(v) - i
+			}
+			val := strings.TrimRight(v[i:i+end], " \t")
+			if Has8bit([]byte(val)) && !strings.ContainsAny(val, "\"\\") {
+				b.WriteString(`"` + val + `"`)
+			} else {
+				b.WriteString(val)
+			}
+			i += len(val)
+		default:
+			b.WriteByte(c)
+			i++
+		}
+	}
+	return b.String()
 }

@@ -43,10 +43,16 @@ const MaxLine = 998
 // a server that does not offer SMTPUTF8.
 var ErrNeedsSMTPUTF8 = errors.New("message needs SMTPUTF8")
 
+// ErrNeeds8BITMIME is wrapped by an *Error with Status 5.6.3: the message
+// has 8-bit octets that could not be converted, and the receiving server
+// does not offer 8BITMIME.
+var ErrNeeds8BITMIME = errors.New("message needs 8BITMIME")
+
 // Error says why a message cannot be downgraded. Status is the enhanced
 // status code to bounce with: 5.6.7 when an address is UTF-8 (RFC 6531
 // §3.2), 5.6.9 when a UTF-8 header field cannot be encoded (RFC 6531
-// §3.7.4.3 / RFC 6532).
+// §3.7.4.3 / RFC 6532), 5.6.3 when 8-bit content could not be made 7-bit
+// (RFC 3463: conversion required but not supported).
 type Error struct {
 	Status string
 	Reason string
@@ -54,8 +60,29 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Status + " " + e.Reason }
 
-// Unwrap makes errors.Is(err, ErrNeedsSMTPUTF8) true.
-func (e *Error) Unwrap() error { return ErrNeedsSMTPUTF8 }
+// Unwrap makes errors.Is(err, ErrNeeds8BITMIME) true for a 5.6.3 error and
+// errors.Is(err, ErrNeedsSMTPUTF8) true for the others.
+func (e *Error) Unwrap() error {
+	if e.Status == "5.6.3" {
+		return ErrNeeds8BITMIME
+	}
+	return ErrNeedsSMTPUTF8
+}
+
+// CheckWire reports whether msg may be sent as it is to a server that
+// offers p (RFC 6152): an octet above 127 needs 8BITMIME, except in the
+// top-level header of a message sent with SMTPUTF8 (RFC 6531 §3.7.4). The
+// error is a 5.6.3 *Error. The sender calls it on the exact bytes it is
+// about to send, whatever the conversion did.
+func CheckWire(msg []byte, p Peer) error {
+	if p.EightBitMIME || !Has8bit(msg) {
+		return nil
+	}
+	if p.SMTPUTF8 && !Has8bit(msg[headerEnd(msg):]) {
+		return nil
+	}
+	return &Error{Status: "5.6.3", Reason: "message has 8-bit content that could not be converted, and the receiving server does not offer 8BITMIME"}
+}
 
 func addrError(field string) error {
 	return &Error{Status: "5.6.7", Reason: fmt.Sprintf("non-ASCII address in %s header but the receiving server does not offer SMTPUTF8", field)}

@@ -126,6 +126,7 @@ func TestHeaderEncoding(t *testing.T) {
 		wantName  string // display name after decoding (address fields)
 		wantAddr  string
 		wantText  string // decoded value (unstructured)
+		wantParam string // decoded name or filename parameter
 	}{
 		{name: "display name", hdr: "From: Jürgen Müller <j@example.com>", wantName: "Jürgen Müller", wantAddr: "j@example.com"},
 		{name: "quoted display name", hdr: `From: "Müller, Jürgen" <j@example.com>`, wantName: "Müller, Jürgen", wantAddr: "j@example.com"},
@@ -137,6 +138,9 @@ func TestHeaderEncoding(t *testing.T) {
 		{name: "message-id", hdr: "Message-ID: <ü@example.com>", wantErr: "5.6.9"},
 		{name: "received", hdr: "Received: from hü by x", wantText: "from h? by x"},
 		{name: "date", hdr: "Date: Mon, 1 Jan 2026 00:00:00 +0000 (Zürich)", wantErr: "5.6.9"},
+		{name: "quoted utf8 parameter", hdr: `Content-Type: text/plain; name="héllo.txt"`, wantParam: "héllo.txt"},
+		{name: "unquoted utf8 parameter", hdr: "Content-Type: text/plain; name=héllo.txt", wantParam: "héllo.txt"},
+		{name: "unquoted utf8 parameter, more after", hdr: "Content-Disposition: attachment; filename=héllo.txt ; size=3", wantParam: "héllo.txt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := []byte(tc.hdr + "\r\n\r\nbody\r\n")
@@ -170,6 +174,13 @@ func TestHeaderEncoding(t *testing.T) {
 					if a.Name != tc.wantName || a.Address != tc.wantAddr {
 						t.Errorf("got %q <%s>, want %q <%s>", a.Name, a.Address, tc.wantName, tc.wantAddr)
 					}
+				}
+			}
+			if tc.wantParam != "" {
+				ct := m.Header.Get("Content-Type") + m.Header.Get("Content-Disposition")
+				_, params, err := mime.ParseMediaType(ct)
+				if got := params["name"] + params["filename"]; err != nil || got != tc.wantParam {
+					t.Errorf("parameter %q (%v), want %q; raw %q", got, err, tc.wantParam, out)
 				}
 			}
 			if tc.wantText != "" {
@@ -375,5 +386,69 @@ func TestLargeInputs(t *testing.T) {
 			checkInvariants(t, msg, down, true)
 			checkInvariants(t, msg, FoldLongLines(msg), false)
 		})
+	}
+}
+
+// TestBoundary8bit: a multipart with a non-ASCII boundary, for a server
+// without 8BITMIME, gets a new ASCII boundary in its header and on every
+// delimiter line, and still reads as the same parts.
+func TestBoundary8bit(t *testing.T) {
+	for _, tc := range []struct{ name, msg string }{
+		{"quoted", "From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"héllo\"\r\n\r\n--héllo\r\nContent-Type: text/plain\r\n\r\nok héllo\r\n--héllo\r\n\r\nsecond\r\n--héllo--\r\n"},
+		{"unquoted", "From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=héllo\r\n\r\n--héllo\r\n\r\nok\r\n--héllo--\r\n"},
+		{"nested", "From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: multipart/alternative; boundary=\"ünter\"\r\n\r\n--ünter\r\n\r\nä\r\n--ünter--\r\n--XX--\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := []byte(tc.msg)
+			for _, p := range []Peer{{}, {SMTPUTF8: true}} {
+				r, err := ForPeer(in, p)
+				if err != nil {
+					t.Fatalf("%+v: %v", p, err)
+				}
+				if err := CheckWire(r.Msg, p); err != nil {
+					t.Fatalf("%+v: %v\n%s", p, err, r.Msg)
+				}
+				if Has8bit(r.Msg[headerEnd(r.Msg):]) {
+					t.Fatalf("%+v: 8-bit body:\n%s", p, r.Msg)
+				}
+				if len(leaves(r.Msg, "text/plain", 0)) != len(leaves(NormalizeCRLF(in), "text/plain", 0)) {
+					t.Fatalf("%+v: parts changed:\n%s", p, r.Msg)
+				}
+			}
+			out, err := Downgrade8bit(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkInvariants(t, in, out, true)
+		})
+	}
+}
+
+// TestCheckWire: the last check before the bytes are sent (RFC 6152).
+func TestCheckWire(t *testing.T) {
+	hdr8 := []byte("Subject: é\r\n\r\nok\r\n")
+	body8 := []byte("Subject: e\r\n\r\né\r\n")
+	ascii := []byte("Subject: e\r\n\r\nok\r\n")
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		peer Peer
+		ok   bool
+	}{
+		{"ascii, 7-bit peer", ascii, Peer{}, true},
+		{"8-bit body, 7-bit peer", body8, Peer{}, false},
+		{"8-bit header, 7-bit peer", hdr8, Peer{}, false},
+		{"8-bit body, 8BITMIME", body8, Peer{EightBitMIME: true}, true},
+		{"8-bit header, SMTPUTF8 only", hdr8, Peer{SMTPUTF8: true}, true},
+		{"8-bit body, SMTPUTF8 only", body8, Peer{SMTPUTF8: true}, false},
+	} {
+		err := CheckWire(tc.msg, tc.peer)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v", tc.name, err)
+		}
+		var e *Error
+		if err != nil && (!errors.As(err, &e) || e.Status != "5.6.3" || !errors.Is(err, ErrNeeds8BITMIME)) {
+			t.Errorf("%s: untyped error %v", tc.name, err)
+		}
 	}
 }

@@ -300,11 +300,18 @@ type segmentScanner struct {
 	brPos   int64 // where br reads next; -1 before the first read
 	scratch []byte
 	copyBuf []byte
-	// v1 allows version 1 candidates during a resync: only in a segment
-	// that does not start with a version 2 header that verifies, and only
-	// until a version 2 record was seen in it. Version 1 records have no
-	// header checksum bound to their place, so this keeps resync scans of
-	// current segments from ever considering one.
+	// legacy is true when the segment starts with an intact version 1
+	// record: it was created by a version 1 writer (a version 2 writer
+	// always starts a segment with a version 2 header). Only such a segment
+	// may hold version 1 records. Any other segment never yields one, even
+	// when its first header is damaged or torn: version 1 records have no
+	// checksum bound to their place, so one found there could be bytes a
+	// sender put in a message body. The cost is that a version 1 segment
+	// whose first record is damaged is reported lost as a whole rather
+	// than resynced into.
+	legacy bool
+	// v1 allows version 1 candidates during a resync: only in a legacy
+	// segment, and only until a version 2 record was seen in it.
 	v1 bool
 }
 
@@ -315,13 +322,24 @@ type segmentScanner struct {
 // next offset where a record verifies. The error is only ever an I/O error.
 func scanSegment(ra io.ReaderAt, size int64, fn func(record), onDamage func(damage)) (scanResult, error) {
 	s := &segmentScanner{ra: ra, size: size, brPos: -1}
-	var first [4]byte
-	if size >= 4 {
+	var first [1]byte
+	if size >= 1 {
 		if _, err := ra.ReadAt(first[:], 0); err != nil {
 			return scanResult{}, fmt.Errorf("read segment: %w", err)
 		}
 	}
-	s.v1 = size >= 4 && (first != recMagicV2 || !s.headerAt(0).ok)
+	if size >= 1 && first[0] == recMagicV1 {
+		// A version 1 segment starts with a version 1 record. Asking it to
+		// verify keeps damage to the first byte of a version 2 segment
+		// (0xA2 -> 0xA1) from making it one.
+		s.legacy, s.v1 = true, true
+		if _, _, err := s.next(0, true); err != nil {
+			if !errors.Is(err, errCorrupt) {
+				return scanResult{}, err
+			}
+			s.legacy, s.v1 = false, false
+		}
+	}
 	var res scanResult
 	var pos int64
 	for pos < size {
@@ -435,7 +453,7 @@ func (s *segmentScanner) next(pos int64, strict bool) (record, headerInfo, error
 	hl := int64(headerLen)
 	switch {
 	case hb[0] == recMagicV1:
-		if strict && !s.v1 {
+		if !s.legacy || (strict && !s.v1) {
 			return record{}, hi, corruptf(pos, "version 1 record in a version 2 segment")
 		}
 		hl = headerLenV1

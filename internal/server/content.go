@@ -15,8 +15,7 @@ import (
 
 // contentChecker builds the end-of-DATA inspection: the attachment policy
 // first (cheap, local), then clamd when configured.
-func contentChecker(c *config.Config, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) content.Verdict {
-	pols := contentPolicies(c)
+func contentChecker(c *config.Config, pols content.DomainPolicies, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) content.Verdict {
 	var cl *clamd.Client
 	if c.Content.Clamd != "" {
 		cl = &clamd.Client{Addr: c.Content.Clamd, Timeout: c.Content.ClamdTimeout.Duration, MaxSize: c.Limits.MaxMessageSize + 1<<20}

@@ -187,7 +187,8 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		addrs["admin"] = adminL.Addr().String()
 	}
 
-	smtpSrv := smtpd.New(smtpd.Config{
+	pols := contentPolicies(c)
+	smtpCfg := smtpd.Config{
 		Hostname:         c.Hostname,
 		Domain:           c.Domains[0],
 		TLS:              tlsCfg,
@@ -203,12 +204,18 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Guard:            def.guard,
 		Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
 		Recorder:         sessionRecorder{jrn},
-		Content:          contentChecker(c, log.With("stage", "content")),
+		Content:          contentChecker(c, pols, log.With("stage", "content")),
+		ContentMemory:    pols.MemoryBound,
 		Verify:           inboundVerifier(c, res, log.With("stage", "auth")),
 		Sign:             headerSigner(keys, log.With("stage", "auth")),
 		PregreetDelay:    c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:   c.Guard.MaxSessionTime.Duration,
-	}, dir, q, log.With("stage", "smtpd"))
+	}
+	if err := smtpCfg.Validate(); err != nil {
+		closeAll()
+		return fmt.Errorf("limits: %w", err)
+	}
+	smtpSrv := smtpd.New(smtpCfg, dir, q, log.With("stage", "smtpd"))
 	if def.dnsbl != nil {
 		smtpSrv.SetDNSBL(dnsblAdapter{def.dnsbl})
 	}

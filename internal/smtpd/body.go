@@ -15,8 +15,8 @@ const (
 	bodyChunk  = 64 << 10
 )
 
-// budget is one session's share of the server-wide in-flight byte budget
-// (Config.MaxInflightBytes). Every buffer a message occupies while it is
+// budget is one session's share of the server-wide budget for message
+// bodies (the receive part of Config.MaxInflightBytes, see memoryPlan). Every buffer a message occupies while it is
 // received, checked and queued is reserved here first, including buffers
 // the garbage collector has not reclaimed yet, so the bound holds for all
 // copies, not only the first.
@@ -33,7 +33,7 @@ const outsiderShare = 3 // quarters
 
 // newBudget returns the budget of a session of the given class.
 func (s *Server) newBudget(outsider bool) *budget {
-	limit := s.cfg.MaxInflightBytes
+	limit := s.receiveLimit
 	if outsider {
 		limit = limit / 4 * outsiderShare
 	}

@@ -84,16 +84,20 @@ func (s *session) Data(r io.Reader) error {
 	}
 	// Content first (attachment policy, virus scan): its verdict is also a
 	// signal for the guard — a PC that suddenly mails executables is a worm.
-	// Decoding parts may copy up to the message size: reserved first.
+	// What the check may hold (decoded parts, held archive entries) is
+	// reserved from the scan pool first, waiting for other checks if need
+	// be: they always finish.
 	cv := content.Verdict{Action: content.Accept}
 	if cf := s.srv.cfg.Content; cf != nil {
-		if !mem.take(int64(len(body))) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+		need := min(s.srv.cfg.ContentMemory(len(body)), s.srv.scanLimit)
+		if err := s.srv.scanMem.Acquire(ctx, need); err != nil {
+			cancel()
 			return s.dataReadError(errBodyBudget)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
 		cv = cf(ctx, s.sender(), s.rcpts, body)
+		s.srv.scanMem.Release(need) // what the check held is garbage now
 		cancel()
-		mem.give(int64(len(body))) // the decoded parts are garbage now
 		if cv.Action == content.Defer {
 			return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 				Message: "Content scanner unavailable, try again later"})

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
@@ -103,6 +104,10 @@ type Config struct {
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
 	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) content.Verdict
+	// ContentMemory is the most memory one Content call may hold for a
+	// message of n bytes, on top of the message itself (for the content
+	// package, DomainPolicies.MemoryBound). nil means n.
+	ContentMemory func(n int) int64
 	// Verify checks sender authentication of inbound mail (not from users
 	// or trusted networks): SPF, DKIM and DMARC when configured, and in any
 	// case DKIM for authors in our own domains (VerifyRequest.Local). nil
@@ -173,6 +178,12 @@ type Server struct {
 	nextSID   atomic.Uint64
 	bodyBytes atomic.Int64 // message bytes held by sessions in DATA
 
+	// The in-flight budget is split in two (see memoryPlan): receiveLimit
+	// bounds bodyBytes; scanMem is what content checks hold while they run.
+	receiveLimit int64
+	scanMem      *semaphore.Weighted
+	scanLimit    int64
+
 	pgMu     sync.Mutex
 	pgPassed map[netip.Addr]time.Time // clients that waited for the greeting
 
@@ -195,7 +206,62 @@ func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
 	if cfg.MaxInflightBytes == 0 {
 		cfg.MaxInflightBytes = 256 << 20
 	}
-	return &Server{cfg: cfg, dir: dir, spool: spool, log: log}
+	if cfg.ContentMemory == nil {
+		cfg.ContentMemory = func(n int) int64 { return int64(n) }
+	}
+	receive, scan, err := cfg.memoryPlan()
+	if err != nil {
+		// Validate reports this before New; a caller that skipped it
+		// still gets a working (if tighter) split.
+		log.Error("smtpd: " + err.Error())
+		receive, scan = cfg.MaxInflightBytes/2, cfg.MaxInflightBytes/2
+	}
+	return &Server{cfg: cfg, dir: dir, spool: spool, log: log,
+		receiveLimit: receive, scanMem: semaphore.NewWeighted(scan), scanLimit: scan}
+}
+
+// Validate reports a configuration whose in-flight budget cannot hold
+// the largest message it allows while that message is received and
+// checked.
+func (c Config) Validate() error {
+	if c.MaxInflightBytes == 0 {
+		return nil // New's default is sized for its default message size
+	}
+	if c.ContentMemory == nil {
+		c.ContentMemory = func(n int) int64 { return int64(n) }
+	}
+	_, _, err := c.memoryPlan()
+	return err
+}
+
+// memoryPlan splits MaxInflightBytes into what message bodies may occupy
+// while they are received (receive) and what content checks may hold
+// while they run (scan). Two pools, not one, because a check starts only
+// after its body is received: in one shared pool, sessions holding
+// received bodies could leave too little for any check to start, and
+// each would wait for the others forever. A check waits only for other
+// checks, which hold nothing else and always finish.
+//
+// scan is what checking one message of the largest allowed size needs,
+// so that message is always checkable; receive is the rest, and must let
+// an outsider's share hold that message twice (chunks and the joined
+// copy while reading).
+func (c Config) memoryPlan() (receive, scan int64, err error) {
+	switch {
+	case c.Content == nil:
+		return c.MaxInflightBytes, 0, nil
+	case c.MaxMessageBytes <= 0: // no size limit: no size to plan for
+		return c.MaxInflightBytes / 2, c.MaxInflightBytes / 2, nil
+	}
+	scan = c.ContentMemory(int(c.MaxMessageBytes))
+	receive = c.MaxInflightBytes - scan
+	need := 2 * c.MaxMessageBytes
+	if receive/4*outsiderShare < need {
+		least := scan + (need*4+outsiderShare-1)/outsiderShare
+		return 0, 0, fmt.Errorf("max_inflight_bytes %d is too small for max_message_size %d: receiving one such message from outside and checking it needs at least %d",
+			c.MaxInflightBytes, c.MaxMessageBytes, least)
+	}
+	return receive, scan, nil
 }
 
 // SetDNSBL enables blocklist lookups for untrusted MX clients. Call it
