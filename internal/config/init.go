@@ -216,7 +216,7 @@ max_message_size = {{.D.Limits.MaxMessageSize}}   # bytes
 max_recipients = {{.D.Limits.MaxRecipients}}          # per message
 command_timeout = "{{.D.Limits.CommandTimeout}}"
 data_timeout = "{{.D.Limits.DataTimeout}}"
-max_inflight_bytes = {{.D.Limits.MaxInflight}}   # message bytes in memory, all sessions together
+max_inflight_bytes = {{.D.Limits.MaxInflight}}   # message bytes in memory, all sessions together (at least ~7 × max_message_size)
 
 [queue]
 max_messages = {{.D.Queue.MaxMessages}}         # beyond this new mail gets 452 4.3.1
