@@ -143,14 +143,7 @@ func TestContentChecksWaitForScanMemory(t *testing.T) {
 		l.c <- pipeConn{server}
 		_ = client.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(client)
-		reply := func() string {
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil || len(line) < 4 || line[3] != '-' {
-					return strings.TrimSpace(line)
-				}
-			}
-		}
+		reply := func() string { return lastReplyLine(r) }
 		reply()
 		for _, c := range []string{"EHLO c.test", "MAIL FROM:<x@out.test>", "RCPT TO:<bob@ours.test>", "DATA"} {
 			fmt.Fprintf(client, "%s\r\n", c)

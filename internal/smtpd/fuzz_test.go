@@ -239,14 +239,7 @@ func TestBDATTrickleHitsDataTimeout(t *testing.T) {
 	}()
 	r := bufio.NewReader(client)
 	_ = client.SetDeadline(time.Now().Add(10 * time.Second))
-	reply := func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil || len(line) < 4 || line[3] != '-' {
-				return strings.TrimSpace(line)
-			}
-		}
-	}
+	reply := func() string { return lastReplyLine(r) }
 	reply()
 	for _, c := range []string{"EHLO c.test", "MAIL FROM:<x@out.test>", "RCPT TO:<bob@ours.test>"} {
 		fmt.Fprintf(client, "%s\r\n", c)
@@ -269,5 +262,15 @@ func TestBDATTrickleHitsDataTimeout(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if n := srv.bodyBytes.Load(); n != 0 {
 		t.Errorf("budget held after the session's DATA ended: %d", n)
+	}
+}
+
+// lastReplyLine reads one SMTP reply and returns its last line, trimmed.
+func lastReplyLine(r *bufio.Reader) string {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil || len(line) < 4 || line[3] != '-' {
+			return strings.TrimSpace(line)
+		}
 	}
 }
