@@ -155,7 +155,7 @@ type Guard struct {
 	BanBase               Duration               `toml:"ban_base"`
 	BanMax                Duration               `toml:"ban_max"`
 	LoginNetworks         int                    `toml:"login_networks"`
-	AuthFailsPerAccount   int                    `toml:"auth_fails_per_account"` // failures per login name in 15 min from networks it never used before those are refused 454
+	AuthFailsPerAccount   int                    `toml:"auth_fails_per_account"` // failures per login name in 15 min before sources the account does not trust are refused 454
 	AccountThrottle       Duration               `toml:"account_throttle"`       // how long such a throttle lasts
 	HistoryFactor         float64                `toml:"history_factor"`
 
@@ -292,8 +292,7 @@ func Defaults() Config {
 			CheckInterval:           Duration{time.Hour},
 			PauseOutboundWhenListed: true,
 			StaleDays:               90,
-			AuthFailsPerAccount:     10,
-			AccountThrottle:         Duration{15 * time.Minute},
+			// The guard's own limits default in the guard (0 = its default).
 		},
 	}
 }
