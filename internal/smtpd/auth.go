@@ -1,14 +1,11 @@
 package smtpd
 
 import (
-	"strings"
-	"time"
-
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/mamori-mail/mamori/internal/guard"
-	"github.com/mamori-mail/mamori/internal/policy"
+	"github.com/mamori-mail/mamori/internal/login"
 )
 
 // authSession is a session on a submission listener: it offers AUTH.
@@ -32,49 +29,29 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 	return nil, &smtp.SMTPError{Code: 504, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "Unsupported authentication mechanism"}
 }
 
-// authenticate checks a login through the guard's login protocol
-// (guard.Login): the password is checked — or, for an unknown user, a
-// dummy hash of the same cost computed — for every login the guard does
-// not refuse outright by address, so that neither the reply nor the time
-// taken tells whether an account exists, is suspended, or whether a
-// refused password was right. A wrong password and a suspended account get
-// the same bytes: guard.InvalidCredentials.
+// authenticate checks a login through the shared login checker (the
+// guard's login protocol, the same for IMAP and POP3): neither the reply
+// nor the time taken tells whether an account exists, is suspended, or
+// whether a refused password was right.
 func (a *authSession) authenticate(username, password string) error {
-	username = strings.TrimSpace(username)
-	if len(username) > 320 {
-		username = username[:320]
-	}
-	login := strings.ToLower(username)
-	if pa, err := policy.ParseAddress(username); err == nil {
-		login = strings.ToLower(pa.String())
-	}
-	var err error
-	verified := false
-	verify := func() bool {
-		verified = true
-		err = a.srv.dir.Authenticate(username, password)
-		return err == nil
-	}
-	var gd guard.Decision
+	lc := login.Checker{Dir: a.srv.dir, Log: a.log}
 	if g := a.srv.cfg.Guard; g != nil {
-		gd = guard.Login(g, a.ip, login, verify)
-	} else {
-		verify()
+		lc.Guard = g
 	}
-	if gd.Verdict != guard.Accept {
-		a.sum.AuthFailures++
-		// Only the log says whether the password was right.
-		a.log.Warn("auth refused", "user", login, "rule", gd.Rule, "reason", gd.Text,
-			"password_checked", verified, "password_ok", verified && err == nil)
-		return a.guardRefusal("auth", login, gd)
-	}
+	user, err := lc.Check(a.ip, "smtp", username, password)
 	if err != nil {
 		a.sum.AuthFailures++
-		a.log.Warn("auth failed", "user", login, "reason", authReason(err))
-		return decisionReply(guard.InvalidCredentials)
+		le, _ := login.AsError(err)
+		d := guard.Decision{Verdict: guard.Reject, Code: le.Code, Enhanced: le.Enhanced, Text: le.Text, Rule: le.Rule}
+		if le.Drop {
+			d.Verdict = guard.Drop
+		}
+		if le.Rule == "" {
+			return decisionReply(d)
+		}
+		return a.guardRefusal("auth", login.Canonical(username), d)
 	}
-	a.user = login
-	a.srv.dir.RecordLogin(login, time.Now())
+	a.user = user
 	a.log.Info("auth", "user", a.user, "tls", a.tls)
 	return nil
 }
@@ -82,13 +59,4 @@ func (a *authSession) authenticate(username, password string) error {
 // decisionReply is the SMTP reply of a guard decision.
 func decisionReply(d guard.Decision) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: d.Code, EnhancedCode: smtp.EnhancedCode(d.Enhanced), Message: d.Text}
-}
-
-// authReason gives the log a reason without ever including the password.
-func authReason(err error) string {
-	msg := err.Error()
-	if len(msg) > 80 {
-		msg = msg[:80]
-	}
-	return msg
 }
