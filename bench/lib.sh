@@ -278,6 +278,9 @@ init_mamori() {
 		--smtp-port "$2" --submission-port "$3" --submissions-port "$4" \
 		--admin-port "$5" >"$m/init.log"
 	MCONF=$m/inst/mamori.toml
+	# No mailbox access listeners unless a bench sets them (default ports
+	# 143/993/110/995 may be taken or privileged).
+	sed -i -E 's/^(imap|imaps|pop3|pop3s) = .*/\1 = ""/' "$MCONF"
 	sed -i '/^\[log\]/,/^\[/ s/^level = .*/level = "warn"/' "$MCONF"
 	grep -q '^level = "warn"' "$MCONF" || die "could not set [log] level in $MCONF"
 	# Stock Postfix does no SPF/DKIM/DMARC checks, so for a like-for-like

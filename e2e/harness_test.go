@@ -87,6 +87,7 @@ type instance struct {
 	dir, cfg, domain                     string
 	token                                string
 	smtp, submission, submissions, admin string
+	imap, imaps, pop3, pop3s             string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -99,11 +100,16 @@ type instance struct {
 func newInstance(t *testing.T, domain string, edit func(cfg string) string) *instance {
 	t.Helper()
 	in := &instance{t: t, name: domain, dir: t.TempDir(), domain: domain}
-	ports := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	ports := make([]int, 8)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
 	out, err := exec.Command(mamoriBin, "init", "--dir", in.dir, "--domain", domain,
 		"--hostname", "mx."+domain, "--listen-host", "127.0.0.1",
 		"--smtp-port", strconv.Itoa(ports[0]), "--submission-port", strconv.Itoa(ports[1]),
-		"--submissions-port", strconv.Itoa(ports[2]), "--admin-port", strconv.Itoa(ports[3])).CombinedOutput()
+		"--submissions-port", strconv.Itoa(ports[2]), "--admin-port", strconv.Itoa(ports[3]),
+		"--imap-port", strconv.Itoa(ports[4]), "--imaps-port", strconv.Itoa(ports[5]),
+		"--pop3-port", strconv.Itoa(ports[6]), "--pop3s-port", strconv.Itoa(ports[7])).CombinedOutput()
 	if err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
@@ -123,6 +129,10 @@ func newInstance(t *testing.T, domain string, edit func(cfg string) string) *ins
 	in.submission = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	in.submissions = fmt.Sprintf("127.0.0.1:%d", ports[2])
 	in.admin = fmt.Sprintf("127.0.0.1:%d", ports[3])
+	in.imap = fmt.Sprintf("127.0.0.1:%d", ports[4])
+	in.imaps = fmt.Sprintf("127.0.0.1:%d", ports[5])
+	in.pop3 = fmt.Sprintf("127.0.0.1:%d", ports[6])
+	in.pop3s = fmt.Sprintf("127.0.0.1:%d", ports[7])
 	if edit != nil {
 		b, err := os.ReadFile(in.cfg)
 		if err != nil {

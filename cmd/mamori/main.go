@@ -27,7 +27,8 @@ const usage = `mamori — a self-defending mail server
 
 Usage:
   mamori init --dir DIR --domain DOMAIN [--hostname H] [--listen-host IP]
-              [--smtp-port N] [--submission-port N] [--submissions-port N] [--admin-port N]
+              [--smtp-port N] [--submission-port N] [--submissions-port N]
+              [--imap-port N] [--imaps-port N] [--pop3-port N] [--pop3s-port N] [--admin-port N]
   mamori serve --config FILE
   mamori check-config --config FILE
   mamori user add ADDRESS [--password-stdin] --config FILE
@@ -191,6 +192,10 @@ func (e *env) cmdInit(args []string) error {
 	fs.IntVar(&o.SMTPPort, "smtp-port", 0, "MX port (default 25)")
 	fs.IntVar(&o.SubmissionPort, "submission-port", 0, "submission port (default 587)")
 	fs.IntVar(&o.SubmissionsPort, "submissions-port", 0, "submissions port (default 465)")
+	fs.IntVar(&o.IMAPPort, "imap-port", 0, "IMAP port, STARTTLS (default 143)")
+	fs.IntVar(&o.IMAPSPort, "imaps-port", 0, "IMAPS port, implicit TLS (default 993)")
+	fs.IntVar(&o.POP3Port, "pop3-port", 0, "POP3 port, STLS (default 110)")
+	fs.IntVar(&o.POP3SPort, "pop3s-port", 0, "POP3S port, implicit TLS (default 995)")
 	fs.IntVar(&o.AdminPort, "admin-port", 0, "admin API port (default 8025)")
 	if pos, err := parse(fs, args); err != nil {
 		return err

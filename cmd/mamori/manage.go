@@ -21,6 +21,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/server"
 	"github.com/mamori-mail/mamori/internal/store"
 	"github.com/mamori-mail/mamori/internal/termsafe"
+	"github.com/mamori-mail/mamori/internal/units"
 )
 
 // manager returns the running server's API client, or — when no server
@@ -125,7 +126,7 @@ func (e *env) readPassword(fromStdin bool) (string, error) {
 
 func (e *env) cmdUser(args []string) error {
 	if len(args) == 0 {
-		return &exitError{2, errors.New("user: want add, list, del or passwd")}
+		return &exitError{2, errors.New("user: want add, list, del, passwd or quota")}
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
@@ -142,6 +143,7 @@ func (e *env) cmdUser(args []string) error {
 		"add":    {"config", "password-stdin"},
 		"passwd": {"config", "password-stdin"},
 		"del":    {"config"},
+		"quota":  {"config"},
 		"list":   {"config", "json", "stale", "days"},
 	}[sub]
 	if !ok {
@@ -210,6 +212,18 @@ func (e *env) cmdUser(args []string) error {
 				return fmt.Errorf("user del %s: %w", pos[0], err)
 			}
 			fmt.Fprintf(e.stdout, "deleted user %s (mailbox files are kept)\n", termsafe.String(pos[0]))
+		case "quota":
+			if err := need(2, "ADDRESS SIZE"); err != nil {
+				return err
+			}
+			q, err := parseQuota(pos[1])
+			if err != nil {
+				return &exitError{2, fmt.Errorf("user quota %s: %w\n%s", termsafe.String(pos[0]), err, userUsage)}
+			}
+			if err := m.SetQuota(pos[0], q); err != nil {
+				return fmt.Errorf("user quota %s: %w", pos[0], err)
+			}
+			fmt.Fprintf(e.stdout, "quota of %s: %s\n", termsafe.String(pos[0]), pos[1])
 		case "list":
 			if err := need(0, "no argument"); err != nil {
 				return err
@@ -236,7 +250,11 @@ func (e *env) cmdUser(args []string) error {
 					}
 					flags += "\tlast login " + last
 				}
-				fmt.Fprintf(e.stdout, "%s%s\n", termsafe.String(u.Address), flags)
+				quota := units.FormatSize(u.Usage.Bytes) + ", no quota"
+				if u.QuotaBytes > 0 {
+					quota = fmt.Sprintf("%s of %s (%d%%)", units.FormatSize(u.Usage.Bytes), units.FormatSize(u.QuotaBytes), u.Usage.Bytes*100/u.QuotaBytes)
+				}
+				fmt.Fprintf(e.stdout, "%s\t%d messages, %s%s\n", termsafe.String(u.Address), u.Usage.Messages, quota, flags)
 			}
 		default:
 			return &exitError{2, fmt.Errorf("user: unknown subcommand %q", sub)}
@@ -351,7 +369,27 @@ func (e *env) cmdAlias(args []string) error {
 // and bidi controls) are written as \u escapes.
 const userUsage = `usage: mamori user add ADDRESS [--password-stdin] --config FILE
        mamori user passwd ADDRESS [--password-stdin] --config FILE;  mamori user del ADDRESS --config FILE
-       mamori user list [--json] [--stale [--days N]] --config FILE`
+       mamori user list [--json] [--stale [--days N]] --config FILE
+       mamori user quota ADDRESS SIZE|default|none --config FILE   (SIZE: bytes, or 500m, 2g)`
+
+// parseQuota reads a quota argument: a size, "default" (follow
+// [mailbox] quota) or "none".
+func parseQuota(s string) (int64, error) {
+	switch strings.ToLower(s) {
+	case "default":
+		return 0, nil
+	case "none", "unlimited":
+		return mailbox.QuotaNone, nil
+	}
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, errors.New(`a quota of 0 would refuse all mail; say "none" for no quota or "default"`)
+	}
+	return n, nil
+}
 
 func printJSON(w io.Writer, v any) error {
 	var b bytes.Buffer

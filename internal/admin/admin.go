@@ -32,6 +32,9 @@ type Manager interface {
 	AddUser(addr, password string) error
 	DelUser(addr string) error
 	SetPassword(addr, password string) error
+	// SetQuota sets a user's own quota: bytes, 0 for the configured
+	// default, mailbox.QuotaNone for none.
+	SetQuota(addr string, quota int64) error
 	Domains() ([]string, error)
 	AddDomain(domain string) error
 	DelDomain(domain string) error
@@ -171,6 +174,14 @@ func (s *Server) routes() {
 		}
 		s.audit(r, "user passwd", r.PathValue("addr"))
 		done(w, s.mgr.SetPassword(r.PathValue("addr"), req.Password))
+	})
+	m.HandleFunc("PUT /api/v1/users/{addr}/quota", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Quota int64 }
+		if !decode(w, r, &req) {
+			return
+		}
+		s.audit(r, "user quota", r.PathValue("addr"))
+		done(w, s.mgr.SetQuota(r.PathValue("addr"), req.Quota))
 	})
 	m.HandleFunc("GET /api/v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		v, err := s.mgr.Domains()

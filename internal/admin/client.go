@@ -121,6 +121,9 @@ func (c *Client) DelUser(addr string) error {
 func (c *Client) SetPassword(addr, pw string) error {
 	return c.do("PUT", "/api/v1/users/"+url.PathEscape(addr)+"/password", nil, map[string]string{"password": pw}, nil)
 }
+func (c *Client) SetQuota(addr string, quota int64) error {
+	return c.do("PUT", "/api/v1/users/"+url.PathEscape(addr)+"/quota", nil, map[string]int64{"quota": quota}, nil)
+}
 func (c *Client) Domains() ([]string, error) {
 	var v []string
 	return v, c.do("GET", "/api/v1/domains", nil, nil, &v)

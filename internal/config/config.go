@@ -47,6 +47,7 @@ type Config struct {
 	Guard    Guard    `toml:"guard"`
 	Content  Content  `toml:"content"`
 	Auth     Auth     `toml:"auth"`
+	Mailbox  Mailbox  `toml:"mailbox"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -57,7 +58,18 @@ type Listen struct {
 	SMTP        string `toml:"smtp"`
 	Submission  string `toml:"submission"`
 	Submissions string `toml:"submissions"`
+	IMAP        string `toml:"imap"`  // STARTTLS required before LOGIN
+	IMAPS       string `toml:"imaps"` // implicit TLS
+	POP3        string `toml:"pop3"`  // STLS required before USER/PASS
+	POP3S       string `toml:"pop3s"` // implicit TLS
 	Admin       string `toml:"admin"`
+}
+
+// Mailbox configures the users' mail store.
+type Mailbox struct {
+	// Quota is each user's default quota in bytes over all folders; 0
+	// means none. `mamori user quota` sets one per user.
+	Quota int64 `toml:"quota"`
 }
 
 // TLS names the certificate and key used by STARTTLS and implicit TLS.
@@ -262,7 +274,8 @@ const defaultAdminPort = 8025
 // from it and init renders the config it writes from it.
 func Defaults() Config {
 	return Config{
-		Listen: Listen{Admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(defaultAdminPort))},
+		Listen:  Listen{Admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(defaultAdminPort))},
+		Mailbox: Mailbox{Quota: 2 << 30},
 		Limits: Limits{
 			MaxMessageSize: 25 << 20,
 			MaxRecipients:  100,
@@ -369,6 +382,7 @@ func (c *Config) Validate() error {
 	for name, addr := range map[string]string{
 		"listen.smtp": c.Listen.SMTP, "listen.submission": c.Listen.Submission,
 		"listen.submissions": c.Listen.Submissions, "listen.admin": c.Listen.Admin,
+		"listen.imap": c.Listen.IMAP, "listen.imaps": c.Listen.IMAPS, "listen.pop3": c.Listen.POP3, "listen.pop3s": c.Listen.POP3S,
 	} {
 		if addr == "" || name == "listen.admin" { // admin: checkAdminAddr below
 			continue
@@ -382,6 +396,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.Listen.Submission != "" || c.Listen.Submissions != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls: cert and key are required for submission (AUTH is only offered over TLS)"))
+	}
+	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls: cert and key are required for IMAP and POP3 (logins are only accepted over TLS)"))
+	}
+	if c.Mailbox.Quota < 0 {
+		errs = append(errs, fmt.Errorf("mailbox.quota %d: want a size in bytes, 0 for none", c.Mailbox.Quota))
 	}
 	if c.Listen.Admin != "" {
 		if err := checkAdminAddr(c.Listen.Admin); err != nil {

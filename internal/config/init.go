@@ -30,6 +30,10 @@ type InitOptions struct {
 	SMTPPort        int    // default 25
 	SubmissionPort  int    // default 587
 	SubmissionsPort int    // default 465
+	IMAPPort        int    // default 143
+	IMAPSPort       int    // default 993
+	POP3Port        int    // default 110
+	POP3SPort       int    // default 995
 	AdminPort       int    // default 8025
 }
 
@@ -80,7 +84,7 @@ func Init(o InitOptions) (InitResult, error) {
 		}
 		return v
 	}
-	for _, p := range []int{o.SMTPPort, o.SubmissionPort, o.SubmissionsPort, o.AdminPort} {
+	for _, p := range []int{o.SMTPPort, o.SubmissionPort, o.SubmissionsPort, o.IMAPPort, o.IMAPSPort, o.POP3Port, o.POP3SPort, o.AdminPort} {
 		if p < 0 || p > 65535 {
 			return InitResult{}, fmt.Errorf("init: port %d out of range", p)
 		}
@@ -123,6 +127,10 @@ func Init(o InitOptions) (InitResult, error) {
 		"SMTP":        hp(o.ListenHost, def(o.SMTPPort, 25)),
 		"Submission":  hp(o.ListenHost, def(o.SubmissionPort, 587)),
 		"Submissions": hp(o.ListenHost, def(o.SubmissionsPort, 465)),
+		"IMAP":        hp(o.ListenHost, def(o.IMAPPort, 143)),
+		"IMAPS":       hp(o.ListenHost, def(o.IMAPSPort, 993)),
+		"POP3":        hp(o.ListenHost, def(o.POP3Port, 110)),
+		"POP3S":       hp(o.ListenHost, def(o.POP3SPort, 995)),
 		"Admin":       hp(adminHost, def(o.AdminPort, defaultAdminPort)),
 		"Cert":        certPath,
 		"Key":         keyPath,
@@ -196,6 +204,10 @@ domains = ["{{.Domain}}"]
 smtp = "{{.SMTP}}"               # MX: mail from the Internet, no AUTH
 submission = "{{.Submission}}"   # STARTTLS required before AUTH
 submissions = "{{.Submissions}}" # implicit TLS
+imap = "{{.IMAP}}"               # STARTTLS required before LOGIN
+imaps = "{{.IMAPS}}"             # implicit TLS
+pop3 = "{{.POP3}}"               # STLS required before USER/PASS
+pop3s = "{{.POP3S}}"             # implicit TLS
 admin = "{{.Admin}}"             # HTTP admin API, bearer token
 
 [tls]
@@ -217,6 +229,9 @@ max_recipients = {{.D.Limits.MaxRecipients}}          # per message
 command_timeout = "{{.D.Limits.CommandTimeout}}"
 data_timeout = "{{.D.Limits.DataTimeout}}"
 max_inflight_bytes = {{.D.Limits.MaxInflight}}   # message bytes in memory, all sessions together (at least ~7 × max_message_size)
+
+[mailbox]
+quota = {{.D.Mailbox.Quota}}   # bytes per user over all folders (0: none); mamori user quota sets one per user
 
 [queue]
 max_messages = {{.D.Queue.MaxMessages}}         # beyond this new mail gets 452 4.3.1

@@ -51,7 +51,17 @@ type User struct {
 	Created   time.Time
 	Disabled  bool
 	LastLogin time.Time
+	// Quota is the user's own quota: 0 follows [mailbox] quota,
+	// QuotaNone means none, otherwise bytes.
+	Quota int64
+	// QuotaBytes (the quota in force, 0 = none) and Usage are filled in
+	// by the admin layer, which knows the default and the mail store.
+	QuotaBytes int64
+	Usage      Usage
 }
+
+// QuotaNone as a user's quota means no quota at all.
+const QuotaNone = -1
 
 // Alias maps an address ("x@domain") or a whole domain's catch-all
 // ("@domain") to target addresses.
@@ -66,6 +76,7 @@ type userRecord struct {
 	Created   time.Time `json:"created"`
 	Disabled  bool      `json:"disabled,omitempty"`
 	LastLogin time.Time `json:"last_login,omitzero"`
+	Quota     int64     `json:"quota,omitempty"` // see User.Quota
 }
 
 type domainRecord struct {
@@ -528,6 +539,38 @@ func (d *Directory) SetDisabled(addr string, disabled bool) error {
 	return nil
 }
 
+// SetQuota sets a user's own quota: bytes > 0, 0 to follow the
+// configured default, or QuotaNone.
+func (d *Directory) SetQuota(addr string, quota int64) error {
+	if quota < QuotaNone {
+		return fmt.Errorf("set quota %s: %d is not a quota", addr, quota)
+	}
+	if err := d.updateUser("set quota", addr, func(u *userEntry) { u.rec.Quota = quota }); err != nil {
+		return err
+	}
+	slog.Info("mailbox: quota changed", "user", addr, "quota", quota)
+	return nil
+}
+
+// QuotaOf returns addr's quota in bytes given the configured default
+// (0 = none). Unknown addresses get the default.
+func (d *Directory) QuotaOf(addr string, def int64) int64 {
+	key, err := canonicalAddress(addr)
+	if err != nil {
+		return def
+	}
+	d.mu.RLock()
+	u, ok := d.users[key]
+	d.mu.RUnlock()
+	switch {
+	case !ok || u.rec.Quota == 0:
+		return def
+	case u.rec.Quota == QuotaNone:
+		return 0
+	}
+	return u.rec.Quota
+}
+
 // RecordLogin notes a successful login. It is best effort: the time is kept
 // in memory at once but written to the store at most once per minute per
 // user (Flush writes the rest); failures are logged, not returned.
@@ -591,7 +634,7 @@ func (d *Directory) Users() []User {
 	out := make([]User, 0, len(d.users))
 	for addr, u := range d.users {
 		out = append(out, User{Address: addr, Created: u.rec.Created,
-			Disabled: u.rec.Disabled, LastLogin: u.rec.LastLogin})
+			Disabled: u.rec.Disabled, LastLogin: u.rec.LastLogin, Quota: u.rec.Quota})
 	}
 	d.mu.RUnlock()
 	slices.SortFunc(out, func(a, b User) int { return strings.Compare(a.Address, b.Address) })

@@ -556,3 +556,40 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 	}
 }
+
+func TestQuota(t *testing.T) {
+	d, path := newDirectory(t, "example.test")
+	must(t, d.AddUser("alice@example.test", testPassword))
+	must(t, d.AddUser("bob@example.test", testPassword))
+	must(t, d.AddUser("carol@example.test", testPassword))
+	must(t, d.SetQuota("Bob@Example.test", 5<<20))
+	must(t, d.SetQuota("carol@example.test", QuotaNone))
+	if err := d.SetQuota("nobody@example.test", 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("quota of an unknown user: %v", err)
+	}
+	if err := d.SetQuota("alice@example.test", -2); err == nil {
+		t.Error("quota -2 accepted")
+	}
+	const def = 1 << 30
+	check := func(d *Directory) {
+		t.Helper()
+		for addr, want := range map[string]int64{
+			"alice@example.test": def, "bob@example.test": 5 << 20, "carol@example.test": 0, "stranger@example.test": def,
+		} {
+			if got := d.QuotaOf(addr, def); got != want {
+				t.Errorf("QuotaOf(%s) = %d, want %d", addr, got, want)
+			}
+		}
+	}
+	check(d)
+	// Stored, not only in memory.
+	if r := storedUser(t, d, "bob@example.test"); r.Quota != 5<<20 {
+		t.Errorf("stored quota %d", r.Quota)
+	}
+	for _, u := range d.Users() {
+		if u.Address == "bob@example.test" && u.Quota != 5<<20 {
+			t.Errorf("Users() quota %d", u.Quota)
+		}
+	}
+	_ = path
+}

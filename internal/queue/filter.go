@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mamori-mail/mamori/internal/ipnet"
+	"github.com/mamori-mail/mamori/internal/units"
 )
 
 // FilterError is a filter that cannot be used: a field that does not parse
@@ -149,24 +150,11 @@ func ParseAge(s string) (time.Duration, error) {
 // parseSize reads a byte count with an optional k, m or g (1024-based)
 // suffix; "" is 0.
 func parseSize(field, s string) (int64, error) {
-	v := strings.TrimSpace(s)
-	if v == "" {
-		return 0, nil
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, &FilterError{field, s, err.Error()}
 	}
-	num, mult := v, int64(1)
-	switch v[len(v)-1] {
-	case 'k', 'K':
-		num, mult = v[:len(v)-1], 1<<10
-	case 'm', 'M':
-		num, mult = v[:len(v)-1], 1<<20
-	case 'g', 'G':
-		num, mult = v[:len(v)-1], 1<<30
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult || strings.HasPrefix(num, "+") {
-		return 0, &FilterError{field, s, "want a number of bytes, optionally with k, m or g (e.g. 500000, 10m)"}
-	}
-	return n * mult, nil
+	return n, nil
 }
 
 // CheckRule validates a rule name given by a person (the reason of a hold):

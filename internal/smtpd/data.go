@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/mimeconv"
@@ -196,7 +197,7 @@ func (s *session) dataReadError(err error) error {
 	case errors.Is(err, smtp.ErrDataTooLarge):
 		return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
-	case isTimeout(err):
+	case admit.IsTimeout(err):
 		s.log.Info("data timeout", "limit", s.srv.cfg.DataTimeout.String())
 		s.endSoon()
 		return s.reject("data", "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},

@@ -224,11 +224,18 @@ func TestBDATTrickleHitsDataTimeout(t *testing.T) {
 		Hostname: "mx.ours.test", Domain: "ours.test", MaxMessageBytes: 64 << 10, MaxLineLength: 1000,
 		CommandTimeout: 5 * time.Second, DataTimeout: 300 * time.Millisecond, MaxInflightBytes: 1 << 20,
 	}, fuzzDir{}, &fuzzSpool{}, nil)
-	client, server := net.Pipe()
-	l := &oneConnListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
-	l.c <- pipeConn{server}
+	// A real socket, not net.Pipe: the client writes its next chunk while
+	// the server writes its 421, which a synchronous pipe would deadlock.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan struct{})
 	go func() { srv.Serve(KindMX, l); close(served) }()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		client.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -32,6 +32,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/msgheader"
@@ -104,6 +105,9 @@ type Config struct {
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
 	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) content.Verdict
+	// OverQuota, when set, reports a local mailbox at or over its quota:
+	// a recipient whose mailboxes all are gets 452 4.2.2 at RCPT.
+	OverQuota func(addr string) bool
 	// ContentMemory is the most memory one Content call may hold for a
 	// message of n bytes, on top of the message itself (for the content
 	// package, DomainPolicies.MemoryBound). nil means n.
@@ -298,8 +302,7 @@ func (s *Server) Serve(kind Kind, l net.Listener) error {
 	s.servers = append(s.servers, srv)
 	s.mu.Unlock()
 
-	tl := newAdmitListener(l, s, kind)
-	err := srv.Serve(tl)
+	err := srv.Serve(admit.Listen(l, s.admission(kind)))
 	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return ErrServerClosed
 	}
@@ -337,18 +340,9 @@ func (s *Server) isTrusted(ip netip.Addr) bool {
 	return false
 }
 
-func remoteIP(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
-}
-
 type slogAdapter struct{ l *slog.Logger }
 
 func (a slogAdapter) Printf(format string, v ...interface{}) {
 	a.l.Warn("smtp", "msg", fmt.Sprintf(format, v...))
 }
 func (a slogAdapter) Println(v ...interface{}) { a.l.Warn("smtp", "msg", fmt.Sprint(v...)) }
-
-func tlsServer(c net.Conn, cfg *tls.Config) net.Conn { return tls.Server(c, cfg) }

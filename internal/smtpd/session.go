@@ -12,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/policy"
 	"github.com/mamori-mail/mamori/internal/queue"
@@ -28,7 +29,7 @@ type backend struct {
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	s := b.srv
-	ip := remoteIP(c.Conn())
+	ip := admit.RemoteIP(c.Conn())
 	_, isTLS := c.TLSConnectionState()
 	sess := &session{
 		srv:     s,
@@ -167,6 +168,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			return s.reject("rcpt", to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 				Message: fmt.Sprintf("<%s>: Recipient address rejected: User unknown", addr)})
 		}
+		if full := s.srv.cfg.OverQuota; full != nil && allFull(targets, s.srv.dir.IsLocalDomain, full) {
+			// Refused now, so the sender's server keeps it and retries:
+			// no bounce later, and none from us to a forged sender.
+			return s.reject("rcpt", to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
+				Message: fmt.Sprintf("<%s>: Mailbox full, try again later", addr)})
+		}
 	}
 	if gd := s.guardRcpt(addr, true); gd.Verdict != guard.Accept && gd.Verdict != guard.Hold {
 		return s.guardRefusal("rcpt", addr, gd)
@@ -280,4 +287,17 @@ func (s *session) guardRefusal(stage, arg string, d guard.Decision) error {
 	}
 	s.log.Info("guard", "stage", stage, "arg", arg, "user", s.user, "rule", d.Rule, "verdict", int(d.Verdict))
 	return s.reject(stage, arg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text})
+}
+
+// allFull reports whether every target is a local mailbox at or over its
+// quota. An alias with one full member among others is accepted: the
+// others must not wait for it (its delivery is deferred instead).
+func allFull(targets []string, isLocal func(string) bool, full func(string) bool) bool {
+	for _, t := range targets {
+		at := strings.LastIndexByte(t, '@')
+		if at < 0 || !isLocal(t[at+1:]) || !full(t) {
+			return false
+		}
+	}
+	return len(targets) > 0
 }
