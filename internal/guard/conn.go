@@ -95,6 +95,10 @@ func (g *Guard) connect(pool Pool, ip netip.Addr, trusted bool, now int64, lg *l
 		perIP *= trustedConnFactor
 		perNet *= trustedConnFactor
 	}
+	if f := g.cfg.PoolConnFactor[pool]; f > 1 {
+		perIP *= f
+		perNet *= f
+	}
 	pk, pi, pn := poolKey{pool, trusted}, poolIP{pool, key}, poolNet{pool, net}
 	var d Decision
 	var count, limit int

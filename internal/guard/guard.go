@@ -35,16 +35,20 @@ type Config struct {
 	MaxConnections        int               // concurrent per listener pool and class of client, default 2000
 	MaxConnsPerIP         int               // default 20 (untrusted); trusted IPs: 4×
 	MaxConnsPerNet        int               // per /24 or /48, default 60; trusted networks: 4×
-	ConnsPerMinute        int               // new connections per IP per minute, default 120
-	AuthFailsPerPair      int               // IP+account failures in 15 min that block the pair, default 5
-	AuthFailsPerIP        int               // all failures from an IP in 15 min that ban the IP, default 20
-	AuthUsersPerNet       int               // distinct usernames failing from one /24|/48 in 15 min that ban the IP (spraying), default 5
-	BanBase, BanMax       time.Duration     // first ban length and cap; each new strike ×4; defaults 10m, 7 days
-	LoginNetworks         int               // distinct networks one account logs in from within 10 min (one of them new) → suspend, default 3
-	AuthFailsPerAccount   int               // failures for one login name in 15 min, from any source, that throttle it for sources it does not trust, default 10
-	AccountThrottle       time.Duration     // how long a throttled name is refused from sources it does not trust, default 15 min
-	HistoryFactor         float64           // messages in the last hour > factor × the account's usual hourly peak (and > MsgsPerMinute) → isolate, default 10
-	Now                   func() time.Time  // tests inject a clock
+	// PoolConnFactor multiplies the per-IP and per-network caps in a
+	// pool: mail clients keep several IMAP connections open per account,
+	// and an office behind one NAT address has many accounts.
+	PoolConnFactor      map[Pool]int
+	ConnsPerMinute      int              // new connections per IP per minute, default 120
+	AuthFailsPerPair    int              // IP+account failures in 15 min that block the pair, default 5
+	AuthFailsPerIP      int              // all failures from an IP in 15 min that ban the IP, default 20
+	AuthUsersPerNet     int              // distinct usernames failing from one /24|/48 in 15 min that ban the IP (spraying), default 5
+	BanBase, BanMax     time.Duration    // first ban length and cap; each new strike ×4; defaults 10m, 7 days
+	LoginNetworks       int              // distinct networks one account logs in from within 10 min (one of them new) → suspend, default 3
+	AuthFailsPerAccount int              // failures for one login name in 15 min, from any source, that throttle it for sources it does not trust, default 10
+	AccountThrottle     time.Duration    // how long a throttled name is refused from sources it does not trust, default 15 min
+	HistoryFactor       float64          // messages in the last hour > factor × the account's usual hourly peak (and > MsgsPerMinute) → isolate, default 10
+	Now                 func() time.Time // tests inject a clock
 
 	// Additions to the list.
 	HeaderFromMismatches int           // messages per user in 10 min whose header From the login does not own, default 3; more → isolate

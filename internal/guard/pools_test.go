@@ -66,3 +66,27 @@ func TestConnectionPoolsIsolated(t *testing.T) {
 		rel()
 	}
 }
+
+// TestPoolConnFactor: a pool's factor raises its per-IP cap (an office
+// NAT with many mail clients) and leaves other pools' caps alone.
+func TestPoolConnFactor(t *testing.T) {
+	g, _, _ := newTestGuard(t, Config{MaxConnections: 1000, MaxConnsPerIP: 2, MaxConnsPerNet: 1000, ConnsPerMinute: 100000,
+		PoolConnFactor: map[Pool]int{"imaps": 5}}, nil)
+	ip := netip.MustParseAddr("192.0.2.8")
+	for pool, limit := range map[Pool]int{"imaps": 10, "smtp": 2} {
+		var rels []func()
+		for i := range limit {
+			d, rel := g.ConnectTo(pool, ip, false)
+			if d.Verdict != Accept {
+				t.Fatalf("%s connection %d refused below the cap %d: %+v", pool, i+1, limit, d)
+			}
+			rels = append(rels, rel)
+		}
+		if d, _ := g.ConnectTo(pool, ip, false); d.Verdict != Drop || d.Rule != decConnPerIP.Rule {
+			t.Errorf("%s connection %d: %+v, want the per-IP cap", pool, limit+1, d)
+		}
+		for _, r := range rels {
+			r()
+		}
+	}
+}

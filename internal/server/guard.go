@@ -53,6 +53,10 @@ func guardConfig(c *config.Config) guard.Config {
 		AuthFailsPerAccount:   g.AuthFailsPerAccount,
 		AccountThrottle:       g.AccountThrottle.Duration,
 		HistoryFactor:         g.HistoryFactor,
+		// Mail clients hold several connections per account (Thunderbird:
+		// up to 5), and an office NAT has many accounts.
+		PoolConnFactor: map[guard.Pool]int{"imap": mailClientConnFactor, "imaps": mailClientConnFactor,
+			"pop3": mailClientConnFactor, "pop3s": mailClientConnFactor},
 	}
 	if len(g.Overrides) > 0 {
 		gc.Overrides = make(map[string]guard.Limits, len(g.Overrides))
@@ -62,6 +66,10 @@ func guardConfig(c *config.Config) guard.Config {
 	}
 	return gc
 }
+
+// mailClientConnFactor multiplies the per-IP and per-network connection
+// caps on the IMAP and POP3 listeners.
+const mailClientConnFactor = 5
 
 // guardHooks let the guard act on the queue and tell the administrator.
 type guardHooks struct {
