@@ -55,7 +55,8 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 		st.Close()
 		return nil, nil, nil, err
 	}
-	return admin.Local{Dir: dir}, nil, func() { st.Close() }, nil
+	ms := mailbox.NewStore(server.MailDir(c), mailbox.StoreOptions{})
+	return admin.Local{Dir: dir, Store: ms, DefaultQuota: c.Mailbox.Quota}, nil, func() { ms.Close(); st.Close() }, nil
 }
 
 // runningClient loads the config and returns an API client of the running

@@ -58,6 +58,10 @@ type User struct {
 	// by the admin layer, which knows the default and the mail store.
 	QuotaBytes int64
 	Usage      Usage
+
+	// mb is set by Store.User: the folder methods (store_user.go) work
+	// only on such a User.
+	mb *userState
 }
 
 // QuotaNone as a user's quota means no quota at all.

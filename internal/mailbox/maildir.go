@@ -30,7 +30,7 @@ func (m *Maildir) grouped() *groupSync {
 		if m.PerFileSync {
 			return
 		}
-		if err := os.MkdirAll(m.Root, 0o700); err != nil {
+		if err := os.MkdirAll(m.Root, dirMode); err != nil {
 			return
 		}
 		if fn, err := syncfsFunc(m.Root); err == nil {
@@ -111,7 +111,7 @@ func syncDir(dir string) error {
 // mkdirDurable creates dir (mode 0700) if missing and, when it did, fsyncs
 // the parent so that the new entry survives a crash.
 func mkdirDurable(dir string) error {
-	err := os.Mkdir(dir, 0o700)
+	err := os.Mkdir(dir, dirMode)
 	switch {
 	case err == nil:
 		return syncDir(filepath.Dir(dir))
@@ -141,7 +141,7 @@ func (m *Maildir) ensureMaildir(base string) error {
 	if ready {
 		return nil
 	}
-	if err := os.MkdirAll(m.Root, 0o700); err != nil {
+	if err := os.MkdirAll(m.Root, dirMode); err != nil {
 		return err
 	}
 	for _, dir := range []string{
@@ -158,7 +158,7 @@ func (m *Maildir) ensureMaildir(base string) error {
 // Deliver stores header followed by body as a new message for addr and
 // returns the message's path in new/. It follows the Maildir protocol: write
 // tmp/NAME, fsync it, rename it into new/, fsync new/. NAME is
-// "<unix seconds>.<uniq>.<hostname>"; uniq is chosen by the caller (for
+// "<unix seconds>.<uniq>.<hostname>,S=<size>"; uniq is chosen by the caller (for
 // example "M<queueid>R<n>") and must not contain '.', ':', '/' or '\'. When
 // Deliver returns an error the message may or may not be in new/ (only when
 // the final fsync failed); use Delivered before retrying after a crash.
@@ -174,7 +174,8 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 		return "", fmt.Errorf("maildir deliver to %s: create maildir: %w", addr, err)
 	}
 
-	name := fmt.Sprintf("%d.%s.%s", time.Now().Unix(), uniq, maildirHost())
+	// ",S=<size>" (Dovecot's) lets readers learn the size without a stat.
+	name := fmt.Sprintf("%d.%s.%s,S=%d", time.Now().Unix(), uniq, hostOnce(), len(header)+len(body))
 	tmpPath := filepath.Join(base, "tmp", name)
 	newPath := filepath.Join(base, "new", name)
 	group := m.grouped()
@@ -217,7 +218,7 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 // writeFile creates path exclusively (mode 0600), writes the parts and,
 // with sync, fsyncs it. On error the file is removed.
 func writeFile(path string, sync bool, parts ...[]byte) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return err
 	}
@@ -305,10 +306,7 @@ func dirFind(dir, needle string) (string, bool) {
 // within one run the queue's per-recipient status already prevents a
 // second delivery. The header gets Return-Path and Delivered-To.
 func (m *Maildir) DeliverOnce(addr, queueID, returnPath string, body []byte, maybeDone bool) error {
-	h := fnv.New32a()
-	h.Write([]byte(strings.ToLower(addr)))
-	uniq := fmt.Sprintf("M%sR%08x", queueID, h.Sum32())
-	hdr := fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", returnPath, addr)
+	uniq, hdr := deliveryParts(addr, queueID, returnPath)
 	if maybeDone && m.Delivered(addr, uniq, int64(len(hdr)+len(body))) {
 		return nil
 	}
@@ -316,4 +314,15 @@ func (m *Maildir) DeliverOnce(addr, queueID, returnPath string, body []byte, may
 		return fmt.Errorf("maildir %s: %w", addr, err)
 	}
 	return nil
+}
+
+// deliveryParts returns the unique part of a queued message's file name
+// for addr (derived from the queue id and the recipient, so that a second
+// attempt recognises the first) and the header delivery prepends.
+func deliveryParts(addr, queueID, returnPath string) (uniq, hdr string) {
+	h := fnv.New32a()
+	h.Write([]byte(strings.ToLower(addr)))
+	uniq = fmt.Sprintf("M%sR%08x", queueID, h.Sum32())
+	hdr = fmt.Sprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", returnPath, addr)
+	return uniq, hdr
 }

@@ -59,6 +59,11 @@ var (
 	ErrOverQuota     = errors.New("mailbox: quota exceeded")
 	ErrTooManyFlags  = errors.New("mailbox: too many keywords (26 at most per folder)")
 	ErrInboxSpecial  = errors.New("mailbox: INBOX cannot be deleted")
+
+	// Additions of the implementation.
+	ErrHasChildren    = errors.New("mailbox: folder has children")
+	ErrTooManyFolders = errors.New("mailbox: too many folders")
+	ErrBadFlag        = errors.New("mailbox: invalid flag")
 )
 
 // StoreOptions configure a Store.

@@ -187,6 +187,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		addrs["admin"] = adminL.Addr().String()
 	}
 
+	// mstore is the one owner of the Maildir tree: local delivery, IMAP and
+	// POP3 all go through it.
+	mstore := mailbox.NewStore(MailDir(c), mailbox.StoreOptions{
+		Quota: func(addr string) int64 { return dir.QuotaOf(addr, c.Mailbox.Quota) },
+	})
+	defer mstore.Close()
+
 	pols := contentPolicies(c)
 	smtpCfg := smtpd.Config{
 		Hostname:         c.Hostname,
@@ -203,6 +210,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		LocalIPs:         localIPs(),
 		Guard:            def.guard,
 		Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
+		OverQuota:        mstore.OverQuota,
 		Recorder:         sessionRecorder{jrn},
 		Content:          contentChecker(c, pols, log.With("stage", "content")),
 		ContentMemory:    pols.MemoryBound,
@@ -234,7 +242,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Postmaster:  postmaster(c),
 		Paused:      def.paused,
 		Sign:        signOwn,
-	}, spool{q}, &localDelivery{dir: dir, md: &mailbox.Maildir{Root: MailDir(c)}, started: time.Now()}, res, log.With("stage", "delivery"))
+	}, spool{q}, &localDelivery{dir: dir, store: mstore, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
 	errc := make(chan error, len(smtpLs)+2)
@@ -259,7 +267,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	}()
 	var httpSrv *http.Server
 	if adminL != nil {
-		api := admin.NewServer(admin.Local{Dir: dir}, q, token, log.With("stage", "admin"))
+		api := admin.NewServer(admin.Local{Dir: dir, Store: mstore, DefaultQuota: c.Mailbox.Quota}, q, token, log.With("stage", "admin"))
 		api.SetGuard(def.guard, smtpPorts(addrs))
 		api.SetIncident(q, jrn)
 		api.OnQueueOp(func(op, filter string, n int, remote string) {
@@ -350,7 +358,7 @@ func localIPs() func(netip.Addr) bool {
 // localDelivery adapts the mailbox package to the delivery stage.
 type localDelivery struct {
 	dir     *mailbox.Directory
-	md      *mailbox.Maildir
+	store   *mailbox.Store
 	started time.Time
 }
 
@@ -359,7 +367,13 @@ func (l *localDelivery) IsLocalDomain(d string) bool { return l.dir.IsLocalDomai
 func (l *localDelivery) DeliverLocal(ctx context.Context, rcpt string, m queue.Meta, body []byte) error {
 	// A message queued before this process started may have reached the
 	// mailbox just before a crash, without its status being recorded.
-	return l.md.DeliverOnce(rcpt, m.ID, m.From, body, m.Received.Before(l.started))
+	err := l.store.DeliverOnce(rcpt, m.ID, m.From, body, m.Received.Before(l.started))
+	if errors.Is(err, mailbox.ErrOverQuota) {
+		// Not permanent: the scheduler defers it, and the status text
+		// makes the deferral (and a final bounce) say 4.2.2.
+		return fmt.Errorf("4.2.2 mailbox full: %w", err)
+	}
+	return err
 }
 
 // spool adapts *queue.Queue to the delivery stage's Spool, which names its
