@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	blitiri.com.ar/go/spf v1.6.0
 	github.com/BurntSushi/toml v1.6.0
+	github.com/emersion/go-imap/v2 v2.0.0-beta.8
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-msgauth v0.7.0
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6
@@ -21,3 +22,5 @@ require (
 require golang.org/x/text v0.43.0 // indirect
 
 replace github.com/emersion/go-smtp => ./third_party/go-smtp
+
+replace github.com/emersion/go-imap/v2 => ./third_party/go-imap

@@ -623,9 +623,22 @@ func TestStoreQuota(t *testing.T) {
 	if _, _, err := u.Append("INBOX", strings.NewReader(strings.Repeat("x", 41)), nil, time.Time{}); !errors.Is(err, ErrOverQuota) {
 		t.Fatalf("Append beyond the quota: %v", err)
 	}
-	err := s.DeliverOnce(testAddr, "Q1", "b@example.test", []byte(strings.Repeat("y", 40)), false)
+	// Delivery was decided at RCPT time: with room left it delivers even
+	// past the quota, so nothing accepted bounces later...
+	s2, _ := newTestStore(t, StoreOptions{Quota: func(string) int64 { return 100 }})
+	if err := s2.DeliverOnce(testAddr, "Q1", "b@example.test", []byte(strings.Repeat("y", 20)), false); err != nil {
+		t.Fatalf("DeliverOnce with room left: %v", err)
+	}
+	if err := s2.DeliverOnce(testAddr, "Q2", "b@example.test", []byte(strings.Repeat("y", 90)), false); err != nil {
+		t.Fatalf("DeliverOnce taking the mailbox past its quota: %v", err)
+	}
+	// ...but a mailbox already full defers.
+	if !s2.OverQuota(testAddr) {
+		t.Fatal("not over quota after two deliveries")
+	}
+	err := s2.DeliverOnce(testAddr, "Q3", "b@example.test", []byte("y"), false)
 	if !errors.Is(err, ErrOverQuota) {
-		t.Fatalf("DeliverOnce beyond the quota: %v", err)
+		t.Fatalf("DeliverOnce to a full mailbox: %v", err)
 	}
 	in := mustOpen(t, u, "INBOX")
 	if _, _, _, err := in.CopyTo([]uint32{1}, mustOpen(t, u, "Trash")); !errors.Is(err, ErrOverQuota) {

@@ -714,7 +714,7 @@ func (s *Store) quota(addr string) int64 {
 }
 
 // checkQuota refuses adding size octets to u's mail when that would exceed
-// its quota.
+// its quota; size -1 asks only whether the mailbox is already full.
 func (u *userState) checkQuota(size int64) error {
 	q := u.s.quota(u.addr)
 	if q <= 0 {
@@ -726,7 +726,7 @@ func (u *userState) checkQuota(size int64) error {
 	if err != nil {
 		return err
 	}
-	if us.Bytes+size > q {
+	if size < 0 && us.Bytes >= q || size >= 0 && us.Bytes+size > q {
 		return fmt.Errorf("mailbox %s: %d + %d octets over the quota of %d: %w", u.addr, us.Bytes, size, q, ErrOverQuota)
 	}
 	return nil
@@ -821,8 +821,11 @@ func (u *userState) refreshUsage() error {
 }
 
 // DeliverOnce stores a queued message in addr's INBOX exactly once (see
-// Maildir.DeliverOnce) and wakes the folder's watchers. Over quota it
-// returns ErrOverQuota.
+// Maildir.DeliverOnce) and wakes the folder's watchers. Quota is decided
+// at RCPT time (OverQuota): a message accepted while the mailbox had room
+// is delivered even if it takes the mailbox over its quota, so that
+// nothing accepted bounces later. Only a mailbox already full (an alias
+// member, a quota lowered meanwhile) gets ErrOverQuota, a deferral.
 func (s *Store) DeliverOnce(addr, queueID, returnPath string, body []byte, maybeDone bool) error {
 	u, err := s.state(addr)
 	if err != nil {
@@ -833,7 +836,7 @@ func (s *Store) DeliverOnce(addr, queueID, returnPath string, body []byte, maybe
 	if maybeDone && s.md.Delivered(addr, uniq, size) {
 		return nil
 	}
-	if err := u.checkQuota(size); err != nil {
+	if err := u.checkQuota(-1); err != nil {
 		return err
 	}
 	if _, err := s.md.Deliver(addr, uniq, []byte(hdr), body); err != nil {

@@ -200,10 +200,11 @@ func disableStale(ctx context.Context, c *config.Config, dir *mailbox.Directory,
 	}
 }
 
-// smtpPorts are the listener ports, for the nftables export.
+// smtpPorts are the mail listener ports (SMTP, IMAP, POP3), for the
+// nftables export: a ban holds on every door.
 func smtpPorts(addrs map[string]string) []int {
 	var out []int
-	for _, k := range []string{"smtp", "submission", "submissions"} {
+	for _, k := range []string{"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"} {
 		if _, p, err := net.SplitHostPort(addrs[k]); err == nil {
 			if n, err := strconv.Atoi(p); err == nil {
 				out = append(out, n)

@@ -13,8 +13,8 @@ import (
 	"github.com/mamori-mail/mamori/internal/queue"
 )
 
-// Local delivery goes through the mailbox store; over quota it is a
-// temporary 4.2.2 failure the scheduler defers.
+// Local delivery goes through the mailbox store; to a mailbox already full
+// it is a temporary 4.2.2 failure the scheduler defers.
 func TestLocalDeliveryQuota(t *testing.T) {
 	st := mailbox.NewStore(filepath.Join(t.TempDir(), "mail"), mailbox.StoreOptions{
 		Quota: func(string) int64 { return 200 },
@@ -28,7 +28,11 @@ func TestLocalDeliveryQuota(t *testing.T) {
 	if us, _ := st.Usage("a@example.test"); us.Messages != 1 {
 		t.Fatalf("usage %+v after delivery", us)
 	}
-	m.ID = "Q2"
+	m.ID = "Q2" // room left: delivered, even past the quota
+	if err := l.DeliverLocal(context.Background(), "a@example.test", m, []byte(strings.Repeat("x", 200))); err != nil {
+		t.Fatal(err)
+	}
+	m.ID = "Q3"
 	err := l.DeliverLocal(context.Background(), "a@example.test", m, []byte(strings.Repeat("x", 200)))
 	if err == nil || !errors.Is(err, mailbox.ErrOverQuota) || delivery.IsPermanent(err) || !strings.HasPrefix(err.Error(), "4.2.2 ") {
 		t.Fatalf("over-quota delivery: %v", err)

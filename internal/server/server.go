@@ -26,6 +26,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/delivery"
 	"github.com/mamori-mail/mamori/internal/journal"
+	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
@@ -173,6 +174,18 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		smtpLs = append(smtpLs, lst{x.name, x.kind, l})
 		addrs[x.name] = l.Addr().String()
 	}
+	mailLs, err := bindMailAccess(c, addrs)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	prevClose := closeAll
+	closeAll = func() {
+		prevClose()
+		for _, x := range mailLs {
+			x.l.Close()
+		}
+	}
 	var adminL net.Listener
 	var token string
 	if c.Listen.Admin != "" {
@@ -245,7 +258,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	}, spool{q}, &localDelivery{dir: dir, store: mstore, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
-	errc := make(chan error, len(smtpLs)+2)
+	errc := make(chan error, len(smtpLs)+len(mailLs)+2)
 	for _, x := range smtpLs {
 		wg.Add(1)
 		go func() {
@@ -255,6 +268,8 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
+	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login")}
+	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, trusted, log, errc)
 	dctx, dcancel := context.WithCancel(context.Background())
 	defer dcancel()
 	var dwg sync.WaitGroup
@@ -285,7 +300,8 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
 	}, log.With("stage", "queue"))
 	log.Info("started", "hostname", c.Hostname, "domains", strings.Join(dir.Domains(), ","),
-		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"], "admin", addrs["admin"],
+		"smtp", addrs["smtp"], "submission", addrs["submission"], "submissions", addrs["submissions"],
+		"imap", addrs["imap"], "imaps", addrs["imaps"], "pop3", addrs["pop3"], "pop3s", addrs["pop3s"], "admin", addrs["admin"],
 		"queued", q.Count(queue.Filter{}))
 	if opt.Ready != nil {
 		opt.Ready(addrs)
@@ -303,6 +319,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if err := smtpSrv.Shutdown(sctx); err != nil {
 		log.Warn("smtp shutdown", "err", err.Error())
 	}
+	mail.shutdown(sctx, log)
 	wg.Wait()
 	if httpSrv != nil {
 		httpSrv.Shutdown(sctx)

@@ -1,0 +1,371 @@
+package imapd
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/mamori-mail/mamori/internal/login"
+	"github.com/mamori-mail/mamori/internal/mailbox"
+)
+
+// fakeLogin accepts one password per user.
+type fakeLogin struct {
+	mu     sync.Mutex
+	users  map[string]string
+	checks int
+}
+
+func (f *fakeLogin) Check(_ netip.Addr, protocol, username, password string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checks++
+	user := strings.ToLower(username)
+	if protocol != "imap" || f.users[user] == "" || f.users[user] != password {
+		return "", &login.Error{Code: 535, Enhanced: [3]int{5, 7, 8}, Text: "Authentication credentials invalid"}
+	}
+	return user, nil
+}
+
+func testTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "imap.ours.test"},
+		DNSNames:     []string{"imap.ours.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+type testEnv struct {
+	store *mailbox.Store
+	login *fakeLogin
+	imaps string // implicit TLS address
+	imap  string // STARTTLS address
+}
+
+const (
+	testUser = "bob@ours.test"
+	testPass = "correct horse"
+)
+
+func startServer(t *testing.T) *testEnv {
+	t.Helper()
+	store := mailbox.NewStore(t.TempDir(), mailbox.StoreOptions{PerFileSync: false})
+	t.Cleanup(func() { store.Close() })
+	fl := &fakeLogin{users: map[string]string{testUser: testPass}}
+	tlsConf := testTLS(t)
+	srv := New(Config{Hostname: "imap.ours.test", TLS: tlsConf, Store: store, Login: fl, AppendLimit: 1 << 20})
+
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, l := range []net.Listener{plain, tls.NewListener(raw, tlsConf)} {
+		wg.Add(1)
+		go func() { defer wg.Done(); srv.Serve(l) }()
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		wg.Wait()
+	})
+	return &testEnv{store: store, login: fl, imaps: raw.Addr().String(), imap: plain.Addr().String()}
+}
+
+func clientTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
+
+func dial(t *testing.T, env *testEnv, handler *imapclient.UnilateralDataHandler) *imapclient.Client {
+	t.Helper()
+	c, err := imapclient.DialTLS(env.imaps, &imapclient.Options{TLSConfig: clientTLS(), UnilateralDataHandler: handler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login(testUser, testPass).Wait(); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+func deliver(t *testing.T, env *testEnv, id, subject, body string) {
+	t.Helper()
+	msg := "From: Alice <alice@far.test>\r\nTo: bob@ours.test\r\nSubject: " + subject +
+		"\r\nDate: Mon, 02 Jan 2006 15:04:05 +0000\r\nMessage-ID: <" + id + "@far.test>\r\n\r\n" + body + "\r\n"
+	if err := env.store.DeliverOnce(testUser, id, "alice@far.test", []byte(msg), false); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+}
+
+func TestMailboxSession(t *testing.T) {
+	env := startServer(t)
+	deliver(t, env, "Q1", "hello one", "first body")
+	c := dial(t, env, nil)
+
+	// LIST: the special-use folders every user has.
+	boxes, err := c.List("", "*", nil).Collect()
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	uses := map[string]imap.MailboxAttr{}
+	for _, b := range boxes {
+		for _, a := range b.Attrs {
+			switch a {
+			case imap.MailboxAttrSent, imap.MailboxAttrDrafts, imap.MailboxAttrTrash, imap.MailboxAttrJunk, imap.MailboxAttrArchive:
+				uses[b.Mailbox] = a
+			}
+		}
+		if b.Delim != '.' {
+			t.Errorf("%s: delimiter %q", b.Mailbox, b.Delim)
+		}
+	}
+	for name, use := range map[string]imap.MailboxAttr{"Sent": imap.MailboxAttrSent, "Drafts": imap.MailboxAttrDrafts, "Trash": imap.MailboxAttrTrash, "Junk": imap.MailboxAttrJunk, "Archive": imap.MailboxAttrArchive} {
+		if uses[name] != use {
+			t.Errorf("LIST: %s has %q, want %q (all: %+v)", name, uses[name], use, boxes)
+		}
+	}
+
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatalf("select: %v", err)
+	}
+	if sel.NumMessages != 1 || sel.UIDValidity == 0 {
+		t.Fatalf("select: %+v", sel)
+	}
+
+	// FETCH BODY[] sets \Seen; the envelope comes from the header.
+	msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{
+		UID: true, Flags: true, Envelope: true, RFC822Size: true,
+		BodySection: []*imap.FetchItemBodySection{{}},
+	}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch: %v %d", err, len(msgs))
+	}
+	m := msgs[0]
+	if m.Envelope == nil || m.Envelope.Subject != "hello one" || len(m.Envelope.From) != 1 || m.Envelope.From[0].Addr() != "alice@far.test" {
+		t.Errorf("envelope: %+v", m.Envelope)
+	}
+	var body []byte
+	for _, b := range m.BodySection {
+		body = b.Bytes
+	}
+	if !strings.Contains(string(body), "first body") || int64(len(body)) != m.RFC822Size {
+		t.Errorf("body %q, size %d", body, m.RFC822Size)
+	}
+	uid1 := m.UID
+	flags, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{Flags: true}).Collect()
+	if err != nil || len(flags) != 1 || !hasImapFlag(flags[0].Flags, imap.FlagSeen) {
+		t.Errorf("BODY[] did not set \\Seen: %v %+v", err, flags)
+	}
+
+	// STORE.
+	stored, err := c.Store(imap.UIDSetNum(uid1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged, "$Label1"}}, nil).Collect()
+	if err != nil || len(stored) != 1 || !hasImapFlag(stored[0].Flags, imap.FlagFlagged) || !hasImapFlag(stored[0].Flags, "$Label1") {
+		t.Fatalf("store: %v %+v", err, stored)
+	}
+
+	// COPY with COPYUID.
+	cp, err := c.Copy(imap.SeqSetNum(1), "Archive").Wait()
+	if err != nil || cp.UIDValidity == 0 || len(cp.DestUIDs) != 1 {
+		t.Fatalf("copy: %v %+v", err, cp)
+	}
+
+	// APPEND with APPENDUID, then it shows up in the selected INBOX.
+	raw := "From: bob@ours.test\r\nSubject: draft\r\n\r\nappended\r\n"
+	app := c.Append("INBOX", int64(len(raw)), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagDraft}})
+	if _, err := io.WriteString(app, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ad, err := app.Wait()
+	if err != nil || ad.UID == 0 {
+		t.Fatalf("append: %v %+v", err, ad)
+	}
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Mailbox().NumMessages; n != 2 {
+		t.Fatalf("after append: %d messages, want 2", n)
+	}
+
+	// MOVE the first message to Trash.
+	mv, err := c.Move(imap.UIDSetNum(uid1), "Trash").Wait()
+	if err != nil || mv.DestUIDs.String() == "" {
+		t.Fatalf("move: %v %+v", err, mv)
+	}
+	if n := c.Mailbox().NumMessages; n != 1 {
+		t.Fatalf("after move: %d messages, want 1", n)
+	}
+
+	// EXPUNGE the appended one.
+	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := c.Expunge().Collect()
+	if err != nil || len(gone) != 1 || gone[0] != 1 {
+		t.Fatalf("expunge: %v %v", err, gone)
+	}
+
+	// The other folders hold what was copied and moved.
+	for _, name := range []string{"Archive", "Trash"} {
+		st, err := c.Status(name, &imap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil || st.NumMessages == nil || *st.NumMessages != 1 {
+			t.Errorf("status %s: %v %+v", name, err, st)
+		}
+	}
+
+	// SEARCH.
+	deliver(t, env, "Q2", "needle here", "second body")
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "NEEDLE"}}}, nil).Wait()
+	if err != nil || len(res.AllSeqNums()) != 1 {
+		t.Fatalf("search: %v %+v", err, res)
+	}
+	if err := c.Logout().Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hasImapFlag(flags []imap.Flag, f imap.Flag) bool {
+	for _, g := range flags {
+		if strings.EqualFold(string(g), string(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestIdleSeesDelivery(t *testing.T) {
+	env := startServer(t)
+	exists := make(chan uint32, 10)
+	c := dial(t, env, &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				exists <- *d.NumMessages
+			}
+		},
+	})
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // let IDLE start waiting
+	start := time.Now()
+	deliver(t, env, "Q9", "while idle", "hi")
+	select {
+	case n := <-exists:
+		if n != 1 {
+			t.Errorf("EXISTS %d, want 1", n)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("EXISTS after %v, want within 1s", d)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no EXISTS within 1s of a delivery")
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoginRefusals(t *testing.T) {
+	env := startServer(t)
+
+	// Plain connection: LOGINDISABLED and LOGIN refused before STARTTLS.
+	c, err := imapclient.DialInsecure(env.imap, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	caps, err := c.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !caps.Has(imap.CapLoginDisabled) || !caps.Has(imap.CapStartTLS) {
+		t.Errorf("plain caps %v: want LOGINDISABLED and STARTTLS", caps)
+	}
+	if err := c.Login(testUser, testPass).Wait(); err == nil {
+		t.Fatal("LOGIN accepted before STARTTLS")
+	}
+	if env.login.checks != 0 {
+		t.Errorf("password checked before TLS")
+	}
+	c.Close()
+
+	// STARTTLS, then a wrong password, then the right one.
+	c, err = imapclient.DialStartTLS(env.imap, &imapclient.Options{TLSConfig: clientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Login(testUser, "wrong").Wait()
+	var ie *imap.Error
+	if err == nil {
+		t.Fatal("wrong password accepted")
+	} else if !asIMAPError(err, &ie) || ie.Code != imap.ResponseCodeAuthenticationFailed {
+		t.Errorf("wrong password: %v, want NO [AUTHENTICATIONFAILED]", err)
+	}
+	if err := c.Login(testUser, testPass).Wait(); err != nil {
+		t.Fatalf("login after STARTTLS: %v", err)
+	}
+	caps, err = c.Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []imap.Cap{imap.CapIMAP4rev2, imap.CapIdle, imap.CapMove, imap.CapUIDPlus, imap.CapSpecialUse, imap.CapLiteralPlus, imap.CapNamespace, imap.CapUnselect, imap.CapEnable, imap.CapESearch, imap.CapID} {
+		if !caps.Has(want) {
+			t.Errorf("missing capability %s", want)
+		}
+	}
+}
+
+func asIMAPError(err error, target **imap.Error) bool {
+	e, ok := err.(*imap.Error)
+	if ok {
+		*target = e
+	}
+	return ok
+}

@@ -1,0 +1,275 @@
+package imapd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/mamori-mail/mamori/internal/login"
+	"github.com/mamori-mail/mamori/internal/mailbox"
+)
+
+// session is one IMAP connection. imapserver calls its methods from
+// one goroutine at a time (IDLE runs in its own goroutine while the
+// connection goroutine only waits for DONE).
+type session struct {
+	srv  *Server
+	conn *imapserver.Conn
+	ip   netip.Addr
+	log  *slog.Logger
+
+	addr string        // the login; "" before
+	user *mailbox.User // nil before login
+	sel  *selection    // nil unless a folder is selected
+}
+
+var (
+	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
+	_ imapserver.SessionAppendLimit = (*session)(nil)
+	_ imapserver.SessionID          = (*session)(nil)
+)
+
+func (s *session) Close() error {
+	s.closeSelection()
+	if s.user != nil {
+		s.log.Info("imap logout")
+	}
+	s.srv.sessions.Done()
+	return nil
+}
+
+func (s *session) Login(username, password string) error {
+	user, err := s.srv.cfg.Login.Check(s.ip, "imap", username, password)
+	if err != nil {
+		le, ok := login.AsError(err)
+		if !ok {
+			s.log.Error("imap login check", "error", err)
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Temporary authentication failure, try again later"}
+		}
+		text := le.Text
+		if text == "" {
+			text = "Authentication failed"
+		}
+		if le.Drop {
+			// The guard banned the address: reply, then close.
+			conn := s.conn
+			time.AfterFunc(dropDelay, func() { _ = conn.Bye(text) })
+		}
+		code := imap.ResponseCodeAuthenticationFailed
+		if le.Temporary {
+			code = imap.ResponseCodeUnavailable
+		}
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
+	}
+	u, err := s.srv.cfg.Store.User(user)
+	if err != nil {
+		s.log.Error("imap open mailbox", "user", user, "error", err)
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Mailbox unavailable, try again later"}
+	}
+	s.addr, s.user = user, u
+	s.log = s.log.With("user", user)
+	s.log.Info("imap login")
+	return nil
+}
+
+func (s *session) ID(client *imap.IDData) *imap.IDData {
+	if client != nil {
+		s.log.Debug("imap client id", "name", limit(client.Name, 64), "version", limit(client.Version, 64))
+	}
+	return &imap.IDData{Name: "mamori"}
+}
+
+func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.AppendLimit) }
+
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{
+		Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: mailbox.Delimiter}},
+	}, nil
+}
+
+func (s *session) Create(name string, options *imap.CreateOptions) error {
+	if len(options.SpecialUse) > 0 {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR", Text: "Special-use attributes cannot be set"}
+	}
+	// "foo." asks for a folder that will hold others: Maildir++ folders
+	// hold both, so it is "foo".
+	name = strings.TrimSuffix(name, string(mailbox.Delimiter))
+	if strings.EqualFold(name, "INBOX") {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	}
+	return s.storeErr("create", s.user.Create(name))
+}
+
+func (s *session) Delete(name string) error {
+	return s.storeErr("delete", s.user.Delete(name))
+}
+
+func (s *session) Rename(oldName, newName string, _ *imap.RenameOptions) error {
+	newName = strings.TrimSuffix(newName, string(mailbox.Delimiter))
+	if strings.EqualFold(newName, "INBOX") {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	}
+	return s.storeErr("rename", s.user.Rename(oldName, newName))
+}
+
+func (s *session) Subscribe(name string) error {
+	return s.storeErr("subscribe", s.user.Subscribe(name, true))
+}
+
+func (s *session) Unsubscribe(name string) error {
+	return s.storeErr("unsubscribe", s.user.Subscribe(name, false))
+}
+
+func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	f, err := s.user.Open(name)
+	if err != nil {
+		return nil, s.storeErr("status", err)
+	}
+	defer f.Close()
+	snap, err := f.Snapshot()
+	if err != nil {
+		return nil, s.storeErr("status", err)
+	}
+	return s.statusData(name, snap, options), nil
+}
+
+func (s *session) statusData(name string, snap *mailbox.Snapshot, options *imap.StatusOptions) *imap.StatusData {
+	data := &imap.StatusData{
+		Mailbox:     name,
+		UIDNext:     imap.UID(snap.UIDNext),
+		UIDValidity: snap.UIDValidity,
+	}
+	var unseen, deleted, recent uint32
+	var size int64
+	last := s.srv.recent.peek(recentKey(s.addr, name, snap.UIDValidity))
+	for i := range snap.Messages {
+		m := &snap.Messages[i]
+		if !hasFlag(m.Flags, mailbox.FlagSeen) {
+			unseen++
+		}
+		if hasFlag(m.Flags, mailbox.FlagDeleted) {
+			deleted++
+		}
+		if m.UID > last {
+			recent++
+		}
+		size += m.Size
+	}
+	n := uint32(len(snap.Messages))
+	if options.NumMessages {
+		data.NumMessages = &n
+	}
+	if options.NumUnseen {
+		data.NumUnseen = &unseen
+	}
+	if options.NumDeleted {
+		data.NumDeleted = &deleted
+	}
+	if options.NumRecent {
+		data.NumRecent = &recent
+	}
+	if options.Size {
+		data.Size = &size
+	}
+	if options.AppendLimit {
+		l := s.AppendLimit()
+		data.AppendLimit = &l
+	}
+	if options.DeletedStorage {
+		var ds int64
+		for i := range snap.Messages {
+			if hasFlag(snap.Messages[i].Flags, mailbox.FlagDeleted) {
+				ds += snap.Messages[i].Size
+			}
+		}
+		data.DeletedStorage = &ds
+	}
+	return data
+}
+
+func (s *session) Append(name string, r imap.LiteralReader, options *imap.AppendOptions) (*imap.AppendData, error) {
+	flags := storeFlagNames(options.Flags, nil)
+	date := options.Time
+	if date.IsZero() {
+		date = time.Now()
+	}
+	// The message is read whole (it is at most AppendLimit, which
+	// imapserver checked) to give NUL octets a transfer encoding.
+	msg, err := io.ReadAll(io.LimitReader(r, s.srv.cfg.AppendLimit))
+	if err != nil {
+		return nil, fmt.Errorf("imapd: append: %w", err)
+	}
+	msg, err = encodeBinary(msg)
+	if err != nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeParse, Text: "Cannot parse the message"}
+	}
+	uidValidity, uid, err := s.user.Append(name, bytes.NewReader(msg), flags, date)
+	if errors.Is(err, mailbox.ErrNoFolder) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+	}
+	if err != nil {
+		return nil, s.storeErr("append", err)
+	}
+	return &imap.AppendData{UID: imap.UID(uid), UIDValidity: uidValidity}, nil
+}
+
+// storeErr turns a store error into the reply the client gets; details
+// of unexpected errors go only to the log.
+func (s *session) storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	no := func(code imap.ResponseCode, text string) error {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
+	}
+	switch {
+	case errors.Is(err, mailbox.ErrNoFolder):
+		return no(imap.ResponseCodeNonExistent, "No such mailbox")
+	case errors.Is(err, mailbox.ErrFolderExists):
+		return no(imap.ResponseCodeAlreadyExists, "Mailbox already exists")
+	case errors.Is(err, mailbox.ErrBadFolderName):
+		return no(imap.ResponseCodeCannot, "Invalid mailbox name")
+	case errors.Is(err, mailbox.ErrInboxSpecial):
+		return no(imap.ResponseCodeCannot, "INBOX cannot be deleted")
+	case errors.Is(err, mailbox.ErrOverQuota):
+		return no(imap.ResponseCodeOverQuota, "Quota exceeded")
+	case errors.Is(err, mailbox.ErrTooManyFlags):
+		return no(imap.ResponseCodeLimit, "Too many keywords in this mailbox")
+	case errors.Is(err, mailbox.ErrHasChildren):
+		return no(imap.ResponseCodeHasChildren, "Mailbox has children")
+	case errors.Is(err, mailbox.ErrTooManyFolders):
+		return no(imap.ResponseCodeLimit, "Too many mailboxes")
+	case errors.Is(err, mailbox.ErrBadFlag):
+		return no(imap.ResponseCodeCannot, "Invalid flag")
+	case errors.Is(err, mailbox.ErrNoMessage):
+		return no(codeExpungeIssued, "Some messages were expunged")
+	}
+	s.log.Error("imap "+op, "error", err)
+	return no(imap.ResponseCodeServerBug, "Internal error, try again later")
+}
+
+// closeSelection ends the selected state, if any.
+func (s *session) closeSelection() {
+	if s.sel == nil {
+		return
+	}
+	if err := s.sel.folder.Close(); err != nil {
+		s.log.Warn("imap close folder", "folder", s.sel.name, "error", err)
+	}
+	s.sel = nil
+}
+
+func limit(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
