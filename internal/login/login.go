@@ -52,7 +52,16 @@ type Checker struct {
 	Dir   Directory
 	Guard guard.Authorizer // nil: no guard (tests)
 	Log   *slog.Logger     // nil: no log
+	// Disabled reports an Authenticate error that means "right password,
+	// account disabled by the administrator": that login is told so
+	// plainly (only someone with the password learns it); nil: never.
+	Disabled func(error) bool
 }
+
+// AccountDisabled is the reply to the right password of a disabled
+// account.
+var AccountDisabled = guard.Decision{Verdict: guard.Reject, Code: 535, Enhanced: [3]int{5, 7, 8},
+	Text: "Account disabled, contact your administrator", Rule: "account.disabled"}
 
 // MaxUsername bounds what a client may send as a login name.
 const MaxUsername = 320
@@ -92,6 +101,9 @@ func (c *Checker) Check(ip netip.Addr, protocol, username, password string) (str
 	}
 	if err != nil {
 		log.Warn("login failed", "protocol", protocol, "client_ip", ip.String(), "user", user, "reason", reason(err))
+		if c.Disabled != nil && c.Disabled(err) {
+			return "", refusal(AccountDisabled)
+		}
 		return "", refusal(guard.InvalidCredentials)
 	}
 	c.Dir.RecordLogin(user, time.Now())

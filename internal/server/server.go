@@ -207,6 +207,9 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	})
 	defer mstore.Close()
 
+	// One login check for SMTP AUTH, IMAP and POP3.
+	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login"),
+		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }}
 	pols := contentPolicies(c)
 	smtpCfg := smtpd.Config{
 		Hostname:         c.Hostname,
@@ -224,6 +227,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Guard:            def.guard,
 		Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
 		OverQuota:        mstore.OverQuota,
+		Login:            lc,
 		Recorder:         sessionRecorder{jrn},
 		Content:          contentChecker(c, pols, log.With("stage", "content")),
 		ContentMemory:    pols.MemoryBound,
@@ -268,7 +272,6 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
-	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login")}
 	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, trusted, log, errc)
 	dctx, dcancel := context.WithCancel(context.Background())
 	defer dcancel()

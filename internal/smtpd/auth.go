@@ -34,9 +34,12 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 // nor the time taken tells whether an account exists, is suspended, or
 // whether a refused password was right.
 func (a *authSession) authenticate(username, password string) error {
-	lc := login.Checker{Dir: a.srv.dir, Log: a.log}
-	if g := a.srv.cfg.Guard; g != nil {
-		lc.Guard = g
+	lc := a.srv.cfg.Login
+	if lc == nil {
+		lc = &login.Checker{Dir: a.srv.dir, Log: a.log}
+		if g := a.srv.cfg.Guard; g != nil {
+			lc.Guard = g
+		}
 	}
 	user, err := lc.Check(a.ip, "smtp", username, password)
 	if err != nil {
@@ -46,7 +49,7 @@ func (a *authSession) authenticate(username, password string) error {
 		if le.Drop {
 			d.Verdict = guard.Drop
 		}
-		if le.Rule == "" {
+		if le.Rule == "" || le.Rule == login.AccountDisabled.Rule {
 			return decisionReply(d)
 		}
 		return a.guardRefusal("auth", login.Canonical(username), d)

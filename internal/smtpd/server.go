@@ -35,6 +35,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -105,6 +106,9 @@ type Config struct {
 	// Content, when set, inspects every message at the end of DATA
 	// (attachment policy, virus scanner) before it is queued.
 	Content func(ctx context.Context, s guard.Sender, rcpts []string, msg []byte) content.Verdict
+	// Login checks SMTP AUTH logins, shared with IMAP and POP3; nil
+	// builds one from the directory and Guard.
+	Login *login.Checker
 	// OverQuota, when set, reports a local mailbox at or over its quota:
 	// a recipient whose mailboxes all are gets 452 4.2.2 at RCPT.
 	OverQuota func(addr string) bool
