@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/testutil"
+
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -51,23 +53,8 @@ func (q *fakeQueue) all() []queued {
 	return append([]queued(nil), q.msgs...)
 }
 
-// syncBuffer is a log sink safe for the webhook goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testutil.SyncBuffer
 
 // parsed is an alert mail taken apart.
 type parsed struct {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/testutil"
+
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
@@ -305,8 +307,8 @@ func TestLifetimeExpiry(t *testing.T) {
 }
 
 func TestSTARTTLS(t *testing.T) {
-	good := selfSignedTLS(t)
-	broken := selfSignedTLS(t)
+	good := testutil.NewCert(t, "remote.test", "localhost", "127.0.0.1").Server
+	broken := testutil.NewCert(t, "remote.test", "localhost", "127.0.0.1").Server
 	broken.MaxVersion = tls.VersionTLS11 // we require 1.2: the handshake fails
 
 	tests := []struct {

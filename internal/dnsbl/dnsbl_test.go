@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/testutil"
+
 	"github.com/miekg/dns"
 
 	"github.com/mamori-mail/mamori/internal/resolver"
@@ -219,22 +221,8 @@ func TestCheckDecidedEarly(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testutil.SyncBuffer
 
 func TestCheckCallerContext(t *testing.T) {
 	srv, res := setup(t)

@@ -3,17 +3,10 @@ package drill
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
@@ -21,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/testutil"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -79,21 +74,6 @@ func (f *fake) sources(kind string) []netip.Addr {
 	return out
 }
 
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mx.ours.test"},
-		DNSNames: []string{"mx.ours.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
-
 // banListener refuses banned clients at connect, as mamori does.
 type banListener struct {
 	net.Listener
@@ -131,7 +111,7 @@ func startFake(t *testing.T, cfg fakeCfg) *fake {
 		return &fakeSession{f: f, ip: addrOf(c.Conn().RemoteAddr())}, nil
 	}))
 	srv.Domain = "mx.ours.test"
-	srv.TLSConfig = selfSigned(t)
+	srv.TLSConfig = testutil.NewCert(t, "mx.ours.test").Server
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -2,14 +2,8 @@ package smtpd
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"net/netip"
 	"strings"
@@ -17,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/testutil"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -42,26 +38,6 @@ func (d *authDir) Authenticate(username, password string) error {
 		return nil
 	}
 	return errBadLogin
-}
-
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mx.corp.test"},
-		DNSNames:     []string{"mx.corp.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 // recConn records what the client reads.
@@ -117,7 +93,7 @@ func authAttempt(t *testing.T, setup func(g *guard.Guard, clk *fixedClock), src,
 		setup(g, clk)
 	}
 	dir := &authDir{user: authUser, pass: authPass}
-	srv := New(Config{Hostname: "mx.corp.test", TLS: selfSigned(t), Guard: g, CommandTimeout: 10 * time.Second}, dir, nil, nil)
+	srv := New(Config{Hostname: "mx.corp.test", TLS: testutil.NewCert(t, "mx.corp.test").Server, Guard: g, CommandTimeout: 10 * time.Second}, dir, nil, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
