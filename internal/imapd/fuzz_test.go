@@ -1,9 +1,10 @@
 package imapd
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
+	"flag"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -17,29 +18,6 @@ import (
 
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
-
-// oneConnListener hands out one connection, then blocks until closed.
-type oneConnListener struct {
-	c    chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.c:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-func (l *oneConnListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
-func (l *oneConnListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 993} }
-
-// pipeConn gives the server end of a pipe a remote address.
-type pipeConn struct{ net.Conn }
-
-func (pipeConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 40000} }
 
 // panicCatcher is a slog handler that remembers imapserver's reports of
 // a recovered panic.
@@ -62,11 +40,6 @@ func (h *panicCatcher) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *panicCatcher) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *panicCatcher) WithGroup(string) slog.Handler      { return h }
-
-var fuzzTLS struct {
-	once sync.Once
-	conf *tls.Config
-}
 
 // treeDigest hashes every file and directory under root except those
 // under skip.
@@ -96,11 +69,32 @@ func treeDigest(t testing.TB, root, skip string) map[string][32]byte {
 	return out
 }
 
-// runFuzzSession logs bob in over TLS and plays input as the rest of
-// the client's byte stream, with a bounded time for each phase.
+// fuzzTempDir is a fresh directory for one run, on tmpfs when there is
+// one: the store fsyncs what it writes, which on a disk makes a run
+// slow enough to stall the fuzzer (it minimizes every new input, and
+// its exec count stands still meanwhile).
+func fuzzTempDir(t *testing.T) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "mamori-imapd-fuzz-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
+		}
+	}
+	return t.TempDir()
+}
+
+// fuzzSessionLimit bounds one run: a session must end soon after the
+// client stops sending. Reaching it is a hang in the server.
+const fuzzSessionLimit = 10 * time.Second
+
+// runFuzzSession logs bob in and plays input as the rest of the client's
+// byte stream, then half-closes the connection and reads until the
+// server hangs up. The run is self-contained, and fast enough to fuzz:
+// its own tree and store, a server with plain-text logins allowed (no
+// TLS handshake) on a loopback listener, and nothing left running after
+// it returns.
 func runFuzzSession(t *testing.T, input []byte) string {
-	fuzzTLS.once.Do(func() { fuzzTLS.conf = testTLS(t) })
-	root := t.TempDir()
+	root := fuzzTempDir(t)
 	mailRoot := filepath.Join(root, "mail")
 	store := mailbox.NewStore(mailRoot, mailbox.StoreOptions{})
 	defer store.Close()
@@ -117,56 +111,57 @@ func runFuzzSession(t *testing.T, input []byte) string {
 	before := treeDigest(t, root, bobDir)
 
 	catcher := &panicCatcher{}
-	srv := New(Config{
+	srv := newServer(Config{
 		Hostname:    "imap.ours.test",
-		TLS:         fuzzTLS.conf,
 		Store:       store,
 		Login:       &fakeLogin{users: map[string]string{testUser: testPass}},
 		AppendLimit: 64 << 10,
 		Log:         slog.New(catcher),
-	})
-	client, server := net.Pipe()
-	l := &oneConnListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
-	l.c <- tls.Server(pipeConn{server}, fuzzTLS.conf)
+	}, true)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan struct{})
 	go func() { srv.Serve(l); close(served) }()
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), fuzzSessionLimit)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+			l.Close()
+			<-served
+		})
+	}
+	defer stop()
 
-	tc := tls.Client(client, &tls.Config{InsecureSkipVerify: true})
-	var out strings.Builder
-	read := make(chan struct{})
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(fuzzSessionLimit))
+	var out bytes.Buffer
+	read := make(chan error, 1)
 	go func() {
-		defer close(read)
-		buf := make([]byte, 4096)
-		for {
-			_ = tc.SetReadDeadline(time.Now().Add(3 * time.Second))
-			n, err := tc.Read(buf)
-			if out.Len() < 1<<20 {
-				out.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
+		// Everything the server says, kept up to 1 MiB.
+		_, err := io.Copy(&limitedWriter{w: &out, n: 1 << 20}, c)
+		read <- err
 	}()
-	_ = tc.SetWriteDeadline(time.Now().Add(3 * time.Second))
-	if _, err := io.WriteString(tc, "0 LOGIN "+testUser+" \""+testPass+"\"\r\n"); err == nil {
-		if _, err := tc.Write(input); err == nil {
-			_, _ = io.WriteString(tc, "\r\nDONE\r\nZ LOGOUT\r\n")
-		}
+	var script bytes.Buffer
+	script.WriteString("0 LOGIN " + testUser + " \"" + testPass + "\"\r\n")
+	script.Write(input)
+	script.WriteString("\r\nDONE\r\nZ LOGOUT\r\n")
+	// Write errors are fine: the server may hang up first (LOGOUT, BYE).
+	_, _ = c.Write(script.Bytes())
+	_ = c.(*net.TCPConn).CloseWrite()
+	if err := <-read; err != nil {
+		t.Fatalf("session did not end: %v\ninput %q", err, input)
 	}
-	_ = tc.CloseWrite()
-	select {
-	case <-read:
-	case <-time.After(3 * time.Second):
-	}
-	tc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Errorf("shutdown: %v", err)
-	}
-	cancel()
-	l.Close()
-	<-served
+	stop() // every session has ended: nothing writes any more
 
 	catcher.mu.Lock()
 	if len(catcher.panics) > 0 {
@@ -185,6 +180,24 @@ func runFuzzSession(t *testing.T, input []byte) string {
 		}
 	}
 	return out.String()
+}
+
+// limitedWriter keeps the first n bytes written to it and discards the
+// rest, without failing.
+type limitedWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (lw *limitedWriter) Write(p []byte) (int, error) {
+	if lw.n > 0 {
+		k := min(int64(len(p)), lw.n)
+		lw.n -= k
+		if _, err := lw.w.Write(p[:k]); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }
 
 func TestFuzzSessionSeeds(t *testing.T) {
@@ -206,6 +219,7 @@ var fuzzSeeds = []string{
 }
 
 func FuzzSession(f *testing.F) {
+	limitMinimization(f, "100x")
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
@@ -215,4 +229,23 @@ func FuzzSession(f *testing.F) {
 		}
 		runFuzzSession(t, input)
 	})
+}
+
+// limitMinimization caps, unless -fuzzminimizetime was given, the work
+// the fuzzer spends minimizing each input that finds new coverage. Go
+// minimizes every such input (not only crashers) for up to 60 s by
+// default, trying O(n²) shorter inputs; a run of this target takes
+// milliseconds (its own store, server and connection), and early on
+// most inputs find new coverage, so both workers would do nothing but
+// minimize and the exec count would stand still.
+func limitMinimization(f *testing.F, limit string) {
+	const name = "test.fuzzminimizetime"
+	given := false
+	flag.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
+	if given {
+		return
+	}
+	if err := flag.Set(name, limit); err != nil {
+		f.Fatalf("-%s: %v", name, err)
+	}
 }

@@ -28,7 +28,14 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	if err != nil {
 		return s.storeErr("list", err)
 	}
-	entries := listEntries(folders)
+	var subs []string
+	if options.SelectSubscribed {
+		// Subscribed names need not be folders (RFC 3501 6.3.6).
+		if subs, err = s.user.Subscriptions(); err != nil {
+			return s.storeErr("list", err)
+		}
+	}
+	entries := listEntries(folders, subs)
 	ref = canonicalInbox(ref)
 	for i := range patterns {
 		patterns[i] = canonicalInbox(patterns[i])
@@ -42,9 +49,31 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		return false
 	}
 
+	// Names with a subscribed descendant that the patterns do not match:
+	// LSUB lists them \Noselect when not subscribed themselves (RFC 3501
+	// 6.3.9), LIST (SUBSCRIBED RECURSIVEMATCH) with CHILDINFO (RFC 5258
+	// 3.5), whether they exist or not. Plain LIST (SUBSCRIBED) does not.
+	lsub := w.LSub()
+	subParents := map[string]bool{}
+	if options.SelectSubscribed && (lsub || options.SelectRecursiveMatch) {
+		for _, name := range subs {
+			if matches(name) {
+				continue
+			}
+			for p := parentName(name); p != ""; p = parentName(p) {
+				subParents[p] = true
+				if entries[p] == nil {
+					entries[p] = &listEntry{name: p}
+				}
+			}
+		}
+	}
+
 	names := make([]string, 0, len(entries))
 	for name := range entries {
-		names = append(names, name)
+		if matches(name) {
+			names = append(names, name)
+		}
 	}
 	sort.Slice(names, func(i, j int) bool {
 		if (names[i] == "INBOX") != (names[j] == "INBOX") {
@@ -53,47 +82,37 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		return names[i] < names[j]
 	})
 
-	// Parents with a subscribed descendant the patterns do not match:
-	// LSUB lists them \Noselect, LIST (SUBSCRIBED RECURSIVEMATCH) with
-	// CHILDINFO.
-	subParents := map[string]bool{}
-	if options.SelectSubscribed {
-		for _, name := range names {
-			if !entries[name].subscribed || matches(name) {
-				continue
-			}
-			for p := parentName(name); p != ""; p = parentName(p) {
-				subParents[p] = true
-			}
-		}
-	}
-
 	for _, name := range names {
 		e := entries[name]
-		if !matches(name) {
+		if options.SelectSubscribed && !e.subscribed && !subParents[name] {
+			continue
+		}
+		if options.SelectSpecialUse && e.specialUse == "" {
 			continue
 		}
 		data := &imap.ListData{Mailbox: name, Delim: mailbox.Delimiter}
-		switch {
-		case options.SelectSubscribed && !e.subscribed:
-			if !subParents[name] {
-				continue
-			}
-			// Without RECURSIVEMATCH this is LSUB's rule (RFC 3501 6.3.9),
-			// which the session cannot tell from LIST (SUBSCRIBED).
-			if options.SelectRecursiveMatch {
-				data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
-			} else {
+		if lsub {
+			// LSUB attributes say only whether the name can be selected.
+			if !e.subscribed || !e.exists {
 				data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 			}
-		case options.SelectSpecialUse && e.specialUse == "":
+			if err := w.WriteList(data); err != nil {
+				return err
+			}
 			continue
 		}
+		if options.SelectRecursiveMatch && subParents[name] {
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
 		if !e.exists {
-			if e.subscribed || !e.hasChildren {
-				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
-			} else if data.ChildInfo == nil && !hasAttr(data.Attrs, imap.MailboxAttrNoSelect) {
+			// A Maildir++ folder "a.b" may exist without "a": then "a"
+			// is a \Noselect parent; any other name LIST returns that is
+			// no folder (a subscription only, or a parent of one) is
+			// \NonExistent (RFC 5258 3), which implies \Noselect.
+			if e.hasChildren {
 				data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+			} else {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
 			}
 		}
 		if e.subscribed && (options.SelectSubscribed || options.ReturnSubscribed) {
@@ -119,10 +138,12 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	return nil
 }
 
-// listEntries is every name LIST can return: the folders and their
-// parents (a Maildir++ folder "a.b" may exist without "a").
-func listEntries(folders []mailbox.FolderInfo) map[string]*listEntry {
-	entries := make(map[string]*listEntry, len(folders))
+// listEntries is every name LIST can return: the folders, their parents
+// (a Maildir++ folder "a.b" may exist without "a") and the subscribed
+// names subs, which need not be folders. hasChildren counts folders
+// only.
+func listEntries(folders []mailbox.FolderInfo, subs []string) map[string]*listEntry {
+	entries := make(map[string]*listEntry, len(folders)+len(subs))
 	for _, f := range folders {
 		entries[f.Name] = &listEntry{
 			name:        f.Name,
@@ -142,6 +163,14 @@ func listEntries(folders []mailbox.FolderInfo) map[string]*listEntry {
 			e.hasChildren = true
 		}
 	}
+	for _, name := range subs {
+		e, ok := entries[name]
+		if !ok {
+			e = &listEntry{name: name}
+			entries[name] = e
+		}
+		e.subscribed = true
+	}
 	return entries
 }
 
@@ -159,15 +188,6 @@ func canonicalInbox(s string) string {
 		return "INBOX" + s[5:]
 	}
 	return s
-}
-
-func hasAttr(attrs []imap.MailboxAttr, a imap.MailboxAttr) bool {
-	for _, b := range attrs {
-		if strings.EqualFold(string(a), string(b)) {
-			return true
-		}
-	}
-	return false
 }
 
 // maxPattern bounds a LIST pattern: longer ones match nothing.

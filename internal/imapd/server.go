@@ -83,6 +83,12 @@ type Server struct {
 
 // New returns a server for cfg.
 func New(cfg Config) *Server {
+	return newServer(cfg, false)
+}
+
+// newServer is New; insecureAuth lets clients log in without TLS, which
+// only tests use (the fuzz target skips TLS to stay fast).
+func newServer(cfg Config, insecureAuth bool) *Server {
 	if cfg.AppendLimit <= 0 || cfg.AppendLimit > 1<<32-1 {
 		cfg.AppendLimit = defaultAppendLimit
 	}
@@ -92,10 +98,11 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: log, recent: newRecentTracker()}
 	s.imap = imapserver.New(&imapserver.Options{
-		NewSession: s.newSession,
-		Caps:       caps,
-		Logger:     libLogger{log},
-		TLSConfig:  cfg.TLS,
+		NewSession:   s.newSession,
+		Caps:         caps,
+		Logger:       libLogger{log},
+		TLSConfig:    cfg.TLS,
+		InsecureAuth: insecureAuth,
 	})
 	return s
 }

@@ -141,6 +141,7 @@ type Usage struct {
 //	func (u *User) Delete(name string) error          // INBOX: ErrInboxSpecial
 //	func (u *User) Rename(oldName, newName string) error // children move too; INBOX: its messages move, INBOX stays
 //	func (u *User) Subscribe(name string, on bool) error
+//	func (u *User) Subscriptions() ([]string, error) // names subscribed, folders or not
 //	func (u *User) Open(name string) (*Folder, error) // shared per process; Close when done
 //	// Append adds a message (LF or CRLF in, CRLF stored) with flags and
 //	// internal date; it returns the folder's UIDVALIDITY and the new UID.

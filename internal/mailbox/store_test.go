@@ -708,3 +708,44 @@ func TestDotlock(t *testing.T) {
 		t.Fatalf("release changed the file: %q", b)
 	}
 }
+
+// TestStoreSubscriptions: subscriptions outlive their folders (RFC 3501
+// 6.3.6) and come back as UTF-8 API names, which LIST (SUBSCRIBED)
+// needs to report \NonExistent.
+func TestStoreSubscriptions(t *testing.T) {
+	s, _ := newTestStore(t, StoreOptions{})
+	u := mustUser(t, s, testAddr)
+	for _, n := range []string{"Entwürfe", "Gone"} {
+		if err := u.Create(n); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Subscribe(n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := u.Subscribe("Never.Made", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Subscribe("Junk", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Delete("Gone"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := u.Subscriptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Sent", "Drafts", "Trash", "Archive", "Entwürfe", "Gone", "Never.Made"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Subscriptions = %q, want %q", got, want)
+	}
+	// A second User value of the same address sees the same file.
+	got, err = mustUser(t, s, strings.ToUpper(testAddr)).Subscriptions()
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Subscriptions of a second User = %q, %v", got, err)
+	}
+	if _, err := (&User{}).Subscriptions(); err == nil {
+		t.Fatal("Subscriptions of a User not from Store.User succeeded")
+	}
+}

@@ -620,6 +620,24 @@ func (usr *User) Subscribe(name string, on bool) error {
 	return u.writeSubscriptions(subs)
 }
 
+// Subscriptions returns the subscribed folder names (UTF-8, as the API
+// names folders) in the order they were subscribed. A name stays
+// subscribed after its folder is deleted or renamed (RFC 3501 6.3.6),
+// so some may name no folder.
+func (usr *User) Subscriptions() ([]string, error) {
+	u, err := usr.state()
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	subs, err := u.readSubscriptions()
+	if err != nil {
+		return nil, fmt.Errorf("mailbox %s: %w", u.addr, err)
+	}
+	return subs, nil
+}
+
 // Open returns the folder; every Open of one folder in this process shares
 // one index. Close it when done.
 func (usr *User) Open(name string) (*Folder, error) {

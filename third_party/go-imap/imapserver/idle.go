@@ -38,6 +38,11 @@ func (c *Conn) handleIdle(dec *imapwire.Decoder) error {
 	c.setReadTimeout(idleReadTimeout)
 	line, isPrefix, err := c.br.ReadLine()
 	close(stop)
+	// mamori patch: wait for Session.Idle to return whatever ended the
+	// IDLE; upstream returned at once on EOF, a read error or a line
+	// other than DONE, so Idle could still run while the connection
+	// went on to Session.Close (a data race).
+	idleErr := <-done
 	if err == io.EOF {
 		return nil
 	} else if err != nil {
@@ -46,5 +51,5 @@ func (c *Conn) handleIdle(dec *imapwire.Decoder) error {
 		return newClientBugError("Syntax error: expected DONE to end IDLE command")
 	}
 
-	return <-done
+	return idleErr
 }

@@ -260,6 +260,14 @@ type ListWriter struct {
 	lsub    bool
 }
 
+// LSub reports whether the writer answers LSUB rather than LIST. mamori
+// patch: LSUB lists the parent of a subscribed name that % does not
+// match as \Noselect (RFC 3501 6.3.9), LIST (SUBSCRIBED) does not
+// (RFC 5258 3), and both reach the session as SelectSubscribed.
+func (w *ListWriter) LSub() bool {
+	return w.lsub
+}
+
 // WriteList writes a single LIST response for a mailbox.
 func (w *ListWriter) WriteList(data *imap.ListData) error {
 	if w.lsub {

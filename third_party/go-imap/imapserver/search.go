@@ -76,13 +76,20 @@ func (c *Conn) handleSearch(tag string, dec *imapwire.Decoder, numKind NumKind) 
 	}
 
 	// If no return option is specified, ALL is assumed
-	if !options.ReturnMin && !options.ReturnMax && !options.ReturnAll && !options.ReturnCount {
+	noResult := !options.ReturnMin && !options.ReturnMax && !options.ReturnAll && !options.ReturnCount
+	if noResult {
 		options.ReturnAll = true
 	}
 
 	data, err := c.session.Search(numKind, &criteria, &options)
 	if err != nil {
 		return err
+	}
+
+	// mamori patch: RETURN (SAVE) alone saves the result (all matches)
+	// and sends no ESEARCH response (RFC 5182 2.1); upstream sent one.
+	if noResult && options.ReturnSave {
+		return nil
 	}
 
 	if c.enabled.Has(imap.CapIMAP4rev2) || extended {
