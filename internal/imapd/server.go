@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
@@ -34,7 +35,12 @@ type Config struct {
 	// AppendLimit is the largest message APPEND takes (APPENDLIMIT);
 	// 0 means defaultAppendLimit.
 	AppendLimit int64
-	Log         *slog.Logger
+	// AppendMemory bounds what all APPENDs together hold in memory (each
+	// holds up to twice its message while it is read and stored); an
+	// APPEND waits up to appendWait for room, then gets NO [LIMIT].
+	// 0 means 4 × AppendLimit; less than 2 × AppendLimit is raised to it.
+	AppendMemory int64
+	Log          *slog.Logger
 }
 
 // defaultAppendLimit is go-imap's own default.
@@ -75,6 +81,8 @@ type Server struct {
 	log    *slog.Logger
 	imap   *imapserver.Server
 	recent *recentTracker
+	// appendMem is the APPEND memory budget (Config.AppendMemory).
+	appendMem *semaphore.Weighted
 
 	mu       sync.Mutex
 	closed   bool
@@ -96,7 +104,13 @@ func newServer(cfg Config, insecureAuth bool) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, log: log, recent: newRecentTracker()}
+	switch {
+	case cfg.AppendMemory <= 0:
+		cfg.AppendMemory = 4 * cfg.AppendLimit
+	case cfg.AppendMemory < 2*cfg.AppendLimit:
+		cfg.AppendMemory = 2 * cfg.AppendLimit
+	}
+	s := &Server{cfg: cfg, log: log, recent: newRecentTracker(), appendMem: semaphore.NewWeighted(cfg.AppendMemory)}
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         caps,

@@ -3,6 +3,7 @@ package imapd
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -44,6 +45,7 @@ func testTLS(t testing.TB) *tls.Config {
 }
 
 type testEnv struct {
+	srv   *Server
 	store *mailbox.Store
 	login *fakeLogin
 	imaps string // implicit TLS address
@@ -84,7 +86,7 @@ func startServer(t *testing.T) *testEnv {
 		}
 		wg.Wait()
 	})
-	return &testEnv{store: store, login: fl, imaps: raw.Addr().String(), imap: plain.Addr().String()}
+	return &testEnv{srv: srv, store: store, login: fl, imaps: raw.Addr().String(), imap: plain.Addr().String()}
 }
 
 func clientTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} }
@@ -349,4 +351,43 @@ func asIMAPError(err error, target **imap.Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// TestAppendMemoryBounded: APPENDs reserve twice their size from one
+// server-wide budget; when it is used up an APPEND waits, then gets
+// NO [LIMIT], and works again once there is room.
+func TestAppendMemoryBounded(t *testing.T) {
+	env := startServer(t)
+	old := appendWait
+	appendWait = 200 * time.Millisecond
+	t.Cleanup(func() { appendWait = old })
+	c := dial(t, env, nil)
+	all := env.srv.cfg.AppendMemory
+	if all < 2*env.srv.cfg.AppendLimit {
+		t.Fatalf("AppendMemory %d below twice AppendLimit %d", all, env.srv.cfg.AppendLimit)
+	}
+	if err := env.srv.appendMem.Acquire(context.Background(), all); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: bob@ours.test\r\nSubject: draft\r\n\r\nhello\r\n"
+	appendMsg := func() error {
+		cmd := c.Append("Drafts", int64(len(msg)), nil)
+		if _, err := cmd.Write([]byte(msg)); err != nil {
+			return err
+		}
+		if err := cmd.Close(); err != nil {
+			return err
+		}
+		_, err := cmd.Wait()
+		return err
+	}
+	err := appendMsg()
+	var ierr *imap.Error
+	if !errors.As(err, &ierr) || ierr.Code != imap.ResponseCodeLimit {
+		t.Fatalf("APPEND with the budget used up: %v, want NO [LIMIT]", err)
+	}
+	env.srv.appendMem.Release(all)
+	if err := appendMsg(); err != nil {
+		t.Fatalf("APPEND with room: %v", err)
+	}
 }

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -86,6 +87,10 @@ func (s *session) ID(client *imap.IDData) *imap.IDData {
 	}
 	return &imap.IDData{Name: "mamori"}
 }
+
+// appendWait is how long an APPEND waits for room in the APPEND memory
+// budget (a variable for tests).
+var appendWait = 30 * time.Second
 
 func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.AppendLimit) }
 
@@ -202,7 +207,17 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 		date = time.Now()
 	}
 	// The message is read whole (it is at most AppendLimit, which
-	// imapserver checked) to give NUL octets a transfer encoding.
+	// imapserver checked) to give NUL octets a transfer encoding: twice
+	// its size is reserved from the server's APPEND budget first, so
+	// many sessions appending at once cannot exhaust memory.
+	need := 2 * max(r.Size(), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), appendWait)
+	err := s.srv.appendMem.Acquire(ctx, need)
+	cancel()
+	if err != nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit, Text: "Server busy, try the APPEND again later"}
+	}
+	defer s.srv.appendMem.Release(need)
 	msg, err := io.ReadAll(io.LimitReader(r, s.srv.cfg.AppendLimit))
 	if err != nil {
 		return nil, fmt.Errorf("imapd: append: %w", err)

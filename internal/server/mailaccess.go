@@ -93,8 +93,10 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 		var serve func(net.Listener) error
 		if imap {
 			if ma.imap == nil {
+				// APPENDs share half the in-flight budget's size again
+				// (imapd raises it to two messages if that is less).
 				ma.imap = imapd.New(imapd.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc,
-					AppendLimit: c.Limits.MaxMessageSize, Log: log.With("stage", "imap")})
+					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: c.Limits.MaxInflight / 2, Log: log.With("stage", "imap")})
 			}
 			serve = ma.imap.Serve
 		} else {
