@@ -13,14 +13,15 @@
 # BENCH_* environment before calling them:
 #   LOG_NAME    prefix of log lines (the script's name)
 #   REPO        the repository root
-#   SERVERS     "mamori postfix" or a subset
+#   SERVERS     "mamori postfix", "mamori dovecot" or a subset
 #   WORK_BASE   parent of the work dir
 #   FS_MODE     loop or dir
 #   FS_SIZE     size of each loop image
 #   KEEP_WORK   1: keep the work dir after a successful run
 #   OUT_DIR     where report_path puts results
-# and they set WORK, MOUNTS, MAMORI_PID, PF_CONF, OK (cleanup state),
-# MAMORI_BUILT, MCONF, PF_DEB_VERSION and SMTP_SOURCE.
+# and they set WORK, MOUNTS, MAMORI_PID, PF_CONF, DC_CONF, BG_PIDS, OK
+# (cleanup state), MAMORI_BUILT, MCONF, PF_DEB_VERSION, SMTP_SOURCE and
+# DC_VERSION.
 #
 # Everything here works under the script's set -euo pipefail: the functions
 # run their steps unconditionally (so a failing step ends the script, and the
@@ -63,6 +64,8 @@ make_work() {
 	chmod 755 "$WORK" # Postfix daemons and the virtual delivery uid walk into it
 	MAMORI_PID=
 	PF_CONF=
+	DC_CONF=
+	BG_PIDS=() # helper processes (load generators) the script started in the background
 	MOUNTS=()
 	OK=0
 	trap cleanup EXIT
@@ -93,16 +96,56 @@ stop_postfix() { # postfix stop, then KILL the master after 10 s
 	return 0
 }
 
-# cleanup is the EXIT trap: stop both servers, keep their logs, unmount the
-# loop filesystems, and remove the work dir after a successful run (OK=1)
-# unless BENCH_KEEP_WORK=1. It exits with the script's status.
+stop_bg() { # TERM the BG_PIDS still running, KILL after 5 s
+	local pid
+	for pid in "${BG_PIDS[@]}"; do
+		kill -0 "$pid" 2>/dev/null || continue
+		kill -TERM "$pid" 2>/dev/null
+		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null
+	done
+	BG_PIDS=()
+	return 0
+}
+
+# stop_dovecot: TERM the private Dovecot's master (it stops its children),
+# KILL it after 10 s, then KILL any child still left.
+stop_dovecot() {
+	local pidfile pid='' k alive
+	local -a kids=()
+	[[ -n ${DC_CONF:-} ]] || return 0
+	pidfile=$(dirname "$DC_CONF")/run/master.pid
+	[[ -f $pidfile ]] && pid=$(tr -dc 0-9 <"$pidfile")
+	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+		mapfile -t kids < <(tree_pids "$pid" | tail -n +2)
+		kill -TERM "$pid"
+		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+		for _ in $(seq 1 50); do # children exit once the master is gone
+			alive=0
+			for k in "${kids[@]}"; do kill -0 "$k" 2>/dev/null && alive=1; done
+			[[ $alive -eq 1 ]] || break
+			sleep 0.1
+		done
+		for k in "${kids[@]}"; do kill -KILL "$k" 2>/dev/null; done
+	fi
+	DC_CONF=
+	return 0
+}
+
+# cleanup is the EXIT trap: stop the helpers and the servers, keep their
+# logs, unmount the loop filesystems, and remove the work dir after a
+# successful run (OK=1) unless BENCH_KEEP_WORK=1. It exits with the script's
+# status.
 cleanup() {
 	local rc=$? mp
 	set +e
+	stop_bg
 	stop_mamori
 	stop_postfix
+	stop_dovecot
 	mkdir -p "$WORK/logs"
-	cp "$WORK/mamori/mamori.log" "$WORK/postfix/maillog" "$WORK/logs/" 2>/dev/null
+	cp "$WORK/mamori/mamori.log" "$WORK/postfix/maillog" "$WORK/dovecot/dovecot.log" "$WORK/logs/" 2>/dev/null
 	for mp in "${MOUNTS[@]}"; do
 		if mountpoint -q "$mp" && ! umount "$mp"; then
 			log "could not unmount $mp"
@@ -345,3 +388,191 @@ $lines"
 	awk -v add="$lines" '{ print } $0 == "[guard]" { print add }' "$conf" >"$conf.tmp" && mv "$conf.tmp" "$conf"
 }
 
+
+# --- IMAP: Dovecot, imaptest, idle connections ------------------------------
+
+# install_dovecot: apt-get install Debian's dovecot-imapd if it is missing,
+# and make sure no system Dovecot runs (the package's postinst may start
+# one); sets DC_VERSION. The private instance is started by start_dovecot.
+install_dovecot() {
+	if ! dpkg -s dovecot-imapd >/dev/null 2>&1; then
+		log "installing dovecot-imapd"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-imapd \
+			>"$WORK/apt-dovecot.log" 2>&1 || {
+			apt-get update -qq
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dovecot-imapd \
+				>"$WORK/apt-dovecot.log" 2>&1
+		} || die "apt-get install dovecot-imapd failed, see $WORK/apt-dovecot.log"
+	fi
+	if [[ -f /run/dovecot/master.pid ]] && kill -0 "$(tr -dc 0-9 </run/dovecot/master.pid)" 2>/dev/null; then
+		log "stopping the system Dovecot the package started"
+		doveadm stop >/dev/null 2>&1 || true
+	fi
+	if command -v systemctl >/dev/null; then
+		systemctl disable dovecot.service dovecot.socket >/dev/null 2>&1 || true
+	fi
+	# shellcheck disable=SC2034 # used by the sourcing script
+	DC_VERSION="$(dovecot --version) (Debian package $(dpkg-query -W -f='${Version}' dovecot-imapd))"
+}
+
+# dovecot_conf DIR USER PASSWORD: the config of a private stock Dovecot in
+# DIR: DIR/dovecot.conf (base_dir DIR/run, state_dir DIR/state, log
+# DIR/dovecot.log), a self-signed ECDSA P-256 certificate (the key type
+# mamori init makes), ssl = required, and one virtual user in a passwd-file,
+# mail in DIR/mail/DOMAIN/LOCALPART as Maildir++ owned by nobody:nogroup.
+# The password hash: Argon2id with mamori's parameters, made by $IMAPIDLE
+# -hash, unless DC_HASH=doveadm (then `doveadm pw -s ARGON2ID`, Dovecot's
+# own defaults, or SHA512-CRYPT without Argon2 support). Listeners and
+# limits are up to the caller: append them to DIR/dovecot.conf.
+dovecot_conf() {
+	local d=$1 user=$2 password=$3 uid gid hash
+	uid=$(id -u nobody)
+	gid=$(getent group nogroup | cut -d: -f3)
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	chown nobody:nogroup "$d/mail"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+		-subj /CN=dovecot.bench.test -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null
+	chmod 600 "$d/key.pem"
+	if [[ ${DC_HASH:-mamori} == doveadm ]]; then
+		hash=$(doveadm pw -s ARGON2ID -p "$password" 2>/dev/null) ||
+			hash=$(doveadm pw -s SHA512-CRYPT -p "$password")
+	else
+		hash=$(printf %s "$password" | "$IMAPIDLE" -hash)
+	fi
+	printf '%s:%s:%s:%s::%s\n' "$user" "$hash" "$uid" "$gid" "$d/home/${user#*@}/${user%@*}" >"$d/users"
+	chmod 640 "$d/users"
+	chgrp dovecot "$d/users"
+	cat >"$d/dovecot.conf" <<EOF
+# Private stock Dovecot $(dovecot --version) for bench/. Built-in defaults
+# (Debian's conf.d is not read) except what a private instance needs.
+base_dir = $d/run
+state_dir = $d/state
+instance_name = dovecot-bench
+log_path = $d/dovecot.log
+listen = 127.0.0.1
+protocols = imap
+ssl = required
+ssl_cert = <$d/cert.pem
+ssl_key = <$d/key.pem
+mail_location = maildir:$d/mail/%d/%n
+mail_uid = $uid
+mail_gid = $gid
+passdb {
+  driver = passwd-file
+  args = $d/users
+}
+userdb {
+  driver = passwd-file
+  args = $d/users
+}
+EOF
+}
+
+# start_dovecot CONF PORT: start `dovecot -c CONF` and wait for its IMAPS
+# greeting on 127.0.0.1:PORT. Sets DC_CONF, so cleanup stops it.
+start_dovecot() {
+	local conf=$1 port=$2 d
+	d=$(dirname "$conf")
+	doveconf -n -c "$conf" >"$d/doveconf.log" 2>&1 || die "doveconf rejects $conf, see $d/doveconf.log"
+	DC_CONF=$conf
+	dovecot -c "$conf" >"$d/start.log" 2>&1 || die "dovecot did not start, see $d/start.log and $d/dovecot.log"
+	wait_imaps "$port" 30 || die "dovecot did not answer IMAPS on 127.0.0.1:$port, see $d/dovecot.log"
+	log "dovecot listening on 127.0.0.1:$port (imaps; master pid $(dovecot_pid))"
+}
+
+dovecot_pid() { tr -dc 0-9 <"$(dirname "$DC_CONF")/run/master.pid"; } # the master's pid
+
+wait_imaps() { # port seconds: wait for an IMAP greeting over implicit TLS
+	python3 - "$1" "$2" <<'EOF' || return 1
+import socket, ssl, sys, time
+port, deadline = int(sys.argv[1]), time.time() + float(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+while time.time() < deadline:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+            with ctx.wrap_socket(raw) as s:
+                if s.recv(512).startswith(b"* OK"):
+                    s.sendall(b"a LOGOUT\r\n")
+                    s.recv(512)
+                    sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+EOF
+}
+
+# build_imaptest DIR: Dovecot's imaptest (with the imap-stress wrapper) in
+# DIR, built by the shared tools' build.sh unless DIR/bin/imaptest exists.
+build_imaptest() {
+	local build=${BENCH_IMAPTEST_BUILD:-$REPO/../shared/tools/imaptest/build.sh}
+	if [[ ! -x $1/bin/imaptest || ! -x $1/imap-stress ]]; then
+		[[ -f $build ]] || die "no imaptest in $1 and no $build (set BENCH_IMAPTEST_BUILD)"
+		log "building imaptest into $1"
+		bash "$build" "$1" >"$WORK/imaptest-build.log" 2>&1 || die "imaptest build failed, see $WORK/imaptest-build.log"
+	fi
+}
+
+# build_imapidle DIR: bench/imapidle (idle IMAPS connections; Argon2id
+# hashes for Dovecot) into DIR/imapidle; sets IMAPIDLE.
+build_imapidle() {
+	mkdir -p "$1"
+	(cd "$REPO" && go build -o "$1/imapidle" ./bench/imapidle)
+	IMAPIDLE=$1/imapidle
+}
+
+tree_pids() { # pid: print pid and its live descendants, one a line
+	python3 - "$1" <<'EOF'
+import os, sys
+kids = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        kids.setdefault(ppid, []).append(int(d))
+root = int(sys.argv[1])
+todo = [root] if os.path.exists(f"/proc/{root}") else []
+while todo:
+    pid = todo.pop()
+    print(pid)
+    todo.extend(kids.get(pid, []))
+EOF
+}
+
+# tree_mem PID: memory of PID and its descendants, one line:
+#   RSS_KIB PSS_KIB NPROCS NAME=RSS_KIB/COUNT...
+# RSS counts pages shared between processes (libraries, a forked parent's
+# pages) once per process; PSS divides them among the processes sharing
+# them, so it adds up to what the tree really holds.
+tree_mem() {
+	# shellcheck disable=SC2046 # one pid per word
+	python3 - $(tree_pids "$1") <<'EOF'
+import sys
+def kib(path, key):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+rss = pss = n = 0
+by = {}
+for pid in sys.argv[1:]:
+    try:
+        r = kib(f"/proc/{pid}/status", "VmRSS")
+        p = kib(f"/proc/{pid}/smaps_rollup", "Pss")
+        with open(f"/proc/{pid}/comm") as f:
+            name = f.read().strip()
+    except OSError:
+        continue
+    rss, pss, n = rss + r, pss + p, n + 1
+    c = by.setdefault(name, [0, 0])
+    c[0] += r
+    c[1] += 1
+print(rss, pss, n, " ".join(f"{k}={v[0]}/{v[1]}" for k, v in sorted(by.items())))
+EOF
+}
