@@ -42,6 +42,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 			if err != nil {
 				return s.storeErr("fetch", err)
 			}
+			if err := s.announceKeywords(w, snap); err != nil {
+				return err
+			}
 			for _, t := range targets {
 				if seen[t.vm] {
 					if m := findMessage(snap, t.vm.m.UID); m != nil {
@@ -52,18 +55,13 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 		}
 	}
 
-	expunged := false
+	// A message another session expunged (its file is gone) is left out
+	// and the FETCH still succeeds; the client hears of the expunge at
+	// the next command that allows it (RFC 2180 section 4.1).
 	for _, t := range targets {
-		ok, err := s.fetchOne(w, t, options, seen[t.vm])
-		if err != nil {
+		if _, err := s.fetchOne(w, t, options, seen[t.vm]); err != nil {
 			return err
 		}
-		if !ok {
-			expunged = true
-		}
-	}
-	if expunged {
-		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued, Text: "Some messages were expunged"}
 	}
 	return nil
 }

@@ -257,6 +257,17 @@ func (s *session) writeExpunges(write func(seqNum uint32) error) error {
 	return err
 }
 
+// announceKeywords tells the client, in the middle of a FETCH or STORE,
+// of keywords in snap it has not been told of (another session may have
+// just added one), before flags naming them are sent (RFC 3501 7.2.6).
+func (s *session) announceKeywords(w *imapserver.FetchWriter, snap *mailbox.Snapshot) error {
+	if !newKeywords(s.sel.keywords, snap.Keywords) {
+		return nil
+	}
+	s.sel.keywords = snap.Keywords
+	return w.WriteMailboxFlags(folderFlags(snap.Keywords))
+}
+
 // newKeywords reports whether now has a keyword told did not.
 func newKeywords(told, now []string) bool {
 	for _, kw := range now {
@@ -534,6 +545,11 @@ func (s *session) writeFlags(w *imapserver.FetchWriter, numSet imap.NumSet, targ
 	snap, err := sel.folder.Snapshot()
 	if err != nil {
 		return s.storeErr("store", err)
+	}
+	if !silent {
+		if err := s.announceKeywords(w, snap); err != nil {
+			return err
+		}
 	}
 	_, byUID := numSet.(imap.UIDSet)
 	for _, t := range targets {

@@ -721,3 +721,12 @@ func writeBodyFldLang(enc *imapwire.Encoder, l []string) {
 		})
 	}
 }
+
+// WriteMailboxFlags writes an untagged FLAGS response in the middle of a
+// FETCH or STORE (mamori patch 9): a FETCH reply naming a keyword the
+// client has not been told of must come after a FLAGS that lists it
+// (RFC 3501 7.2.6), and a keyword another session added can show up in
+// the flags this command reports.
+func (cmd *FetchWriter) WriteMailboxFlags(flags []imap.Flag) error {
+	return cmd.conn.writeFlags(flags)
+}
