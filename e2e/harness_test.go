@@ -70,14 +70,35 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
+// Ports for servers come from below the kernel's ephemeral range
+// (32768–60999 by default), so that the client sockets of parallel tests
+// (one of them opens 1,000) can never take a port between the moment it
+// is chosen here and the moment the server binds it; and each is handed
+// out once per test binary.
+var (
+	portMu   sync.Mutex
+	nextPort = 20000 + os.Getpid()%5000
+)
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 10000 {
+		p := nextPort
+		nextPort++
+		if nextPort >= 32000 {
+			nextPort = 20000
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		return p
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port below the ephemeral range")
+	return 0
 }
 
 // instance is one mamori server with its own directory and ports.
