@@ -404,6 +404,39 @@ for i in range(10):
 	if code != 0 {
 		t.Errorf("SMTP from an unrelated address refused (exit %d):\n%s", code, tr)
 	}
+
+	// The reverse: SMTP AUTH guessing on submission bans the address from
+	// IMAP and POP3.
+	const smtpGuesser = "127.0.0.79"
+	for i := range 8 {
+		swaks(t, "--server", in.submission, "--local-interface", smtpGuesser, "-tls",
+			"--auth", "PLAIN", "--auth-user", fmt.Sprintf("user%d@ours.test", i), "--auth-password", "guess",
+			"--from", "x@ours.test", "--to", "bob@ours.test", "--quit-after", "AUTH")
+	}
+	probe := bindScript + `
+import imaplib, poplib, ssl, sys
+src, host, port, popport = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    M = imaplib.IMAP4_SSL(host, port, ssl_context=ctx, timeout=10)
+    print("IMAP ADMITTED", M.welcome)
+except Exception as e:
+    print("imap refused:", type(e).__name__)
+try:
+    P = poplib.POP3_SSL(host, popport, context=ctx, timeout=10)
+    print("POP3 ADMITTED", P.getwelcome())
+except Exception as e:
+    print("pop3 refused:", type(e).__name__)
+`
+	_, popPort, _ := net.SplitHostPort(in.pop3s)
+	out, _ = python(t, probe, smtpGuesser, host, port, popPort)
+	t.Logf("SMTP guesser on IMAP/POP3: %s", out)
+	if strings.Contains(out, "ADMITTED") {
+		t.Errorf("an address banned for SMTP AUTH guessing was admitted to IMAP or POP3:\n%s", out)
+	}
+	if !strings.Contains(out, "imap refused") || !strings.Contains(out, "pop3 refused") {
+		t.Errorf("probe output: %s", out)
+	}
 }
 
 // TestQuota: an over-quota recipient gets 452 4.2.2 at RCPT (the sender's
