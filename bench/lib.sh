@@ -343,6 +343,24 @@ start_mamori() {
 	log "mamori listening on 127.0.0.1:$port (pid $MAMORI_PID)"
 }
 
+# start_scraper URL TOKEN_FILE LOG: a stand-in for Prometheus, in the
+# background (in BG_PIDS, so cleanup stops it): GET URL with the admin
+# token as a Bearer token once a second, each request capped at 5 s, at
+# most 3600 times; one line per scrape in LOG: "HTTP-status bytes".
+start_scraper() {
+	local url=$1 token_file=$2 out=$3
+	: >"$out"
+	(
+		for _ in $(seq 1 3600); do
+			curl -s -o /dev/null -m 5 -w '%{http_code} %{size_download}\n' \
+				-H "Authorization: Bearer $(cat "$token_file")" "$url" >>"$out" || true # curl writes "000 0" itself when it fails
+			sleep 1
+		done
+	) &
+	BG_PIDS+=($!)
+	log "scraping $url once a second (pid $!)"
+}
+
 # --- report --------------------------------------------------------------------
 
 machine_rows() { # the head of the machine table: CPU and kernel

@@ -38,6 +38,9 @@
 #                                                 instead of the working tree
 #   BENCH_MAMORI_BIN=                             use this mamori binary instead of building
 #                                                 one (e.g. a profiling build)
+#   BENCH_SCRAPE=0                                1: while mamori is measured, a Prometheus-like
+#                                                 scraper GETs /metrics (admin token) once a
+#                                                 second (issue 14: the cost of metrics)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,6 +57,7 @@ WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
 FS_MODE=${BENCH_FS:-loop}
 FS_SIZE=${BENCH_FS_SIZE:-2G}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
+SCRAPE=${BENCH_SCRAPE:-0}
 OUT_DIR=${BENCH_OUT:-$REPO/bench/out}
 FROM=sender@outside.test
 RCPT=sink@bench.test
@@ -116,6 +120,11 @@ if has_server mamori; then
 	[[ -n $DATA ]] || die "no data_dir in $MCONF"
 	MAMORI_NEW=$DATA/mail/bench.test/sink/new
 	start_mamori "$M" "$P_SMTP"
+	if [[ $SCRAPE == 1 ]]; then
+		TOKEN_FILE=$(sed -n 's/^token_file = "\(.*\)"$/\1/p' "$MCONF")
+		[[ -r $TOKEN_FILE ]] || die "no admin token file in $MCONF"
+		start_scraper "http://127.0.0.1:$P_ADMIN/metrics" "$TOKEN_FILE" "$WORK/scrapes"
+	fi
 fi
 
 # --- 4. Postfix instance -----------------------------------------------------
@@ -327,7 +336,7 @@ OUT=$(report_path smtp-accept)
 {
 	echo "# SMTP acceptance: mamori vs Postfix ($(date -u +'%Y-%m-%d %H:%M UTC'))"
 	echo
-	echo "Command: \`$(printf 'BENCH_FS=%s BENCH_N1=%s BENCH_N10=%s BENCH_N50=%s BENCH_SIZE=%s%s bash bench/smtp-accept.sh' "$FS_MODE" "$N1" "$N10" "$N50" "$SIZE" "${BENCH_MAMORI_REF:+ BENCH_MAMORI_REF=$BENCH_MAMORI_REF}")\`"
+	echo "Command: \`$(printf 'BENCH_FS=%s BENCH_N1=%s BENCH_N10=%s BENCH_N50=%s BENCH_SIZE=%s BENCH_SCRAPE=%s%s bash bench/smtp-accept.sh' "$FS_MODE" "$N1" "$N10" "$N50" "$SIZE" "$SCRAPE" "${BENCH_MAMORI_REF:+ BENCH_MAMORI_REF=$BENCH_MAMORI_REF}")\`"
 	echo
 	echo "Load: \`smtp-source -s S -l $SIZE -m N -f $FROM -t $RCPT 127.0.0.1:PORT\`"
 	echo "(one message per connection), N = $N1 / $N10 / $N50 at S = 1 / 10 / 50;"
@@ -341,6 +350,9 @@ OUT=$(report_path smtp-accept)
 	fi
 	echo "| Postfix | $(postconf -d -h mail_version 2>/dev/null || echo "?") (Debian package $PF_DEB_VERSION) |"
 	mamori_row
+	if [[ $SCRAPE == 1 ]]; then
+		echo "| scraper | GET /metrics once a second during the run: $(wc -l <"$WORK/scrapes") scrapes, $(grep -vc '^200 ' "$WORK/scrapes" || true) not 200, $(awk '{ b += $2 } END { printf "%.0f", NR ? b / NR : 0 }' "$WORK/scrapes") bytes each |"
+	fi
 	echo
 	echo "| sessions | N | mamori accepted/s | Postfix accepted/s | ratio | mamori accepted+delivered/s | Postfix accepted+delivered/s | ratio |"
 	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

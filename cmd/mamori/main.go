@@ -38,6 +38,7 @@ Usage:
   mamori queue list|show|hold|release|delete|retry --config FILE [filters] [--json] [--count]
   mamori queue check [--repair] [--json] --config FILE   (offline; exit 0 clean, 1 damage found/repaired, 2 error)
   mamori guard list [--json] | ban IP|CIDR [--for DUR] | unban IP|CIDR | release IP|ADDRESS [--release-mail] | export --nft   (--config FILE)
+  mamori top --config FILE [--once [--json]]   (live view: q quits; --once for scripts)
   mamori incident export --since DUR|TIME [--sender A] [--client-ip IP|CIDR] --out FILE.tar.gz --config FILE
   mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
@@ -109,6 +110,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdDrill(rest)
 	case "incident":
 		return e.cmdIncident(rest)
+	case "top":
+		return e.cmdTop(rest)
 	case "dkim":
 		return e.cmdDKIM(rest)
 	case "help", "-h", "--help":

@@ -33,6 +33,11 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 			return nil, nil, nil, err
 		}
 		cl := admin.NewClient(c.Listen.Admin, tok)
+		if c.Admin.TLS {
+			if cl, err = admin.NewTLSClient(c.Listen.Admin, tok, c.TLS.Cert); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		err = cl.Ping(ctx)
 		cancel()

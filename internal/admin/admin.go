@@ -1,6 +1,7 @@
-// Package admin is mamori's management surface: an HTTP API on loopback,
-// authenticated by the bearer token that `mamori init` writes, and the
-// client the CLI uses to talk to it.
+// Package admin is mamori's management surface: an HTTP API on loopback
+// (or a LAN address over TLS), authenticated by the bearer token that
+// `mamori init` writes; the web dashboard at / (session.go: a login form
+// takes the same token once); and the client the CLI uses to talk to it.
 //
 // Management commands go through the running server (rather than opening
 // its database) because the server holds the embedded store's lock and its
@@ -103,6 +104,12 @@ type Server struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 
+	// The dashboard: its pages, and the browser sessions and login
+	// attempts (session.go).
+	web      *http.ServeMux
+	sessions *sessions
+	logins   *loginLimiter
+
 	onQueueOp func(op, filter string, n int, remote string)
 }
 
@@ -118,26 +125,64 @@ func NewServer(mgr Manager, q Queue, token string, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{mgr: mgr, queue: q, token: token, log: log, mux: http.NewServeMux()}
+	s := &Server{mgr: mgr, queue: q, token: token, log: log, mux: http.NewServeMux(),
+		web: http.NewServeMux(), sessions: newSessions(), logins: newLoginLimiter()}
 	s.routes()
+	s.webRoutes()
 	return s
 }
 
-// Handle adds another authenticated endpoint (metrics, later dashboards).
+// Handle adds another endpoint that takes the bearer token (metrics).
+// Only /api/ paths also take a dashboard session.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// ServeHTTP authenticates and dispatches. The rules:
+//   - /healthz needs nothing;
+//   - the dashboard's pages (/, /login, /logout, /static/…) are served to
+//     anyone; / shows the login form until the browser has a session;
+//   - every other path takes the bearer token, as the CLI sends it;
+//   - /api/ paths also take a session cookie, and then, for any method
+//     but GET and HEAD, the session's CSRF token too: a cookie alone
+//     never changes anything.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/healthz" {
+	securityHeaders(w.Header())
+	switch r.URL.Path {
+	case "/healthz":
 		w.Write([]byte("ok\n"))
+		return
+	case "/", "/login", "/logout", "/static/app.js", "/static/app.css":
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		s.web.ServeHTTP(w, r)
 		return
 	}
 	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
-		writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
-		return
+		_, csrf, ok := s.sessionOf(r)
+		if !ok || !strings.HasPrefix(r.URL.Path, "/api/") {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
+			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+			return
+		}
+		if !safeMethod(r.Method) && (!csrfOK(r, csrf) || !sameOrigin(r)) {
+			s.log.Warn("admin request refused: no CSRF token", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			writeErr(w, http.StatusForbidden, errCSRF)
+			return
+		}
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	s.mux.ServeHTTP(w, r)
+}
+
+// securityHeaders go on every answer: a strict Content-Security-Policy
+// (scripts and styles only from the server's own files, nothing inline, no
+// framing), no referrer, no sniffing, and nothing cached — API answers
+// and pages carry queue contents and tokens.
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -234,8 +279,18 @@ func (s *Server) routes() {
 			writeJSON(w, map[string]int{"count": s.queue.Count(f)})
 			return
 		}
+		limit := 0
+		if v := q.Get("limit"); v != "" {
+			if limit, err = strconv.Atoi(v); err != nil || limit < 1 {
+				writeErr(w, http.StatusBadRequest, &queue.FilterError{Field: "limit", Value: v, Msg: "want a number of messages, 1 or more"})
+				return
+			}
+		}
 		now := time.Now()
 		list := s.queue.List(f)
+		if limit > 0 && len(list) > limit {
+			list = list[:limit]
+		}
 		items := make([]QueueItem, len(list))
 		for i, m := range list {
 			items[i] = ItemOf(m, now)
@@ -348,7 +403,7 @@ func (s *Server) audit(r *http.Request, what, subject string) {
 var (
 	filterParams = map[string]bool{"from": true, "to": true, "client_ip": true, "user": true, "older_than": true,
 		"state": true, "subject": true, "rule": true, "min_size": true, "max_size": true, "id": true}
-	listParams = map[string]bool{"count": true}
+	listParams = map[string]bool{"count": true, "limit": true}
 	showParams = map[string]bool{"body": true}
 	opParams   = map[string]bool{"all": true, "reason": true}
 )

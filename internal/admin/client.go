@@ -229,3 +229,9 @@ func (c *Client) GuardRelease(target string, releaseMail bool) (int, error) {
 func (c *Client) GuardNft(w io.Writer) error {
 	return c.do("GET", "/api/v1/guard/nft", nil, nil, w)
 }
+
+// Live returns the live view (GET /api/v1/live).
+func (c *Client) Live() (Live, error) {
+	var v Live
+	return v, c.do("GET", "/api/v1/live", nil, nil, &v)
+}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/metrics"
 )
 
 // Refusal is why a connection was refused, in SMTP terms (the guard's
@@ -62,6 +63,8 @@ type Config struct {
 	// client does; 0 means no limit.
 	MaxSessionTime time.Duration
 	Log            *slog.Logger
+	// Metrics counts connections by result and open sessions; nil: none.
+	Metrics *metrics.Metrics
 }
 
 // Listener wraps a net.Listener with admission.
@@ -161,6 +164,7 @@ func (l *Listener) admit(c net.Conn) {
 	refuse := func(r Refusal) {
 		l.cfg.Log.Info("rejected", "stage", "connect", "listener", l.cfg.Name, "client_ip", ip.String(),
 			"code", r.Code, "reason", r.Text, "rule", r.Rule)
+		l.cfg.Metrics.ConnectionRefused(l.cfg.Name, r.Rule)
 		if l.cfg.TLS == nil && l.cfg.Refuse != nil {
 			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			l.cfg.Refuse(c, r)
@@ -179,6 +183,7 @@ func (l *Listener) admit(c net.Conn) {
 	if l.cfg.Check != nil {
 		r, closed := l.cfg.Check(c, ip, trusted)
 		if closed {
+			l.cfg.Metrics.ConnectionClosed(l.cfg.Name)
 			c.Close()
 			release()
 			return
@@ -188,7 +193,11 @@ func (l *Listener) admit(c net.Conn) {
 			return
 		}
 	}
-	sc := &sessionConn{Conn: c, onClose: release}
+	l.cfg.Metrics.SessionOpened(l.cfg.Name)
+	sc := &sessionConn{Conn: c, onClose: func() {
+		release()
+		l.cfg.Metrics.SessionClosed(l.cfg.Name)
+	}}
 	if d := l.cfg.MaxSessionTime; d > 0 {
 		sc.timer = time.AfterFunc(d, func() {
 			l.cfg.Log.Info("session time limit", "listener", l.cfg.Name, "client_ip", ip.String(), "limit", d.String())

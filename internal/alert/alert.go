@@ -74,6 +74,9 @@ const (
 	maxValue = 200
 	// maxKeys triggers pruning of idle throttle windows.
 	maxKeys = 4096
+	// RecentAlerts is how many of the latest alerts Recent returns (the
+	// live view's list).
+	RecentAlerts = 20
 )
 
 // Enqueuer is where alert mail goes: *queue.Queue.
@@ -115,6 +118,8 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	closed  bool
+	recent  [RecentAlerts]guard.Alert // ring of the latest alerts
+	nRecent int                       // alerts ever put in recent
 	windows map[key]*window
 	kinds   map[string]*kindWindow
 
@@ -306,6 +311,8 @@ func (n *Notifier) Alert(a guard.Alert) {
 	}
 
 	n.mu.Lock()
+	n.recent[n.nRecent%RecentAlerts] = a
+	n.nRecent++
 	if n.closed {
 		n.mu.Unlock()
 		n.log.Warn("alert: notifier closed, alert only logged", "kind", a.Kind, "ip", a.IP, "user", a.User)
@@ -322,6 +329,24 @@ func (n *Notifier) Alert(a guard.Alert) {
 	n.mu.Unlock()
 
 	n.send(mails)
+}
+
+// Recent returns the latest alerts, newest first, at most RecentAlerts:
+// every alert reported, whether or not it was mailed.
+func (n *Notifier) Recent() []guard.Alert {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := min(n.nRecent, RecentAlerts)
+	out := make([]guard.Alert, k)
+	for i := range k {
+		a := n.recent[(n.nRecent-1-i)%RecentAlerts]
+		a.Counts = maps.Clone(a.Counts)
+		a.Extra = maps.Clone(a.Extra)
+		a.Subjects = slices.Clone(a.Subjects)
+		a.Rcpts = slices.Clone(a.Rcpts)
+		out[i] = a
+	}
+	return out
 }
 
 // handleLocked applies the throttles to a and returns the mails to send.

@@ -82,6 +82,10 @@ type TLS struct {
 type Admin struct {
 	// TokenFile holds the bearer token (written by init, mode 0600).
 	TokenFile string `toml:"token_file"`
+	// TLS serves the admin listener (API, dashboard, metrics) over HTTPS
+	// with the [tls] certificate. Required before listen.admin may name
+	// an address other than loopback.
+	TLS bool `toml:"tls"`
 }
 
 // Relay lists who may relay without authenticating.
@@ -404,8 +408,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("mailbox.quota %d: want a size in bytes, 0 for none", c.Mailbox.Quota))
 	}
 	if c.Listen.Admin != "" {
-		if err := checkAdminAddr(c.Listen.Admin); err != nil {
+		if err := checkAdminAddr(c.Listen.Admin, c.Admin.TLS); err != nil {
 			errs = append(errs, err)
+		}
+		if c.Admin.TLS && (c.TLS.Cert == "" || c.TLS.Key == "") {
+			errs = append(errs, errors.New("admin.tls: [tls] cert and key are required to serve the admin listener over HTTPS"))
 		}
 		if c.Admin.TokenFile == "" {
 			errs = append(errs, errors.New("admin.token_file is required when listen.admin is set"))
@@ -584,26 +591,31 @@ func ParseListenAddr(s string) (ListenAddr, error) {
 	return l, nil
 }
 
-// checkAdminAddr lets the admin API bind loopback only. The bearer token is
-// its only protection and the API speaks plain HTTP, so it must not be
-// offered to a network. DESIGN.md foresees "[admin] tls = true" as the way
-// to bind another address; until that key exists, any non-loopback address
-// is refused. Addresses are compared parsed, so "[::0]", ":8025" and
-// "[::ffff:0.0.0.0]" are all seen as "every interface".
-func checkAdminAddr(addr string) error {
+// checkAdminAddr decides where the admin listener may bind. The admin
+// token (and the dashboard's session cookie) is its only protection, so:
+// loopback always; another specific IP address only when the listener
+// speaks TLS ([admin] tls = true), so neither crosses a network in clear;
+// never every interface (a wildcard would also offer it on interfaces
+// nobody meant), and never a host name other than localhost (what it
+// resolves to, a wildcard included, is not known here). Addresses are
+// compared parsed, so "[::0]", ":8025" and "[::ffff:0.0.0.0]" are all seen
+// as "every interface".
+func checkAdminAddr(addr string, tls bool) error {
 	l, err := ParseListenAddr(addr)
 	if err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
 	}
 	switch {
 	case l.Everywhere():
-		return fmt.Errorf("listen.admin: %q listens on every address; bind a loopback address such as 127.0.0.1:%d", addr, l.Port)
+		return fmt.Errorf("listen.admin: %q listens on every address; bind a loopback address such as 127.0.0.1:%d (or, with [admin] tls = true, one LAN address)", addr, l.Port)
 	case l.Loopback():
 		return nil
 	case l.Name != "":
-		return fmt.Errorf("listen.admin: %q: name a loopback IP address (e.g. 127.0.0.1), not a host name that could resolve to a public one", addr)
+		return fmt.Errorf("listen.admin: %q: name an IP address (e.g. 127.0.0.1), not a host name that could resolve to another one", addr)
+	case tls:
+		return nil
 	default:
-		return fmt.Errorf("listen.admin: %q is not a loopback address; the admin API (plain HTTP) may only bind loopback, e.g. 127.0.0.1:%d", addr, l.Port)
+		return fmt.Errorf("listen.admin: %q is not a loopback address; over plain HTTP the admin listener may only bind loopback, e.g. 127.0.0.1:%d; set [admin] tls = true to bind a LAN address", addr, l.Port)
 	}
 }
 

@@ -157,40 +157,87 @@ func TestTrustedNetworksTranslation(t *testing.T) {
 	}
 }
 
-func TestAdminListenLoopbackOnly(t *testing.T) {
+// TestAdminListenAddr: the admin listener binds loopback; another specific
+// IP address only with [admin] tls = true; never every interface, never a
+// host name other than localhost, whatever tls says.
+func TestAdminListenAddr(t *testing.T) {
 	tests := []struct {
 		addr string
+		tls  bool
 		ok   bool
 		want string // part of the error
 	}{
-		{"127.0.0.1:8025", true, ""},
-		{"127.0.0.2:9000", true, ""},
-		{"[::1]:8025", true, ""},
-		{"[::ffff:127.0.0.1]:8025", true, ""},
-		{"[::1%lo]:8025", true, ""},
-		{"localhost:8025", true, ""},
-		{"LocalHost.:8025", true, ""},
-		{"0.0.0.0:8025", false, "every address"},
-		{":8025", false, "every address"},
-		{"[::]:8025", false, "every address"},
-		{"[::0]:8025", false, "every address"},
-		{"[0:0:0:0:0:0:0:0]:8025", false, "every address"},
-		{"[::ffff:0.0.0.0]:8025", false, "every address"},
-		{"[::ffff:0:0]:8025", false, "every address"},
-		{"192.0.2.10:8025", false, "loopback"},
-		{"10.0.0.1:8025", false, "loopback"},
-		{"[fe80::1%eth0]:8025", false, "loopback"},
-		{"[::ffff:192.0.2.10]:8025", false, "loopback"},
-		{"admin.example.test:8025", false, "host name"},
-		{"127.0.0.1:http", false, "port"},
-		{"127.0.0.1:70000", false, "port"},
-		{"127.0.0.1", false, "HOST:PORT"},
+		{"127.0.0.1:8025", false, true, ""},
+		{"127.0.0.1:8025", true, true, ""},
+		{"127.0.0.2:9000", false, true, ""},
+		{"[::1]:8025", false, true, ""},
+		{"[::ffff:127.0.0.1]:8025", false, true, ""},
+		{"[::1%lo]:8025", false, true, ""},
+		{"localhost:8025", false, true, ""},
+		{"LocalHost.:8025", false, true, ""},
+		// Every interface: refused with or without TLS.
+		{"0.0.0.0:8025", false, false, "every address"},
+		{"0.0.0.0:8025", true, false, "every address"},
+		{":8025", false, false, "every address"},
+		{":8025", true, false, "every address"},
+		{"[::]:8025", false, false, "every address"},
+		{"[::]:8025", true, false, "every address"},
+		{"[::0]:8025", true, false, "every address"},
+		{"[0:0:0:0:0:0:0:0]:8025", true, false, "every address"},
+		{"[::ffff:0.0.0.0]:8025", true, false, "every address"},
+		{"[::ffff:0:0]:8025", true, false, "every address"},
+		// A LAN (or any specific) address: only with TLS.
+		{"192.0.2.10:8025", false, false, "tls = true"},
+		{"192.0.2.10:8025", true, true, ""},
+		{"10.0.0.1:8025", false, false, "loopback"},
+		{"10.0.0.1:8025", true, true, ""},
+		{"[fe80::1%eth0]:8025", false, false, "loopback"},
+		{"[fe80::1%eth0]:8025", true, true, ""},
+		{"[2001:db8::8]:8025", true, true, ""},
+		{"[::ffff:192.0.2.10]:8025", false, false, "loopback"},
+		{"[::ffff:192.0.2.10]:8025", true, true, ""},
+		// A host name could resolve to anything, a wildcard included.
+		{"admin.example.test:8025", false, false, "host name"},
+		{"admin.example.test:8025", true, false, "host name"},
+		{"127.0.0.1:http", false, false, "port"},
+		{"127.0.0.1:70000", true, false, "port"},
+		{"127.0.0.1", false, false, "HOST:PORT"},
 	}
 	for _, tc := range tests {
-		err := checkAdminAddr(tc.addr)
+		err := checkAdminAddr(tc.addr, tc.tls)
 		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), tc.want)) {
-			t.Errorf("%s: err=%v, want ok=%v mentioning %q", tc.addr, err, tc.ok, tc.want)
+			t.Errorf("%s tls=%v: err=%v, want ok=%v mentioning %q", tc.addr, tc.tls, err, tc.ok, tc.want)
 		}
+	}
+}
+
+// TestAdminTLSNeedsCertificate: [admin] tls serves the [tls] pair, so it
+// needs one; a LAN admin address passes Validate with it.
+func TestAdminTLSNeedsCertificate(t *testing.T) {
+	res, err := Init(InitOptions{Dir: t.TempDir(), Domain: "example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(res.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.TLS {
+		t.Fatal("init turned admin.tls on")
+	}
+	c.Listen.Admin = "192.0.2.10:8025"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tls = true") {
+		t.Errorf("LAN admin address without TLS: %v", err)
+	}
+	c.Admin.TLS = true
+	if err := c.Validate(); err != nil {
+		t.Errorf("LAN admin address with TLS: %v", err)
+	}
+	c.Listen.Submission, c.Listen.Submissions = "", ""
+	c.Listen.IMAP, c.Listen.IMAPS, c.Listen.POP3, c.Listen.POP3S = "", "", "", ""
+	c.TLS = TLS{}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "admin.tls") {
+		t.Errorf("admin.tls without a certificate: %v", err)
 	}
 }
 
@@ -229,8 +276,11 @@ func FuzzParseListenAddr(f *testing.F) {
 		if l.Addr.IsValid() && (l.Addr.Is4In6() || l.Addr.Zone() != "") {
 			t.Fatalf("%q: address %v not canonical", s, l.Addr)
 		}
-		if checkAdminAddr(s) == nil && !l.Loopback() {
-			t.Fatalf("%q: admin accepted a non-loopback address", s)
+		if checkAdminAddr(s, false) == nil && !l.Loopback() {
+			t.Fatalf("%q: admin accepted a non-loopback address without TLS", s)
+		}
+		if checkAdminAddr(s, true) == nil && (l.Everywhere() || (l.Name != "" && !l.Loopback())) {
+			t.Fatalf("%q: admin accepted every interface or a host name with TLS", s)
 		}
 	})
 }

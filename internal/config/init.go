@@ -208,7 +208,7 @@ imap = "{{.IMAP}}"               # STARTTLS required before LOGIN
 imaps = "{{.IMAPS}}"             # implicit TLS
 pop3 = "{{.POP3}}"               # STLS required before USER/PASS
 pop3s = "{{.POP3S}}"             # implicit TLS
-admin = "{{.Admin}}"             # HTTP admin API, bearer token
+admin = "{{.Admin}}"             # admin API and dashboard (token), loopback
 
 [tls]
 cert = "{{.Cert}}"
@@ -216,6 +216,10 @@ key = "{{.Key}}"
 
 [admin]
 token_file = "{{.TokenFile}}"
+# HTTPS with the [tls] certificate. Required before [listen] admin may be
+# a LAN address (never a wildcard); on loopback, reach it over SSH:
+# ssh -L 8025:127.0.0.1:8025 this-host
+tls = false
 
 [relay]
 # Clients here may send to any destination without AUTH (office LAN).

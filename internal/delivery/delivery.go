@@ -43,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
 
@@ -100,6 +101,8 @@ type Config struct {
 	// they pass DMARC at receivers with p=reject. It returns the message
 	// unchanged when it has no key for that domain.
 	Sign func(msg []byte) []byte
+	// Metrics counts outcomes per recipient and times attempts; nil: none.
+	Metrics *metrics.Metrics
 }
 
 // Defaults.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/mimeconv"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
@@ -208,7 +209,9 @@ func (s *Scheduler) deliverGroup(ctx context.Context, l Lease, m queue.Meta, bod
 			return
 		}
 		defer release()
+		start := time.Now()
 		s.deliverLocal(ctx, l, m, body, g, outs)
+		s.cfg.Metrics.DeliveryAttempt("local", time.Since(start))
 		return
 	}
 	if s.cfg.Paused != nil && s.cfg.Paused() {
@@ -227,7 +230,9 @@ func (s *Scheduler) deliverGroup(ctx context.Context, l Lease, m queue.Meta, bod
 		return
 	}
 	defer release()
+	start := time.Now()
 	s.deliverRemote(ctx, l, m, body, g, outs)
+	s.cfg.Metrics.DeliveryAttempt("remote", time.Since(start))
 }
 
 func (s *Scheduler) deliverLocal(ctx context.Context, l Lease, m queue.Meta, body []byte, g *group, outs []outcome) {
@@ -288,8 +293,10 @@ func (s *Scheduler) finish(ctx context.Context, l Lease, m queue.Meta, outs []ou
 		case delivered:
 			r.Status, r.Diag = queue.RcptDelivered, o.diag
 			log.Info("delivered", attrs...)
+			s.cfg.Metrics.DeliveryResult(deliveryKind(o), metrics.Delivered)
 		case failed:
 			r.Status, r.Diag = queue.RcptFailed, o.diag
+			s.cfg.Metrics.DeliveryResult(deliveryKind(o), metrics.Bounced)
 			newlyFailed = append(newlyFailed, *r)
 			failedIdx = append(failedIdx, i)
 			outs[i] = o
@@ -303,6 +310,7 @@ func (s *Scheduler) finish(ctx context.Context, l Lease, m queue.Meta, outs []ou
 			}
 			if o.touched {
 				log.Info("deferred", attrs...)
+				s.cfg.Metrics.DeliveryResult(deliveryKind(o), metrics.Deferred)
 			}
 		}
 	}
@@ -330,6 +338,14 @@ func (s *Scheduler) finish(ctx context.Context, l Lease, m queue.Meta, outs []ou
 	if err := s.spool.Finish(l, a); err != nil {
 		log.Error("delivery: record attempt", "err", err)
 	}
+}
+
+// deliveryKind labels an outcome for metrics: local (Maildir) or remote.
+func deliveryKind(o outcome) string {
+	if o.relay == "local" {
+		return "local"
+	}
+	return "remote"
 }
 
 // sendDSN queues a bounce for failed when the message may be bounced and

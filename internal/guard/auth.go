@@ -355,6 +355,9 @@ func (g *Guard) AuthCheck(ip netip.Addr, user string) Decision {
 	}
 	g.mu.Unlock()
 	lg.emit()
+	if d.Verdict == Drop { // final: Login stops here; other refusals are a forecast
+		g.observe("auth", d)
+	}
 	return d
 }
 
@@ -390,6 +393,7 @@ func (g *Guard) AuthResult(ip netip.Addr, user string, ok bool) Decision {
 	}
 	g.mu.Unlock()
 	lg.emit()
+	g.observe("auth", d)
 	return d
 }
 

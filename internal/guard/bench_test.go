@@ -36,6 +36,7 @@ func TestConcurrentUse(t *testing.T) {
 				case 10:
 					g.Snapshot()
 					g.LastLogins()
+					g.TopSenders(5)
 				case 20:
 					g.Ban(netip.PrefixFrom(ip, 32), 0, "")
 					g.Unban(netip.PrefixFrom(ip, 32))

@@ -56,6 +56,7 @@ func (g *Guard) ConnectTo(pool Pool, ip netip.Addr, trusted bool) (Decision, fun
 	lg := logBuf{log: g.log}
 	d, key, net := g.connect(pool, ip, trusted, now, &lg)
 	lg.emit()
+	g.observe("connect", d)
 	if d.Verdict != Accept {
 		return d, noRelease
 	}

@@ -56,6 +56,12 @@ type Config struct {
 	ContentHits          int           // messages per local sender in 10 min refused or held by the content policy (executables, viruses), default 3 → isolate: a PC suddenly mailing executables is a worm sign
 	MaxTracked           int           // entries in each bounded outsider table (IPs, networks, IP+account pairs, failing usernames), default 100,000
 	SaveInterval         time.Duration // how often Run saves changed state, default 10 s
+
+	// OnDecision, when set, is told every final decision of ConnectTo,
+	// AuthCheck (a Drop), AuthResult, Rcpt and Message, Accept included
+	// (rule ""), for metrics. It is called without the guard's lock held,
+	// on the caller's goroutine, and must be cheap.
+	OnDecision func(stage, rule string, v Verdict)
 }
 
 // Fixed parameters of the detectors.
@@ -199,6 +205,7 @@ type Guard struct {
 	byIP   map[netip.Addr]*senderStats
 	byUser map[string]*senderStats
 	byFrom map[string]*senderStats
+	active activeSenders // who sent recently, for TopSenders
 
 	accounts  map[string]*account
 	netLogins map[netip.Prefix]int64 // last successful login from a network, ms
@@ -248,6 +255,7 @@ func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error)
 		byIP:      make(map[netip.Addr]*senderStats),
 		byUser:    make(map[string]*senderStats),
 		byFrom:    make(map[string]*senderStats),
+		active:    newActiveSenders(),
 		accounts:  make(map[string]*account),
 		netLogins: make(map[netip.Prefix]int64),
 		isoIP:     make(map[netip.Addr]*Isolation),

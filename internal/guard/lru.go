@@ -60,6 +60,16 @@ func (l *lru[K, V]) lookup(k K) *V {
 	return &l.nodes[i].val
 }
 
+// peek returns the value for k, or nil, without making it the most
+// recently used: for readers that must not change what is evicted.
+func (l *lru[K, V]) peek(k K) *V {
+	i, ok := l.index[k]
+	if !ok {
+		return nil
+	}
+	return &l.nodes[i].val
+}
+
 func (l *lru[K, V]) len() int { return len(l.index) }
 
 func (l *lru[K, V]) toFront(i int32) {

@@ -180,15 +180,20 @@ func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
 			}
 			g.dirty = true
 		}
-	} else if n := g.ips.get(hostOf(ip)).rcpts.add(now, minuteMS, 1); n > g.cfg.InboundRcptsPerMinute {
-		d = decInRcpts
-		if lg.on() {
-			lg.decision("rcpt", d, slog.String("ip", ip.String()), slog.String("from", s.From),
-				slog.Int("rcpts_per_minute", n), slog.Int("limit", g.cfg.InboundRcptsPerMinute))
+	} else {
+		host := hostOf(ip)
+		g.active.outside(host, now)
+		if n := g.ips.get(host).rcpts.add(now, minuteMS, 1); n > g.cfg.InboundRcptsPerMinute {
+			d = decInRcpts
+			if lg.on() {
+				lg.decision("rcpt", d, slog.String("ip", ip.String()), slog.String("from", s.From),
+					slog.Int("rcpts_per_minute", n), slog.Int("limit", g.cfg.InboundRcptsPerMinute))
+			}
 		}
 	}
 	g.mu.Unlock()
 	lg.emit()
+	g.observe("rcpt", d)
 	return d
 }
 
@@ -208,8 +213,11 @@ func (g *Guard) Message(m Message) Decision {
 	g.mu.Lock()
 	var d Decision
 	if m.Local() {
-		d = g.localMessage(&m, normUser(m.User), normUser(m.From), t, now, &lg)
+		user := normUser(m.User)
+		d = g.localMessage(&m, user, normUser(m.From), t, now, &lg)
+		g.active.local(m.IP, user, m.Trusted, now)
 	} else {
+		g.active.outside(hostOf(m.IP), now)
 		st := g.ips.get(hostOf(m.IP))
 		fails := st.spoofs.get(now, tenMinMS)
 		if m.AuthFail {
@@ -231,6 +239,7 @@ func (g *Guard) Message(m Message) Decision {
 	}
 	g.mu.Unlock()
 	lg.emit()
+	g.observe("data", d)
 	return d
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/policy"
 )
 
@@ -56,6 +57,8 @@ type Checker struct {
 	// account disabled by the administrator": that login is told so
 	// plainly (only someone with the password learns it); nil: never.
 	Disabled func(error) bool
+	// Metrics counts logins by protocol and result; nil: none.
+	Metrics *metrics.Metrics
 }
 
 // AccountDisabled is the reply to the right password of a disabled
@@ -97,15 +100,19 @@ func (c *Checker) Check(ip netip.Addr, protocol, username, password string) (str
 		// Only the log says whether the password was right.
 		log.Warn("login refused", "protocol", protocol, "client_ip", ip.String(), "user", user, "rule", gd.Rule,
 			"reason", gd.Text, "password_checked", verified, "password_ok", verified && err == nil)
+		c.Metrics.AuthResult(protocol, metrics.AuthRefused)
 		return "", refusal(gd)
 	}
 	if err != nil {
 		log.Warn("login failed", "protocol", protocol, "client_ip", ip.String(), "user", user, "reason", reason(err))
 		if c.Disabled != nil && c.Disabled(err) {
+			c.Metrics.AuthResult(protocol, metrics.AuthDisabled)
 			return "", refusal(AccountDisabled)
 		}
+		c.Metrics.AuthResult(protocol, metrics.AuthFailure)
 		return "", refusal(guard.InvalidCredentials)
 	}
+	c.Metrics.AuthResult(protocol, metrics.AuthSuccess)
 	c.Dir.RecordLogin(user, time.Now())
 	log.Info("login", "protocol", protocol, "client_ip", ip.String(), "user", user)
 	return user, nil

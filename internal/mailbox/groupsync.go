@@ -20,19 +20,21 @@ import (
 // becomes the leader and runs one; callers arriving meanwhile wait for the
 // next round, which must start after they wrote.
 type groupSync struct {
-	fn func() error
+	fn      func() error
+	onBatch func(n int) // told each round's batch size; nil: nobody
 
 	mu       sync.Mutex
 	cond     *sync.Cond
 	started  uint64 // rounds started
 	ended    uint64 // rounds finished
 	running  bool
+	waiting  int    // callers whose round has not started yet
 	errRound uint64 // last round that failed
 	err      error
 }
 
-func newGroupSync(fn func() error) *groupSync {
-	g := &groupSync{fn: fn}
+func newGroupSync(fn func() error, onBatch func(n int)) *groupSync {
+	g := &groupSync{fn: fn, onBatch: onBatch}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -42,6 +44,7 @@ func (g *groupSync) wait() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	need := g.started + 1 // a round already running started before our writes
+	g.waiting++
 	for g.ended < need {
 		if g.running {
 			g.cond.Wait()
@@ -50,7 +53,14 @@ func (g *groupSync) wait() error {
 		g.running = true
 		g.started++
 		round := g.started
+		// Every caller still waiting needs exactly this round: it covers
+		// them all.
+		batch := g.waiting
+		g.waiting = 0
 		g.mu.Unlock()
+		if g.onBatch != nil {
+			g.onBatch(batch)
+		}
 		err := g.fn()
 		g.mu.Lock()
 		g.running = false

@@ -14,11 +14,14 @@ import (
 // TestGroupSyncBatches: many concurrent waiters share far fewer syncs, and
 // every waiter returns only after a sync that started after it called.
 func TestGroupSyncBatches(t *testing.T) {
-	var calls atomic.Int64
+	var calls, covered, rounds atomic.Int64
 	g := newGroupSync(func() error {
 		calls.Add(1)
 		time.Sleep(2 * time.Millisecond)
 		return nil
+	}, func(n int) {
+		rounds.Add(1)
+		covered.Add(int64(n))
 	})
 	const waiters = 200
 	var wg sync.WaitGroup
@@ -39,6 +42,11 @@ func TestGroupSyncBatches(t *testing.T) {
 	if n := calls.Load(); n >= waiters/2 {
 		t.Errorf("%d syncs for %d concurrent waiters: not batched", n, waiters)
 	}
+	// The batch sizes reported (for metrics) add up to the waiters, one
+	// report per round.
+	if covered.Load() != waiters || rounds.Load() != calls.Load() {
+		t.Errorf("batches reported cover %d waiters in %d rounds; want %d in %d", covered.Load(), rounds.Load(), waiters, calls.Load())
+	}
 }
 
 func TestGroupSyncError(t *testing.T) {
@@ -49,7 +57,7 @@ func TestGroupSyncError(t *testing.T) {
 			return fail
 		}
 		return nil
-	})
+	}, nil)
 	if err := g.wait(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,9 @@ type Maildir struct {
 	// PerFileSync makes each delivery fsync its own file and new/ instead
 	// of sharing a syncfs(2) with concurrent deliveries (groupsync.go).
 	PerFileSync bool
+	// SyncBatch, when set, is told how many deliveries each shared
+	// syncfs covers (for metrics).
+	SyncBatch func(n int)
 
 	syncOnce sync.Once
 	group    *groupSync // nil: per-file fsync
@@ -34,7 +37,7 @@ func (m *Maildir) grouped() *groupSync {
 			return
 		}
 		if fn, err := syncfsFunc(m.Root); err == nil {
-			m.group = newGroupSync(fn)
+			m.group = newGroupSync(fn, m.SyncBatch)
 		}
 	})
 	return m.group

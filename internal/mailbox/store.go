@@ -73,6 +73,9 @@ type StoreOptions struct {
 	PerFileSync bool
 	// Quota returns addr's quota in bytes; 0 or a nil func means none.
 	Quota func(addr string) int64
+	// SyncBatch, when set, is told how many writes each shared syncfs
+	// covers (for metrics).
+	SyncBatch func(n int)
 }
 
 // FolderInfo describes one folder of a user.

@@ -47,7 +47,7 @@ var (
 // NewStore returns a store of the Maildirs under root (data_dir/mail).
 func NewStore(root string, opts StoreOptions) *Store {
 	s := &Store{
-		md:    &Maildir{Root: root, PerFileSync: opts.PerFileSync},
+		md:    &Maildir{Root: root, PerFileSync: opts.PerFileSync, SyncBatch: opts.SyncBatch},
 		opts:  opts,
 		log:   slog.Default().With("stage", "mailbox"),
 		users: make(map[string]*userState),

@@ -77,7 +77,22 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[cacheKey]cacheEntry
+
+	// observe, when set, is told about every query sent (not cache hits).
+	observe func(qtype, result string, d time.Duration)
 }
+
+// Query results given to the observer.
+const (
+	ResultOK       = "ok"        // an answer with records
+	ResultNotFound = "not_found" // NXDOMAIN or no data
+	ResultError    = "error"     // SERVFAIL, timeout, network error
+)
+
+// SetObserver makes the resolver tell fn the type, result (Result*) and
+// duration of every query it sends to a name server, for metrics. Call
+// it before the first lookup; fn must be cheap.
+func (r *Resolver) SetObserver(fn func(qtype, result string, d time.Duration)) { r.observe = fn }
 
 type cacheKey struct {
 	name  string
@@ -264,7 +279,11 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		return notFoundOr(e, fqdn, qname)
 	}
 
+	start := time.Now()
 	resp, err := r.exchange(ctx, fqdn, qtype)
+	if r.observe != nil {
+		r.observe(qname, resultOf(resp, err), time.Since(start))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resolver: %s %s: %w", qname, fqdn, err)
 	}
@@ -298,6 +317,21 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		r.store(key, cacheEntry{rrs: rrs}, ttl)
 	}
 	return rrs, nil
+}
+
+// resultOf classifies an exchange for the observer.
+func resultOf(resp *dns.Msg, err error) string {
+	switch {
+	case err != nil:
+		return ResultError
+	case resp.Rcode == dns.RcodeNameError:
+		return ResultNotFound
+	case resp.Rcode != dns.RcodeSuccess:
+		return ResultError
+	case len(resp.Answer) == 0:
+		return ResultNotFound
+	}
+	return ResultOK
 }
 
 func notFoundOr(e cacheEntry, fqdn, qname string) ([]dns.RR, error) {

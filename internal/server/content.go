@@ -6,16 +6,18 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/mamori-mail/mamori/internal/clamd"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/metrics"
 )
 
 // contentChecker builds the end-of-DATA inspection: the attachment policy
 // first (cheap, local), then clamd when configured.
-func contentChecker(c *config.Config, pols content.DomainPolicies, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) content.Verdict {
+func contentChecker(c *config.Config, pols content.DomainPolicies, mt *metrics.Metrics, log *slog.Logger) func(context.Context, guard.Sender, []string, []byte) content.Verdict {
 	var cl *clamd.Client
 	if c.Content.Clamd != "" {
 		cl = &clamd.Client{Addr: c.Content.Clamd, Timeout: c.Content.ClamdTimeout.Duration, MaxSize: c.Limits.MaxMessageSize + 1<<20}
@@ -35,7 +37,9 @@ func contentChecker(c *config.Config, pols content.DomainPolicies, log *slog.Log
 		if cl == nil {
 			return accept
 		}
+		start := time.Now()
 		res, err := cl.Scan(ctx, bytes.NewReader(msg))
+		mt.ClamdScan(scanResult(res, err), time.Since(start))
 		if err != nil {
 			// Unreachable, or the message is over clamd's StreamMaxLength
 			// (ErrTooLarge): either way it went unscanned, so the
@@ -54,6 +58,17 @@ func contentChecker(c *config.Config, pols content.DomainPolicies, log *slog.Log
 		}
 		return accept
 	}
+}
+
+// scanResult labels a clamd scan for metrics.
+func scanResult(res clamd.Result, err error) string {
+	switch {
+	case err != nil:
+		return metrics.ScanError
+	case res.Infected:
+		return metrics.ScanInfected
+	}
+	return metrics.ScanClean
 }
 
 // contentPolicies maps the [content] config onto the content package's

@@ -51,7 +51,7 @@ func TestContentConfigWiring(t *testing.T) {
 			"quiet.test":   {Action: "hold"},
 			"ppap.test":    {Uninspectable: "accept"},
 		}}
-	check := contentChecker(c, contentPolicies(c), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	check := contentChecker(c, contentPolicies(c), nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s := guard.Sender{IP: netip.MustParseAddr("192.0.2.1")}
 	enc := encryptedZipMsg(t)
 	tests := []struct {

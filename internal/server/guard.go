@@ -14,6 +14,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/journal"
 	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
 	"github.com/mamori-mail/mamori/internal/store"
@@ -76,6 +77,7 @@ type guardHooks struct {
 	q       *queue.Queue
 	alert   *alert.Notifier
 	journal *journal.Journal
+	metrics *metrics.Metrics
 	log     *slog.Logger
 }
 
@@ -85,6 +87,7 @@ func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
 		f.ClientIP = ip.String()
 	}
 	n, err := h.q.Hold(f, rule)
+	h.metrics.MessagesHeld(metrics.HeldQueued, n)
 	ipStr := ""
 	if ip.IsValid() {
 		ipStr = ip.String()
@@ -95,6 +98,7 @@ func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
 
 func (h *guardHooks) Alert(a guard.Alert) {
 	guardEvent(h.journal, a)
+	h.metrics.GuardEvent(a.Kind)
 	h.alert.Alert(a)
 }
 
@@ -121,7 +125,7 @@ type defences struct {
 	paused func() bool
 }
 
-func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, log *slog.Logger) (*defences, error) {
+func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, mt *metrics.Metrics, log *slog.Logger) (*defences, error) {
 	d := &defences{paused: func() bool { return false }}
 	d.alert = alert.New(alert.Config{
 		Hostname:   c.Hostname,
@@ -131,7 +135,9 @@ func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *qu
 		From:       "postmaster@" + c.Domains[0],
 		Sign:       sign,
 	}, q, log.With("stage", "alert"))
-	g, err := guard.New(guardConfig(c), &guardHooks{q: q, alert: d.alert, journal: jrn, log: log.With("stage", "guard")},
+	gc := guardConfig(c)
+	gc.OnDecision = guardDecisions(mt)
+	g, err := guard.New(gc, &guardHooks{q: q, alert: d.alert, journal: jrn, metrics: mt, log: log.With("stage", "guard")},
 		storePersister{st}, log.With("stage", "guard"))
 	if err != nil {
 		return nil, err

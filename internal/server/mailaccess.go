@@ -18,6 +18,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/imapd"
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/pop3d"
 )
 
@@ -62,7 +63,7 @@ func bindMailAccess(c *config.Config, addrs map[string]string) ([]accessListener
 
 // startMailAccess serves the bound listeners; errors go to errc.
 func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, ms *mailbox.Store, lc *login.Checker,
-	g *guard.Guard, trusted []netip.Prefix, log *slog.Logger, errc chan<- error) *mailAccess {
+	g *guard.Guard, trusted []netip.Prefix, mt *metrics.Metrics, log *slog.Logger, errc chan<- error) *mailAccess {
 	ma := &mailAccess{ls: ls}
 	isTrusted := func(ip netip.Addr) bool {
 		for _, p := range trusted {
@@ -80,6 +81,7 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 			Trusted:        isTrusted,
 			MaxSessionTime: mailSessionTime,
 			Log:            log.With("stage", x.name),
+			Metrics:        mt,
 		}
 		if imap {
 			ac.Refuse = func(w io.Writer, r admit.Refusal) { fmt.Fprintf(w, "* BYE %s\r\n", r.Text) }

@@ -28,6 +28,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/journal"
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
 	"github.com/mamori-mail/mamori/internal/smtpd"
@@ -126,6 +127,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if err != nil {
 		return fmt.Errorf("dns: %w", err)
 	}
+	mt := metrics.New() // one event path for /metrics and the live view's traffic
 	// The defences run until the very end, after the listeners and
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
@@ -134,12 +136,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// DSNs, the guard its alerts.
 	keys := loadKeyring(c, log.With("stage", "auth"))
 	signOwn := dkimSigner(keys, log.With("stage", "auth"))
-	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, log)
+	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, mt, log)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
 	defer def.alert.Close()
 	defer def.guard.Close()
+	instrument(mt, q, def.guard, res)
 
 	// Bind everything first so a port conflict fails fast, before any
 	// stage starts working.
@@ -193,6 +196,10 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			closeAll()
 			return err
 		}
+		if c.Admin.TLS && tlsCfg == nil {
+			closeAll()
+			return errors.New("admin.tls: [tls] cert and key are required")
+		}
 		if adminL, err = net.Listen("tcp", c.Listen.Admin); err != nil {
 			closeAll()
 			return fmt.Errorf("listen admin: %w", err)
@@ -203,13 +210,14 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// mstore is the one owner of the Maildir tree: local delivery, IMAP and
 	// POP3 all go through it.
 	mstore := mailbox.NewStore(MailDir(c), mailbox.StoreOptions{
-		Quota: func(addr string) int64 { return dir.QuotaOf(addr, c.Mailbox.Quota) },
+		Quota:     func(addr string) int64 { return dir.QuotaOf(addr, c.Mailbox.Quota) },
+		SyncBatch: mt.SyncBatch,
 	})
 	defer mstore.Close()
 
 	// One login check for SMTP AUTH, IMAP and POP3.
 	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login"),
-		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }}
+		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }, Metrics: mt}
 	pols := contentPolicies(c)
 	smtpCfg := smtpd.Config{
 		Hostname:         c.Hostname,
@@ -229,12 +237,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		OverQuota:        mstore.OverQuota,
 		Login:            lc,
 		Recorder:         sessionRecorder{jrn},
-		Content:          contentChecker(c, pols, log.With("stage", "content")),
+		Content:          contentChecker(c, pols, mt, log.With("stage", "content")),
 		ContentMemory:    pols.MemoryBound,
 		Verify:           inboundVerifier(c, res, log.With("stage", "auth")),
 		Sign:             headerSigner(keys, log.With("stage", "auth")),
 		PregreetDelay:    c.Guard.PregreetDelay.Duration,
 		MaxSessionTime:   c.Guard.MaxSessionTime.Duration,
+		Metrics:          mt,
 	}
 	if err := smtpCfg.Validate(); err != nil {
 		closeAll()
@@ -259,6 +268,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		Postmaster:  postmaster(c),
 		Paused:      def.paused,
 		Sign:        signOwn,
+		Metrics:     mt,
 	}, spool{q}, &localDelivery{dir: dir, store: mstore, started: time.Now()}, res, log.With("stage", "delivery"))
 
 	var wg sync.WaitGroup
@@ -272,7 +282,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
-	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, trusted, log, errc)
+	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, trusted, mt, log, errc)
 	dctx, dcancel := context.WithCancel(context.Background())
 	defer dcancel()
 	var dwg sync.WaitGroup
@@ -287,13 +297,22 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if adminL != nil {
 		api := admin.NewServer(admin.Local{Dir: dir, Store: mstore, DefaultQuota: c.Mailbox.Quota}, q, token, log.With("stage", "admin"))
 		api.SetGuard(def.guard, smtpPorts(addrs))
+		api.SetLive(newLive(def, q, metricsTraffic{mt}))
 		api.SetIncident(q, jrn)
+		api.SetMetrics(mt.Handler())
 		api.OnQueueOp(func(op, filter string, n int, remote string) {
+			if op == "hold" {
+				mt.MessagesHeld(metrics.HeldAdmin, n)
+			}
 			queueEvent(jrn, op, filter, "admin API from "+remote, n)
 		})
 		httpSrv = admin.NewHTTPServer(api, log.With("stage", "admin"))
+		l := admin.LimitListener(adminL)
+		if c.Admin.TLS { // [admin] tls: HTTPS with the [tls] certificate
+			l = tls.NewListener(l, tlsCfg)
+		}
 		go func() {
-			if err := httpSrv.Serve(admin.LimitListener(adminL)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin listener: %w", err)
 			}
 		}()

@@ -21,6 +21,7 @@ func (s *Server) admission(kind Kind) admit.Config {
 		Trusted:        s.isTrusted,
 		MaxSessionTime: s.cfg.MaxSessionTime,
 		Log:            s.log,
+		Metrics:        s.cfg.Metrics,
 		Refuse: func(w io.Writer, r admit.Refusal) {
 			fmt.Fprintf(w, "%d %d.%d.%d %s\r\n", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
 		},

@@ -36,7 +36,7 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 func (a *authSession) authenticate(username, password string) error {
 	lc := a.srv.cfg.Login
 	if lc == nil {
-		lc = &login.Checker{Dir: a.srv.dir, Log: a.log}
+		lc = &login.Checker{Dir: a.srv.dir, Log: a.log, Metrics: a.srv.cfg.Metrics}
 		if g := a.srv.cfg.Guard; g != nil {
 			lc.Guard = g
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/mimeconv"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/policy"
@@ -52,11 +53,11 @@ func (s *session) Data(r io.Reader) error {
 	}
 	hdr, err := msgheader.Parse(body, msgheader.Limits{})
 	if err != nil {
-		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		return s.reject("data", metrics.ReasonHeader, "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Malformed message header: " + err.Error()})
 	}
 	if n := hdr.Count("Received"); n >= s.srv.cfg.MaxReceived {
-		return s.reject("data", "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
+		return s.reject("data", metrics.ReasonLoop, "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
 			Message: fmt.Sprintf("Too many Received headers (%d): mail loop", n)})
 	}
 	subject := decodeSubject(hdr.Get("Subject"))
@@ -65,7 +66,7 @@ func (s *session) Data(r io.Reader) error {
 	// can disagree about who wrote the message.
 	authors, err := hdr.Authors()
 	if err != nil {
-		return s.reject("data", "", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: err.Error()})
+		return s.reject("data", metrics.ReasonAuthor, "", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: err.Error()})
 	}
 	if s.user != "" {
 		if e := s.checkAuthors(authors); e != nil {
@@ -73,7 +74,7 @@ func (s *session) Data(r io.Reader) error {
 				g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(),
 					Subject: subject, HeaderFromMismatch: true})
 			}
-			return s.reject("data", hdr.Get("From"), e)
+			return s.reject("data", metrics.ReasonAuthor, hdr.Get("From"), e)
 		}
 	}
 	origin := queue.OriginInbound
@@ -100,7 +101,7 @@ func (s *session) Data(r io.Reader) error {
 		s.srv.scanMem.Release(need) // what the check held is garbage now
 		cancel()
 		if cv.Action == content.Defer {
-			return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+			return s.reject("data", metrics.ReasonScanner, string(cv.Rule), &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 				Message: "Content scanner unavailable, try again later"})
 		}
 	}
@@ -114,13 +115,13 @@ func (s *session) Data(r io.Reader) error {
 		drop = ourAuthResults(hdr, s.srv.cfg.Hostname)
 		av = s.verify(hdr, authors, body)
 	}
-	state, rule := queue.StateActive, ""
+	state, rule, heldBy := queue.StateActive, "", ""
 	if g := s.srv.cfg.Guard; g != nil {
 		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit, AuthFail: av.Fail})
 		switch gd.Verdict {
 		case guard.Accept:
 		case guard.Hold:
-			state, rule = queue.StateHeld, gd.Rule
+			state, rule, heldBy = queue.StateHeld, gd.Rule, metrics.HeldGuard
 		default:
 			return s.guardRefusal("data", "", gd)
 		}
@@ -129,22 +130,22 @@ func (s *session) Data(r io.Reader) error {
 	case 0, content.Accept:
 	case content.Hold:
 		if state != queue.StateHeld { // an isolated sender's rule stays the first reason
-			state, rule = queue.StateHeld, string(cv.Rule)
+			state, rule, heldBy = queue.StateHeld, string(cv.Rule), metrics.HeldContent
 		}
 	default:
-		return s.reject("data", string(cv.Rule), &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		return s.reject("data", metrics.ReasonContent, string(cv.Rule), &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Message refused: " + cv.Reason})
 	}
 	if len(av.Unsigned) > 0 && av.UnsignedTemp {
-		return s.reject("data", "own-domain", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		return s.reject("data", metrics.ReasonOwnDomain, "own-domain", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 			Message: "Could not verify the DKIM signature of " + av.Unsigned[0] + " now, try again later"})
 	}
 	if len(av.Unsigned) > 0 {
-		return s.reject("data", "own-domain", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		return s.reject("data", metrics.ReasonOwnDomain, "own-domain", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: fmt.Sprintf("Header From uses our domain %s, but this message comes from outside without a valid DKIM signature of that domain; our users must log in to send", av.Unsigned[0])})
 	}
 	if av.Reject {
-		return s.reject("data", "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		return s.reject("data", metrics.ReasonDMARC, "dmarc", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: "Rejected by the sender domain's DMARC policy: " + av.Reason})
 	}
 	var sigs []byte
@@ -173,12 +174,16 @@ func (s *session) Data(r io.Reader) error {
 	}, parts...)
 	if err != nil {
 		if errors.Is(err, queue.ErrFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-			return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
+			return s.reject("data", metrics.ReasonResources, "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Queue full, try again later"})
 		}
 		s.log.Error("enqueue failed", "err", err.Error())
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
 	}
 	s.noteQueued(m.ID, m.From, s.rcpts, subject, string(state), rule)
+	s.srv.cfg.Metrics.MessageAccepted(string(origin))
+	if heldBy != "" {
+		s.srv.cfg.Metrics.MessageHeld(heldBy)
+	}
 	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
 		"origin", string(origin), "state", string(state), "rule", rule)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + m.ID}
@@ -192,20 +197,20 @@ func (s *session) dataReadError(err error) error {
 	switch {
 	case errors.Is(err, errBodyBudget):
 		s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes)
-		return s.reject("data", "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		return s.reject("data", metrics.ReasonResources, "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 			Message: "Insufficient system resources, try again later"})
 	case errors.Is(err, smtp.ErrDataTooLarge):
-		return s.reject("data", "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		return s.reject("data", metrics.ReasonSize, "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
 	case admit.IsTimeout(err):
 		s.log.Info("data timeout", "limit", s.srv.cfg.DataTimeout.String())
 		s.endSoon()
-		return s.reject("data", "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		return s.reject("data", metrics.ReasonTimeout, "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
 			Message: s.srv.cfg.Hostname + " Timeout while receiving the message, closing connection"})
 	}
 	s.log.Info("data aborted", "err", err.Error())
 	s.endSoon()
-	return s.reject("data", "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 0},
+	return s.reject("data", metrics.ReasonAborted, "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 0},
 		Message: s.srv.cfg.Hostname + " Error while receiving the message, closing connection"})
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/login"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/msgheader"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -135,6 +136,9 @@ type Config struct {
 	DNSBL          DNSBL         // nil: no blocklist lookups
 	PregreetDelay  time.Duration // MX, untrusted: wait this long for a client that talks first
 	MaxSessionTime time.Duration // a session is cut after this long, whatever it does
+
+	// Metrics counts sessions, accepted mail and refusals; nil: none.
+	Metrics *metrics.Metrics
 }
 
 // VerifyRequest is one inbound message to authenticate.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/policy"
 	"github.com/mamori-mail/mamori/internal/queue"
 )
@@ -89,26 +90,47 @@ func smtpErr(r *policy.Reply) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: r.Code, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: r.Text}
 }
 
-func (s *session) reject(stage, arg string, e *smtp.SMTPError) error {
+// reject logs and counts a refusal; reason is one of the metrics.Reason*
+// constants (a fixed set: never anything the client sent).
+func (s *session) reject(stage, reason, arg string, e *smtp.SMTPError) error {
 	s.noteReject(stage)
+	s.srv.cfg.Metrics.MessageRefused(stage, reason)
 	s.log.Info("rejected", "stage", stage, "arg", arg, "user", s.user, "code", e.Code,
 		"status", fmt.Sprintf("%d.%d.%d", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2]), "reason", e.Message)
 	return e
 }
 
+// mailReason names a sender refusal of the policy package.
+func mailReason(r *policy.Reply) string {
+	if r.Enhanced[1] == 1 { // 5.1.7 bad sender address syntax
+		return metrics.ReasonAddress
+	}
+	return metrics.ReasonSender
+}
+
+// rcptReason names a recipient refusal of the policy package: 5.7.1 is
+// relay denied (foreign domains, source routes, %-hacks), 5.1.x a bad
+// address.
+func rcptReason(r *policy.Reply) string {
+	if r.Enhanced[1] == 7 {
+		return metrics.ReasonRelay
+	}
+	return metrics.ReasonAddress
+}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.kind != KindMX && s.user == "" && !s.trusted {
-		return s.reject("mail", from, &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"})
+		return s.reject("mail", metrics.ReasonAuthRequired, from, &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"})
 	}
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
-		return s.reject("mail", from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		return s.reject("mail", metrics.ReasonSize, from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
 			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
 	}
 	if opts != nil && opts.Size > 0 && s.srv.bodyBytes.Load()+opts.Size > s.srv.newBudget(s.outsider()).limit {
 		// Cheaper for both sides than refusing after the whole message
 		// has been sent.
 		s.log.Warn("mail refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes, "size", opts.Size)
-		return s.reject("mail", from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+		return s.reject("mail", metrics.ReasonResources, from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 			Message: "Insufficient system resources, try again later"})
 	}
 	if st := s.srv.cfg.Storage; st != nil {
@@ -118,7 +140,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		}
 		if err := st(size); err != nil {
 			s.log.Warn("storage low", "err", err.Error())
-			return s.reject("mail", from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
+			return s.reject("mail", metrics.ReasonResources, from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 				Message: "Insufficient system storage, try again later"})
 		}
 	}
@@ -131,7 +153,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		Owns:          s.srv.dir.Owns,
 	})
 	if rep != nil {
-		return s.reject("mail", from, smtpErr(rep))
+		return s.reject("mail", mailReason(rep), from, smtpErr(rep))
 	}
 	s.Reset()
 	s.hasFrom = true
@@ -156,7 +178,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	})
 	if d.Reject != nil {
 		s.guardRcpt(to, false)
-		return s.reject("rcpt", to, smtpErr(d.Reject))
+		return s.reject("rcpt", rcptReason(d.Reject), to, smtpErr(d.Reject))
 	}
 	addr := d.Addr.String()
 	targets := []string{addr}
@@ -165,13 +187,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		targets, ok = s.srv.dir.Lookup(addr)
 		if !ok || len(targets) == 0 {
 			s.guardRcpt(addr, false)
-			return s.reject("rcpt", to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+			return s.reject("rcpt", metrics.ReasonUnknownUser, to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 				Message: fmt.Sprintf("<%s>: Recipient address rejected: User unknown", addr)})
 		}
 		if full := s.srv.cfg.OverQuota; full != nil && allFull(targets, s.srv.dir.IsLocalDomain, full) {
 			// Refused now, so the sender's server keeps it and retries:
 			// no bounce later, and none from us to a forged sender.
-			return s.reject("rcpt", to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
+			return s.reject("rcpt", metrics.ReasonOverQuota, to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
 				Message: fmt.Sprintf("<%s>: Mailbox full, try again later", addr)})
 		}
 	}
@@ -187,7 +209,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			continue
 		}
 		if len(s.rcpts) >= maxExpandedRcpts {
-			return s.reject("rcpt", to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"})
+			return s.reject("rcpt", metrics.ReasonTooManyRcpts, to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"})
 		}
 		s.seen[k] = true
 		s.rcpts = append(s.rcpts, t)
@@ -286,7 +308,7 @@ func (s *session) guardRefusal(stage, arg string, d guard.Decision) error {
 		_ = s.conn.Conn().SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	}
 	s.log.Info("guard", "stage", stage, "arg", arg, "user", s.user, "rule", d.Rule, "verdict", int(d.Verdict))
-	return s.reject(stage, arg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text})
+	return s.reject(stage, metrics.ReasonGuard, arg, &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode(enh), Message: text})
 }
 
 // allFull reports whether every target is a local mailbox at or over its
