@@ -9,14 +9,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/mamori-mail/mamori/internal/testutil"
 
 	"github.com/mamori-mail/mamori/internal/admin"
 	"github.com/mamori-mail/mamori/internal/config"
@@ -91,20 +91,7 @@ func checkPrintable(t *testing.T, what, out string) {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -update rewrites it); got:\n%s", path, got)
-	}
+	testutil.Golden(t, name, got, *update)
 }
 
 // TestTopOnce: the plain snapshot, against a golden file; hostile text

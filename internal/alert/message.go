@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"mime"
 	"mime/quotedprintable"
 	"slices"
@@ -333,11 +334,4 @@ func messageID(now time.Time) string {
 	return fmt.Sprintf("%d.%s", now.UnixNano(), hex.EncodeToString(r[:]))
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
