@@ -41,6 +41,7 @@ Usage:
   mamori top --config FILE [--once [--json]]   (live view: q quits; --once for scripts)
   mamori incident export --since DUR|TIME [--sender A] [--client-ip IP|CIDR] --out FILE.tar.gz --config FILE
   mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
+  mamori logscan [--format auto|postfix|mamori] [--json] [--since T] [--until T] [--year Y] FILE...|-
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
   mamori drill --target HOST:PORT --submission HOST:PORT --user ADDRESS --password-stdin
                [--config FILE] [--burst N] [--allow-remote] [--json]
@@ -114,6 +115,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdTop(rest)
 	case "dkim":
 		return e.cmdDKIM(rest)
+	case "logscan":
+		return e.cmdLogscan(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,249 @@
+package logscan
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Format names a log format.
+type Format string
+
+// The formats logscan reads.
+const (
+	FormatAuto    Format = "auto"
+	FormatPostfix Format = "postfix"
+	FormatMamori  Format = "mamori"
+)
+
+// Input is one log to read: Name is shown in reports ("-" for stdin).
+type Input struct {
+	Name string
+	R    io.Reader
+}
+
+// Options tune a scan. The zero value works.
+type Options struct {
+	Format       Format
+	Clock        Clock
+	Since, Until time.Time // zero: unbounded
+	MaxOpen      int       // queue ids kept open for joining (default 200000)
+	Workers      int       // parser goroutines (default GOMAXPROCS)
+	Thresholds   Thresholds
+}
+
+const chunkSize = 256 << 10
+const maxLine = 64 << 10
+
+type chunk struct {
+	format Format
+	data   []byte
+	events chan []Event
+}
+
+// ScanFiles opens paths (oldest rotation first, see OrderFiles) and scans
+// them; "-" is stdin.
+func ScanFiles(paths []string, stdin io.Reader, o Options) (*Report, error) {
+	var ins []Input
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	for _, p := range OrderFiles(paths) {
+		if p == "-" {
+			ins = append(ins, Input{"-", stdin})
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, f)
+		ins = append(ins, Input{p, f})
+	}
+	return Scan(ins, o)
+}
+
+// Scan reads the inputs in order and returns the report.
+func Scan(ins []Input, o Options) (*Report, error) {
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	work := make(chan *chunk, workers)
+	ordered := make(chan *chunk, 2*workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for c := range work {
+				c.events <- parseChunk(c.format, c.data, o.Clock)
+			}
+		})
+	}
+	agg := newAggregator(o)
+	go func() {
+		defer close(ordered)
+		defer close(work)
+		for _, in := range ins {
+			agg.rep.Files = append(agg.rep.Files, in.Name)
+			if err := split(in, o.Format, func(f Format, data []byte) {
+				c := &chunk{format: f, data: data, events: make(chan []Event, 1)}
+				ordered <- c
+				work <- c
+			}); err != nil {
+				// A damaged file (a cut gzip) still gives what it had.
+				agg.rep.Warnings = append(agg.rep.Warnings, fmt.Sprintf("%s: %v", in.Name, err))
+			}
+		}
+	}()
+	for c := range ordered {
+		for _, ev := range <-c.events {
+			agg.add(ev)
+		}
+		agg.rep.Lines += int64(bytes.Count(c.data, []byte{'\n'}))
+	}
+	wg.Wait()
+	return agg.report(), nil
+}
+
+// split streams one input in chunks of whole lines, gunzipping it if it
+// starts with the gzip magic bytes, and detecting its format.
+func split(in Input, format Format, emit func(Format, []byte)) error {
+	br := bufio.NewReaderSize(in.R, maxLine)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return err
+		}
+		r = zr
+	}
+	lr := bufio.NewReaderSize(r, maxLine)
+	if format == "" || format == FormatAuto {
+		head, _ := lr.Peek(4096)
+		format = Detect(head)
+	}
+	buf := make([]byte, 0, chunkSize+maxLine)
+	skipping := false
+	for {
+		line, err := lr.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			// A line longer than maxLine: keep its head, drop the rest.
+			if !skipping {
+				buf = append(buf, line...)
+				buf = append(buf, '\n')
+			}
+			skipping = true
+			continue
+		case skipping:
+			skipping = false
+		default:
+			buf = append(buf, line...)
+			if len(line) > 0 && line[len(line)-1] != '\n' {
+				buf = append(buf, '\n') // a truncated last line
+			}
+		}
+		if len(buf) >= chunkSize || (err != nil && len(buf) > 0) {
+			emit(format, buf)
+			buf = make([]byte, 0, chunkSize+maxLine)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func parseChunk(f Format, data []byte, c Clock) []Event {
+	evs := make([]Event, 0, 64)
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		line := data[:i]
+		data = data[i+1:]
+		var ev Event
+		if f == FormatMamori {
+			ev = ParseMamori(line)
+		} else {
+			ev = c.ParsePostfix(line)
+		}
+		if ev.Kind != KindNone {
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// Detect guesses the format from the first lines of a log: mamori's JSON
+// log starts lines with {"time":, anything else is read as syslog.
+func Detect(head []byte) Format {
+	for line := range bytes.Lines(head) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if bytes.HasPrefix(line, []byte(`{"time":`)) {
+			return FormatMamori
+		}
+		return FormatPostfix
+	}
+	return FormatPostfix
+}
+
+// OrderFiles puts rotated files oldest first: maillog.2.gz, maillog.1,
+// maillog. Files of different logs keep the order of their first mention.
+func OrderFiles(paths []string) []string {
+	type f struct {
+		path, base string
+		rot, group int
+	}
+	groups := map[string]int{}
+	var fs []f
+	for _, p := range paths {
+		base, rot := rotation(filepath.Base(p))
+		base = filepath.Join(filepath.Dir(p), base)
+		g, ok := groups[base]
+		if !ok {
+			g = len(groups)
+			groups[base] = g
+		}
+		fs = append(fs, f{p, base, rot, g})
+	}
+	slices.SortStableFunc(fs, func(a, b f) int {
+		if a.group != b.group {
+			return a.group - b.group
+		}
+		return b.rot - a.rot
+	})
+	out := make([]string, len(fs))
+	for i, x := range fs {
+		out[i] = x.path
+	}
+	return out
+}
+
+// rotation splits "maillog.2.gz" into "maillog" and 2; "maillog" is 0.
+func rotation(name string) (string, int) {
+	name = strings.TrimSuffix(name, ".gz")
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		if n, err := strconv.Atoi(name[i+1:]); err == nil && n >= 0 {
+			return name[:i], n
+		}
+	}
+	return name, 0
+}
