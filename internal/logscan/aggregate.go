@@ -2,7 +2,6 @@ package logscan
 
 import (
 	"cmp"
-	"container/list"
 	"slices"
 	"strings"
 	"time"
@@ -53,15 +52,29 @@ type Report struct {
 	Warnings []string    `json:"warnings,omitempty"`
 }
 
+// stat is the counters of one key (sender, client IP or user), and for
+// senders and clients their worm-detection rings. key is the aggregator's
+// own copy of the key: events point into the chunk they were parsed from,
+// and whatever outlives the chunk must not. (Mind that m[k] = v on an
+// existing string key stores k anew: maps are only ever written with keys
+// the aggregator owns.)
+type stat struct {
+	Counts
+	key          string
+	burst        *burst // nil until the key's first message
+	authFailures int    // clients only
+}
+
 // open is a queue id whose lines may still come.
 type open struct {
-	qid          string
-	client, user string
-	from         string
-	counted      bool
-	nrcpt, done  int
-	rcpts        map[string]bool
-	elem         *list.Element
+	qid         string
+	from        *stat // nil: not known (yet); the null sender is "<>"
+	client      *stat
+	user        *stat
+	counted     bool
+	nrcpt, done int
+	rcpts       []string // distinct recipients seen, for the counting rule
+	prev, next  *open    // the age list, oldest first
 }
 
 type aggregator struct {
@@ -71,12 +84,14 @@ type aggregator struct {
 	since   int64
 	until   int64
 	open    map[string]*open
-	order   *list.List // of *open, oldest first
-	senders map[string]*Counts
-	clients map[string]*Counts
-	authF   map[string]int
-	users   map[string]*Counts
+	oldest  *open // the age list of open
+	newest  *open
+	senders map[string]*stat
+	clients map[string]*stat
+	users   map[string]*stat
 	hours   map[int64]*Counts
+	hourKey int64 // the last hour looked up, and its counters
+	hourC   *Counts
 	det     detectors
 }
 
@@ -84,9 +99,9 @@ func newAggregator(o Options) *aggregator {
 	if o.MaxOpen <= 0 {
 		o.MaxOpen = 200000
 	}
-	a := &aggregator{o: o, th: o.Thresholds.withDefaults(), open: map[string]*open{}, order: list.New(),
-		senders: map[string]*Counts{}, clients: map[string]*Counts{}, authF: map[string]int{},
-		users: map[string]*Counts{}, hours: map[int64]*Counts{}}
+	a := &aggregator{o: o, th: o.Thresholds.withDefaults(), open: map[string]*open{},
+		senders: map[string]*stat{}, clients: map[string]*stat{},
+		users: map[string]*stat{}, hours: map[int64]*Counts{}, hourKey: -1}
 	a.det = newDetectors(a.th)
 	if !o.Since.IsZero() {
 		a.since = o.Since.Unix()
@@ -97,88 +112,141 @@ func newAggregator(o Options) *aggregator {
 	return a
 }
 
-func get[K comparable](m map[K]*Counts, k K) *Counts {
-	c := m[k]
-	if c == nil {
-		c = &Counts{}
-		m[k] = c
+// keyStat returns the counters of k in m ("": none), adding them (with a copy
+// of k) on first sight.
+func keyStat(m map[string]*stat, k string) *stat {
+	if k == "" {
+		return nil
 	}
-	return c
+	s := m[k]
+	if s == nil {
+		k = strings.Clone(k)
+		s = &stat{key: k}
+		m[k] = s
+	}
+	return s
 }
 
-// each applies fn to the counters of every key an event belongs to.
-func (a *aggregator) each(t int64, from, client, user string, fn func(*Counts)) {
-	fn(&a.rep.Totals)
-	if from != "" {
-		fn(get(a.senders, from))
+func keyOf(s *stat) string {
+	if s == nil {
+		return ""
 	}
-	if client != "" {
-		fn(get(a.clients, client))
-	}
-	if user != "" {
-		fn(get(a.users, user))
+	return s.key
+}
+
+// counters returns the counters an event of time t belongs to: the totals,
+// those of the keys given (nil: none) and of t's hour.
+func (a *aggregator) counters(t int64, keys ...*stat) []*Counts {
+	cs := make([]*Counts, 0, 5)
+	cs = append(cs, &a.rep.Totals)
+	for _, k := range keys {
+		if k != nil {
+			cs = append(cs, &k.Counts)
+		}
 	}
 	if t != 0 {
-		fn(get(a.hours, t-t%3600))
+		h := t - t%3600
+		if h != a.hourKey {
+			a.hourKey, a.hourC = h, a.hours[h]
+			if a.hourC == nil {
+				a.hourC = &Counts{}
+				a.hours[h] = a.hourC
+			}
+		}
+		cs = append(cs, a.hourC)
 	}
+	return cs
 }
 
 func (a *aggregator) msg(qid string) *open {
 	m := a.open[qid]
 	if m == nil {
-		m = &open{qid: qid}
-		m.elem = a.order.PushBack(m)
-		a.open[qid] = m
+		m = &open{qid: strings.Clone(qid), prev: a.newest}
+		if a.newest != nil {
+			a.newest.next = m
+		} else {
+			a.oldest = m
+		}
+		a.newest = m
+		a.open[m.qid] = m
 		for len(a.open) > a.o.MaxOpen {
-			a.drop(a.order.Front().Value.(*open))
+			a.drop(a.oldest)
 		}
 	}
 	return m
 }
 
 func (a *aggregator) drop(m *open) {
-	a.order.Remove(m.elem)
+	if m.prev != nil {
+		m.prev.next = m.next
+	} else {
+		a.oldest = m.next
+	}
+	if m.next != nil {
+		m.next.prev = m.prev
+	} else {
+		a.newest = m.prev
+	}
+	m.prev, m.next = nil, nil
 	delete(a.open, m.qid)
 }
 
-func (a *aggregator) add(ev Event) {
+// burstOf returns the worm-detection rings of a sender or client (nil for
+// none and for the null sender, which is not one sender).
+func (a *aggregator) burstOf(s *stat) *burst {
+	if s == nil || s.key == "<>" {
+		return nil
+	}
+	if s.burst == nil {
+		s.burst = &burst{msgs: newRing(a.th.Window), rcpts: newRing(a.th.Window)}
+	}
+	return s.burst
+}
+
+func (a *aggregator) add(ev *Event) {
 	if ev.Time != 0 && (a.since != 0 && ev.Time < a.since || a.until != 0 && ev.Time >= a.until) {
 		return
 	}
 	switch ev.Kind {
 	case KindClient:
 		m := a.msg(ev.QueueID)
-		m.client, m.user = ev.Client, ev.User
+		m.client, m.user = keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
 	case KindFrom, KindQueued:
 		m := a.msg(ev.QueueID)
 		if ev.Kind == KindQueued {
-			m.client, m.user = ev.Client, ev.User
+			m.client, m.user = keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
 		}
-		m.from = ev.From
+		m.from = keyStat(a.senders, ev.From)
 		if m.counted {
 			return // qmgr logs from= again when a deferred message is retried
 		}
 		m.counted, m.nrcpt = true, ev.Nrcpt
-		a.each(ev.Time, m.from, m.client, m.user, func(c *Counts) { c.Messages++; c.Bytes += ev.Size })
-		a.det.message(ev.Time, m.client, m.from, ev.Nrcpt)
+		for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
+			c.Messages++
+			c.Bytes += ev.Size
+		}
+		a.det.message(ev.Time, a.burstOf(m.client), keyOf(m.client), a.burstOf(m.from), keyOf(m.from), ev.Nrcpt)
 	case KindRcpt:
 		m := a.open[ev.QueueID]
 		if m == nil {
 			if ev.From == "" { // Postfix: the message is not in the logs read
 				a.rep.Orphans++
-				a.each(ev.Time, "", "", "", func(c *Counts) { a.rcpt(c, ev.Status, true) })
+				for _, c := range a.counters(ev.Time) {
+					a.rcpt(c, ev.Status, true)
+				}
 				return
 			}
 			m = a.msg(ev.QueueID) // mamori lines carry the message's keys
-			m.from, m.client, m.user = ev.From, ev.Client, ev.User
+			m.from, m.client, m.user = keyStat(a.senders, ev.From), keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
 		}
-		if m.rcpts == nil {
-			m.rcpts = map[string]bool{}
+		first := !slices.Contains(m.rcpts, ev.To)
+		if first {
+			m.rcpts = append(m.rcpts, strings.Clone(ev.To))
 		}
-		first := !m.rcpts[ev.To]
-		m.rcpts[ev.To] = true
-		a.each(ev.Time, m.from, m.client, m.user, func(c *Counts) { a.rcpt(c, ev.Status, first) })
-		a.det.recipient(m.client, m.from, ev.To)
+		for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
+			a.rcpt(c, ev.Status, first)
+		}
+		a.det.recipient(a.burstOf(m.client), a.burstOf(m.from), ev.To)
 		if ev.Status != StatusDeferred {
 			m.done++
 			if m.nrcpt > 0 && m.done >= m.nrcpt && ev.From != "" {
@@ -190,11 +258,13 @@ func (a *aggregator) add(ev Event) {
 			a.drop(m)
 		}
 	case KindReject:
-		a.each(ev.Time, ev.From, ev.Client, "", func(c *Counts) { c.Rejects++ })
+		for _, c := range a.counters(ev.Time, keyStat(a.senders, ev.From), keyStat(a.clients, ev.Client)) {
+			c.Rejects++
+		}
 		a.det.reject(ev)
 	case KindAuthFail:
-		if ev.Client != "" {
-			a.authF[ev.Client]++
+		if c := keyStat(a.clients, ev.Client); c != nil {
+			c.authFailures++
 		}
 		a.det.authFail(ev)
 	}
@@ -224,18 +294,15 @@ func sortRows[T any](rows []T, counts func(T) Counts, key func(T) string) {
 func (a *aggregator) report() *Report {
 	r := &a.rep
 	for k, c := range a.senders {
-		r.Senders = append(r.Senders, SenderRow{k, *c})
+		r.Senders = append(r.Senders, SenderRow{k, c.Counts})
 	}
 	sortRows(r.Senders, func(x SenderRow) Counts { return x.Counts }, func(x SenderRow) string { return x.Address })
-	for k := range a.authF {
-		get(a.clients, k)
-	}
 	for k, c := range a.clients {
-		r.Clients = append(r.Clients, ClientRow{k, a.authF[k], *c})
+		r.Clients = append(r.Clients, ClientRow{k, c.authFailures, c.Counts})
 	}
 	sortRows(r.Clients, func(x ClientRow) Counts { return x.Counts }, func(x ClientRow) string { return x.IP })
 	for k, c := range a.users {
-		r.Users = append(r.Users, UserRow{k, *c})
+		r.Users = append(r.Users, UserRow{k, c.Counts})
 	}
 	sortRows(r.Users, func(x UserRow) Counts { return x.Counts }, func(x UserRow) string { return x.User })
 	for k, c := range a.hours {

@@ -69,43 +69,44 @@ type Evidence struct {
 const samples = 5
 
 // ring counts events in one-minute buckets over the last window.
-type ring struct {
-	minute []int64
-	n      []int
-}
+type ring struct{ b []bucket }
+
+type bucket struct{ minute, n int64 }
 
 // add counts n at time t and returns the sum over the window ending at t.
 func (r *ring) add(t int64, n int) int {
-	if r.n == nil {
+	if len(r.b) == 0 {
 		return 0
 	}
 	m := t / 60
-	i := int(m % int64(len(r.n)))
-	if r.minute[i] != m {
-		r.minute[i], r.n[i] = m, 0
+	k := int64(len(r.b))
+	b := &r.b[int(m%k)]
+	if b.minute != m {
+		b.minute, b.n = m, 0
 	}
-	r.n[i] += n
-	sum := 0
-	for j, bm := range r.minute {
-		if bm > m-int64(len(r.n)) && bm <= m {
-			sum += r.n[j]
+	b.n += int64(n)
+	sum := int64(0)
+	for _, x := range r.b {
+		if x.minute > m-k && x.minute <= m {
+			sum += x.n
 		}
 	}
-	return sum
+	return int(sum)
 }
 
-func newRing(w time.Duration) ring {
-	k := int(w / time.Minute)
-	return ring{minute: make([]int64, k), n: make([]int, k)}
-}
+func newRing(w time.Duration) ring { return ring{b: make([]bucket, int(w/time.Minute))} }
 
-type burst struct{ msgs, rcpts ring }
+// burst is the worm detection of one sender or client: its rings, and
+// its worm finding once there is one.
+type burst struct {
+	msgs, rcpts ring
+	worm        *Finding
+}
 
 type fkey struct{ kind, subject string }
 
 type detectors struct {
 	th      Thresholds
-	bursts  map[string]*burst // "ip:" or "from:" + key
 	relay   map[string]*ring
 	auth    map[string]*ring
 	found   map[fkey]*Finding
@@ -113,7 +114,7 @@ type detectors struct {
 }
 
 func newDetectors(th Thresholds) detectors {
-	return detectors{th: th, bursts: map[string]*burst{}, relay: map[string]*ring{}, auth: map[string]*ring{}, found: map[fkey]*Finding{}}
+	return detectors{th: th, relay: map[string]*ring{}, auth: map[string]*ring{}, found: map[fkey]*Finding{}}
 }
 
 func (d *detectors) finding(kind, subject, typ string, t int64) *Finding {
@@ -121,6 +122,8 @@ func (d *detectors) finding(kind, subject, typ string, t int64) *Finding {
 	f := d.found[k]
 	if f == nil {
 		ts := time.Unix(t, 0).UTC()
+		subject = strings.Clone(subject) // it may point into a chunk
+		k.subject = subject
 		f = &Finding{Kind: kind, Subject: subject, SubjectType: typ, Severity: "medium",
 			Evidence: Evidence{Window: d.th.Window.String(), First: ts}}
 		d.found[k] = f
@@ -130,23 +133,25 @@ func (d *detectors) finding(kind, subject, typ string, t int64) *Finding {
 	return f
 }
 
-func (d *detectors) message(t int64, client, from string, nrcpt int) {
-	for _, k := range [...]struct{ key, typ string }{{client, "ip"}, {from, "address"}} {
-		if k.key == "" || k.key == "<>" {
+// message counts a message from a client and a sender (each with its
+// rings; nil: none) and raises or extends their worm findings.
+func (d *detectors) message(t int64, cb *burst, client string, fb *burst, from string, nrcpt int) {
+	for _, k := range [...]struct {
+		b        *burst
+		key, typ string
+	}{{cb, client, "ip"}, {fb, from, "address"}} {
+		b := k.b
+		if b == nil {
 			continue
 		}
-		b := d.bursts[k.typ+":"+k.key]
-		if b == nil {
-			b = &burst{newRing(d.th.Window), newRing(d.th.Window)}
-			d.bursts[k.typ+":"+k.key] = b
-		}
 		m, r := b.msgs.add(t, 1), b.rcpts.add(t, nrcpt)
-		f := d.found[fkey{KindWorm, k.key}]
+		f := b.worm
 		if f == nil && m < d.th.BurstMessages && r < d.th.BurstRecipients {
 			continue
 		}
 		if f == nil {
 			f = d.finding(KindWorm, k.key, k.typ, t)
+			b.worm = f
 			f.Evidence.First = time.Unix(t-int64(d.th.Window/time.Second), 0).UTC()
 			f.Evidence.Messages, f.Evidence.Recipients = m, r
 		} else {
@@ -161,10 +166,13 @@ func (d *detectors) message(t int64, client, from string, nrcpt int) {
 	}
 }
 
-func (d *detectors) recipient(client, from, to string) {
-	for _, k := range [...]string{client, from} {
-		if f := d.found[fkey{KindWorm, k}]; f != nil && len(f.Evidence.SampleRecipients) < samples && !slices.Contains(f.Evidence.SampleRecipients, to) {
-			f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, to)
+func (d *detectors) recipient(cb, fb *burst, to string) {
+	for _, b := range [...]*burst{cb, fb} {
+		if b == nil || b.worm == nil {
+			continue
+		}
+		if f := b.worm; len(f.Evidence.SampleRecipients) < samples && !slices.Contains(f.Evidence.SampleRecipients, to) {
+			f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, strings.Clone(to))
 		}
 	}
 }
@@ -180,7 +188,7 @@ func hacked(to string) bool {
 	return strings.HasPrefix(to, "@") || strings.ContainsAny(local, "%!")
 }
 
-func (d *detectors) reject(ev Event) {
+func (d *detectors) reject(ev *Event) {
 	subject, typ := ev.Client, "ip"
 	if subject == "" {
 		subject, typ = ev.From, "address"
@@ -193,7 +201,7 @@ func (d *detectors) reject(ev Event) {
 		f.Evidence.Rejects++
 		f.Evidence.Peak = f.Evidence.Rejects
 		if len(f.Evidence.SampleRecipients) < samples {
-			f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, ev.To)
+			f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, strings.Clone(ev.To))
 		}
 	}
 	if !ev.Relay {
@@ -203,7 +211,7 @@ func (d *detectors) reject(ev Event) {
 	if r == nil {
 		nr := newRing(d.th.Window)
 		r = &nr
-		d.relay[subject] = r
+		d.relay[strings.Clone(subject)] = r
 	}
 	n := r.add(ev.Time, 1)
 	f := d.found[fkey{KindRelayStorm, subject}]
@@ -223,11 +231,11 @@ func (d *detectors) reject(ev Event) {
 		f.Severity = "high"
 	}
 	if len(f.Evidence.SampleRecipients) < samples && ev.To != "" && !slices.Contains(f.Evidence.SampleRecipients, ev.To) {
-		f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, ev.To)
+		f.Evidence.SampleRecipients = append(f.Evidence.SampleRecipients, strings.Clone(ev.To))
 	}
 }
 
-func (d *detectors) authFail(ev Event) {
+func (d *detectors) authFail(ev *Event) {
 	if ev.Client == "" {
 		return
 	}
@@ -235,7 +243,7 @@ func (d *detectors) authFail(ev Event) {
 	if r == nil {
 		nr := newRing(d.th.Window)
 		r = &nr
-		d.auth[ev.Client] = r
+		d.auth[strings.Clone(ev.Client)] = r
 	}
 	n := r.add(ev.Time, 1)
 	f := d.found[fkey{KindBruteForce, ev.Client}]
@@ -255,7 +263,7 @@ func (d *detectors) authFail(ev Event) {
 		f.Severity = "high"
 	}
 	if ev.User != "" && len(f.Evidence.SampleUsers) < samples && !slices.Contains(f.Evidence.SampleUsers, ev.User) {
-		f.Evidence.SampleUsers = append(f.Evidence.SampleUsers, ev.User)
+		f.Evidence.SampleUsers = append(f.Evidence.SampleUsers, strings.Clone(ev.User))
 	}
 }
 

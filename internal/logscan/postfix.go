@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Clock turns syslog timestamps, which have no year and no zone, into
@@ -14,31 +15,88 @@ type Clock struct {
 	Loc  *time.Location
 }
 
-var months = map[string]time.Month{"Jan": 1, "Feb": 2, "Mar": 3, "Apr": 4, "May": 5, "Jun": 6,
-	"Jul": 7, "Aug": 8, "Sep": 9, "Oct": 10, "Nov": 11, "Dec": 12}
+// stamp turns the syslog "Mmm dd hh:mm:ss" fields into Unix seconds. It
+// resolves the year once and caches the start of the last hour seen, so a
+// line costs a few digit reads rather than a time.Date.
+type stamp struct {
+	year    int
+	loc     *time.Location
+	lastKey int // month<<16 | day<<8 | hour of base
+	base    int64
+}
+
+func (c Clock) stamp() *stamp {
+	st := &stamp{year: c.Year, loc: c.Loc, lastKey: -1}
+	if st.loc == nil {
+		st.loc = time.UTC
+	}
+	if st.year == 0 {
+		st.year = time.Now().In(st.loc).Year()
+	}
+	return st
+}
+
+func month(s string) int {
+	switch s {
+	case "Jan":
+		return 1
+	case "Feb":
+		return 2
+	case "Mar":
+		return 3
+	case "Apr":
+		return 4
+	case "May":
+		return 5
+	case "Jun":
+		return 6
+	case "Jul":
+		return 7
+	case "Aug":
+		return 8
+	case "Sep":
+		return 9
+	case "Oct":
+		return 10
+	case "Nov":
+		return 11
+	case "Dec":
+		return 12
+	}
+	return 0
+}
+
+// digits2 reads two decimal digits; a leading space counts as 0 when
+// space is true (the day of month is space-padded).
+func digits2(s string, space bool) (int, bool) {
+	a, b := s[0], s[1]
+	if a == ' ' && space {
+		a = '0'
+	}
+	if a < '0' || a > '9' || b < '0' || b > '9' {
+		return 0, false
+	}
+	return int(a-'0')*10 + int(b-'0'), true
+}
 
 // syslogHeader splits "Mmm dd hh:mm:ss host tag[pid]: msg" (or an RFC 3339
 // timestamp in place of the first three fields) into the time, the
 // program (the tag without [pid]) and the message.
-func (c Clock) syslogHeader(s string) (t int64, prog, msg string, ok bool) {
+func (st *stamp) syslogHeader(s string) (t int64, prog, msg string, ok bool) {
 	var rest string
 	if len(s) >= 16 && s[3] == ' ' && s[9] == ':' && s[12] == ':' {
-		mon, okm := months[s[:3]]
-		day, errd := strconv.Atoi(strings.TrimLeft(s[4:6], " "))
-		h, errh := strconv.Atoi(s[7:9])
-		m, errm := strconv.Atoi(s[10:12])
-		sec, errs := strconv.Atoi(s[13:15])
-		if !okm || errd != nil || errh != nil || errm != nil || errs != nil {
+		mon := month(s[:3])
+		day, okd := digits2(s[4:6], true)
+		h, okh := digits2(s[7:9], false)
+		m, okm := digits2(s[10:12], false)
+		sec, oks := digits2(s[13:15], false)
+		if mon == 0 || !okd || !okh || !okm || !oks {
 			return 0, "", "", false
 		}
-		year, loc := c.Year, c.Loc
-		if loc == nil {
-			loc = time.UTC
+		if key := mon<<16 | day<<8 | h; key != st.lastKey {
+			st.lastKey, st.base = key, time.Date(st.year, time.Month(mon), day, h, 0, 0, 0, st.loc).Unix()
 		}
-		if year == 0 {
-			year = time.Now().In(loc).Year()
-		}
-		t = time.Date(year, mon, day, h, m, sec, 0, loc).Unix()
+		t = st.base + int64(m*60+sec)
 		rest = s[15:]
 	} else {
 		sp := strings.IndexByte(s, ' ')
@@ -69,9 +127,26 @@ func (c Clock) syslogHeader(s string) (t int64, prog, msg string, ok bool) {
 }
 
 // ParsePostfix parses one Postfix syslog line. Lines of other programs,
-// and Postfix lines logscan does not count, give KindNone.
+// and Postfix lines logscan does not count, give KindNone. The strings of
+// the event are its own (line may be reused).
 func (c Clock) ParsePostfix(line []byte) Event {
-	t, prog, msg, ok := c.syslogHeader(strings.TrimRight(string(line), "\r\n"))
+	ev := c.stamp().parsePostfix(unsafe.String(unsafe.SliceData(line), len(line)))
+	ev.own()
+	return ev
+}
+
+// own copies the event's strings out of the line they point into.
+func (ev *Event) own() {
+	for _, p := range [...]*string{&ev.QueueID, &ev.Client, &ev.User, &ev.From, &ev.To, &ev.Text} {
+		*p = strings.Clone(*p)
+	}
+}
+
+// parsePostfix is ParsePostfix without copies: the event's strings point
+// into line. The scan keeps lines unchanged while their events live, and
+// its aggregator copies the strings it keeps (see aggregator.intern).
+func (st *stamp) parsePostfix(line string) Event {
+	t, prog, msg, ok := st.syslogHeader(strings.TrimRight(line, "\r\n"))
 	if !ok || !strings.HasPrefix(prog, "postfix") {
 		return Event{}
 	}
@@ -106,21 +181,43 @@ func (c Clock) ParsePostfix(line []byte) Event {
 	case daemon == "qmgr" && strings.HasPrefix(body, "from="):
 		ev.Kind = KindFrom
 		ev.From = sender(angle(field(body, "from=")))
-		ev.Size, _ = strconv.ParseInt(field(body, "size="), 10, 64)
-		n, _ := strconv.Atoi(field(body, "nrcpt="))
-		ev.Nrcpt = n
+		ev.Size = atoi64(field(body, "size="))
+		ev.Nrcpt = int(atoi64(field(body, "nrcpt=")))
 	case strings.HasPrefix(body, "to="):
 		ev.Status = statusOf(field(body, "status="))
 		if ev.Status == StatusNone {
 			return Event{}
 		}
 		ev.Kind = KindRcpt
-		ev.To = strings.ToLower(angle(field(body, "to=")))
+		ev.To = lower(angle(field(body, "to=")))
 	default:
 		return Event{}
 	}
 	return ev
 }
+
+// atoi64 reads a non-negative decimal number; anything else is 0, as
+// strconv.ParseInt's error case was.
+func atoi64(s string) int64 {
+	if len(s) == 0 || len(s) > 18 {
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			return n
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
+
+// lower is strings.ToLower, which returns s itself when it has nothing to
+// lower (so an aliasing string stays an alias, without a copy).
+func lower(s string) string { return strings.ToLower(s) }
 
 // parseNoqueue reads "RCPT from host[ip]: 554 5.7.1 <to>: Relay access
 // denied; from=<f> to=<t> proto=ESMTP helo=<h>".
@@ -136,7 +233,7 @@ func parseNoqueue(ev Event, s string) Event {
 		reason = rest[:i]
 		rest = rest[i+2:]
 		ev.From = sender(angle(field(rest, "from=")))
-		ev.To = strings.ToLower(angle(field(rest, "to=")))
+		ev.To = lower(angle(field(rest, "to=")))
 	}
 	ev.Text = reason
 	ev.Relay = strings.Contains(reason, "Relay access denied")
@@ -181,7 +278,7 @@ func sender(s string) string {
 	if s == "" {
 		return "<>"
 	}
-	return strings.ToLower(s)
+	return lower(s)
 }
 
 // bracketIP returns the IP of "name[ip]" or "name[ip]:port".

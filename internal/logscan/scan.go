@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Format names a log format.
@@ -49,7 +50,14 @@ const maxLine = 64 << 10
 type chunk struct {
 	format Format
 	data   []byte
-	events chan []Event
+	events chan parsed
+}
+
+// parsed is what a worker made of a chunk. The events' strings point into
+// the chunk's data, which nobody changes after it is cut.
+type parsed struct {
+	events []Event
+	lines  int64
 }
 
 // ScanFiles opens paths (oldest rotation first, see OrderFiles) and scans
@@ -83,13 +91,15 @@ func Scan(ins []Input, o Options) (*Report, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	fl := newFreeList(4 * workers)
 	work := make(chan *chunk, workers)
 	ordered := make(chan *chunk, 2*workers)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			st := o.Clock.stamp()
 			for c := range work {
-				c.events <- parseChunk(c.format, c.data, o.Clock)
+				c.events <- parseChunk(c.format, c.data, st, fl.events())
 			}
 		})
 	}
@@ -99,8 +109,8 @@ func Scan(ins []Input, o Options) (*Report, error) {
 		defer close(work)
 		for _, in := range ins {
 			agg.rep.Files = append(agg.rep.Files, in.Name)
-			if err := split(in, o.Format, func(f Format, data []byte) {
-				c := &chunk{format: f, data: data, events: make(chan []Event, 1)}
+			if err := split(in, o.Format, fl.buf, func(f Format, data []byte) {
+				c := &chunk{format: f, data: data, events: make(chan parsed, 1)}
 				ordered <- c
 				work <- c
 			}); err != nil {
@@ -110,18 +120,68 @@ func Scan(ins []Input, o Options) (*Report, error) {
 		}
 	}()
 	for c := range ordered {
-		for _, ev := range <-c.events {
-			agg.add(ev)
+		p := <-c.events
+		for i := range p.events {
+			agg.add(&p.events[i])
 		}
-		agg.rep.Lines += int64(bytes.Count(c.data, []byte{'\n'}))
+		agg.rep.Lines += p.lines
+		// The aggregator copied what it keeps: the chunk and its events
+		// can be reused.
+		fl.put(c.data, p.events)
 	}
 	wg.Wait()
 	return agg.report(), nil
 }
 
+// freeList recycles chunk buffers and event slices: a scan of any size
+// then runs on the same few megabytes, and the garbage collector has
+// little to do. Only the aggregator returns buffers, after it has copied
+// every string it keeps out of them.
+type freeList struct {
+	bufs chan []byte
+	evs  chan []Event
+}
+
+func newFreeList(n int) *freeList {
+	return &freeList{bufs: make(chan []byte, n), evs: make(chan []Event, n)}
+}
+
+func (f *freeList) buf() []byte {
+	select {
+	case b := <-f.bufs:
+		return b[:0]
+	default:
+		return make([]byte, 0, chunkSize+maxLine)
+	}
+}
+
+func (f *freeList) events() []Event {
+	select {
+	case e := <-f.evs:
+		return e[:0]
+	default:
+		// About one event per two lines of 120 bytes in a Postfix log.
+		return make([]Event, 0, chunkSize/200)
+	}
+}
+
+func (f *freeList) put(b []byte, e []Event) {
+	clear(e) // drop the strings into the old chunk
+	if cap(b) >= chunkSize+maxLine {
+		select {
+		case f.bufs <- b:
+		default:
+		}
+	}
+	select {
+	case f.evs <- e:
+	default:
+	}
+}
+
 // split streams one input in chunks of whole lines, gunzipping it if it
 // starts with the gzip magic bytes, and detecting its format.
-func split(in Input, format Format, emit func(Format, []byte)) error {
+func split(in Input, format Format, newBuf func() []byte, emit func(Format, []byte)) error {
 	br := bufio.NewReaderSize(in.R, maxLine)
 	var r io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -136,7 +196,7 @@ func split(in Input, format Format, emit func(Format, []byte)) error {
 		head, _ := lr.Peek(4096)
 		format = Detect(head)
 	}
-	buf := make([]byte, 0, chunkSize+maxLine)
+	buf := newBuf()
 	skipping := false
 	for {
 		line, err := lr.ReadSlice('\n')
@@ -159,7 +219,7 @@ func split(in Input, format Format, emit func(Format, []byte)) error {
 		}
 		if len(buf) >= chunkSize || (err != nil && len(buf) > 0) {
 			emit(format, buf)
-			buf = make([]byte, 0, chunkSize+maxLine)
+			buf = newBuf()
 		}
 		if err == io.EOF {
 			return nil
@@ -170,23 +230,25 @@ func split(in Input, format Format, emit func(Format, []byte)) error {
 	}
 }
 
-func parseChunk(f Format, data []byte, c Clock) []Event {
-	evs := make([]Event, 0, 64)
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '\n')
-		line := data[:i]
-		data = data[i+1:]
+func parseChunk(f Format, data []byte, st *stamp, evs []Event) parsed {
+	p := parsed{events: evs}
+	s := unsafe.String(unsafe.SliceData(data), len(data))
+	for len(s) > 0 {
+		i := strings.IndexByte(s, '\n')
+		line := s[:i]
+		s = s[i+1:]
+		p.lines++
 		var ev Event
 		if f == FormatMamori {
-			ev = ParseMamori(line)
+			ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
 		} else {
-			ev = c.ParsePostfix(line)
+			ev = st.parsePostfix(line)
 		}
-		if ev.Kind != KindNone {
-			evs = append(evs, ev)
+		if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
+			p.events = append(p.events, ev)
 		}
 	}
-	return evs
+	return p
 }
 
 // Detect guesses the format from the first lines of a log: mamori's JSON

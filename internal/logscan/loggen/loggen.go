@@ -6,6 +6,7 @@ package loggen
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -20,6 +21,9 @@ type Log struct {
 	rng     *rand.Rand
 	day     time.Time
 	nextQID int
+	seq     int // order of emission, ties in time keep it
+	inbound int // running counters of Hour, so its mix cycles like NormalDay's
+	rejects int
 
 	Totals  Counts
 	Orphans int
@@ -41,11 +45,15 @@ func New(seed uint64, day time.Time) *Log {
 
 func (l *Log) emit(t time.Time, prog string, pid int, format string, args ...any) {
 	text := fmt.Sprintf("%s mx1 %s[%d]: ", t.Format(time.Stamp), prog, pid) + fmt.Sprintf(format, args...)
-	l.lines = append(l.lines, line{t, len(l.lines), text})
+	l.seq++
+	l.lines = append(l.lines, line{t, l.seq, text})
 }
 
 // Raw adds a line as is (it gets the given time for ordering).
-func (l *Log) Raw(t time.Time, text string) { l.lines = append(l.lines, line{t, len(l.lines), text}) }
+func (l *Log) Raw(t time.Time, text string) {
+	l.seq++
+	l.lines = append(l.lines, line{t, l.seq, text})
+}
 
 func count(m map[string]*Counts, k string) *Counts {
 	if m[k] == nil {
@@ -231,15 +239,89 @@ func (l *Log) Orphan(t time.Time) {
 
 // Lines returns the log lines in time order.
 func (l *Log) Lines() []string {
+	l.sort()
+	out := make([]string, len(l.lines))
+	for i, x := range l.lines {
+		out[i] = x.text
+	}
+	return out
+}
+
+// Hour adds one hour, starting at start, of the same mix as NormalDay with
+// the same users and perUser: each user's messages fall 08:00–18:00 (so an
+// hour in that span gets users*perUser/10 of them), inbound mail and the
+// rejects and AUTH failures are spread over the 24 hours. Calling it for
+// the 24 hours of a day gives a day like NormalDay's, hour by hour, so a
+// stream of any length can be written with WriteBefore without holding
+// more than about an hour of lines.
+func (l *Log) Hour(start time.Time, users, perUser int) {
+	in := func() time.Time { return start.Add(time.Duration(l.rng.Int64N(int64(time.Hour)))) }
+	if h := start.Hour(); h >= 8 && h < 18 {
+		for range users * perUser / 10 {
+			u := l.rng.IntN(users)
+			ip := fmt.Sprintf("10.0.%d.%d", u/200, 10+u%200)
+			from := fmt.Sprintf("user%d@corp.test", u)
+			rc, outs := l.rcpts(1 + l.rng.IntN(3))
+			l.Message(in(), ip, from, from, rc, outs)
+		}
+	}
+	for range users * perUser / 2 / 24 {
+		i := l.inbound
+		l.inbound++
+		ip := fmt.Sprintf("198.18.%d.%d", i%7, 1+i%211)
+		to := fmt.Sprintf("user%d@corp.test", l.rng.IntN(users))
+		l.Message(in(), ip, "", fmt.Sprintf("news%d@outside%d.example", i%97, i%13), []string{to}, []Outcome{Sent})
+	}
+	for range max(users/4/24, 1) {
+		i := l.rejects
+		l.rejects++
+		t := in()
+		ip := fmt.Sprintf("192.0.2.%d", 1+i%250)
+		l.Reject(t, ip, "spam@bulk.example", fmt.Sprintf("nobody%d@corp.test", i%users), false)
+		if i%5 == 0 {
+			l.Reject(t.Add(time.Second), ip, "spam@bulk.example", "x@elsewhere.example", true)
+		}
+		if i%3 == 0 {
+			l.AuthFail(t, fmt.Sprintf("10.0.0.%d", 10+i%200))
+		}
+	}
+}
+
+// WriteBefore writes the lines timed before t, in time order, one a line,
+// and forgets them; later lines (a retry half an hour on) stay for the next
+// call. WriteBefore(w, time.Time{}) is not special: use Flush for the rest.
+func (l *Log) WriteBefore(w io.Writer, t time.Time) (int64, error) {
+	l.sort()
+	n := 0
+	for n < len(l.lines) && l.lines[n].t.Before(t) {
+		n++
+	}
+	var written int64
+	for _, x := range l.lines[:n] {
+		k, err := io.WriteString(w, x.text+"\n")
+		written += int64(k)
+		if err != nil {
+			return written, err
+		}
+	}
+	l.lines = append(l.lines[:0], l.lines[n:]...)
+	return written, nil
+}
+
+// Flush writes all lines left, in time order.
+func (l *Log) Flush(w io.Writer) (int64, error) {
+	l.sort()
+	if len(l.lines) == 0 {
+		return 0, nil
+	}
+	return l.WriteBefore(w, l.lines[len(l.lines)-1].t.Add(time.Nanosecond))
+}
+
+func (l *Log) sort() {
 	slices.SortStableFunc(l.lines, func(a, b line) int {
 		if c := a.t.Compare(b.t); c != 0 {
 			return c
 		}
 		return a.seq - b.seq
 	})
-	out := make([]string, len(l.lines))
-	for i, x := range l.lines {
-		out[i] = x.text
-	}
-	return out
 }
