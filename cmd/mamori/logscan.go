@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +16,7 @@ import (
 
 func (e *env) cmdLogscan(args []string) error {
 	fs := flag.NewFlagSet("logscan", flag.ContinueOnError)
-	format := fs.String("format", "auto", "log format: auto, postfix or mamori")
+	format := fs.String("format", "auto", "log format: auto, postfix, sendmail, exim or mamori")
 	asJSON := fs.Bool("json", false, "JSON report")
 	since := fs.String("since", "", "only lines at or after this time (RFC 3339, 2006-01-02 15:04 or 2006-01-02; local time)")
 	until := fs.String("until", "", "only lines before this time")
@@ -29,10 +30,8 @@ func (e *env) cmdLogscan(args []string) error {
 		return &exitError{2, errors.New("logscan: want FILE... (- for stdin)")}
 	}
 	o := logscan.Options{Format: logscan.Format(*format), Clock: logscan.Clock{Year: *year, Loc: time.Local}}
-	switch o.Format {
-	case logscan.FormatAuto, logscan.FormatPostfix, logscan.FormatMamori:
-	default:
-		return &exitError{2, fmt.Errorf("logscan: --format %q: want auto, postfix or mamori", *format)}
+	if !slices.Contains(logscan.Formats, o.Format) {
+		return &exitError{2, fmt.Errorf("logscan: --format %q: want auto, postfix, sendmail, exim or mamori", *format)}
 	}
 	for _, f := range []struct {
 		s string

@@ -71,7 +71,7 @@ func TestLogscanText(t *testing.T) {
 	if strings.ContainsRune(s, 0x1b) {
 		t.Errorf("raw escape reached the terminal:\n%s", s)
 	}
-	if err := run([]string{"logscan", "--format", "exim", p}, nil, &out, &errb); err == nil {
-		t.Error("--format exim accepted")
+	if err := run([]string{"logscan", "--format", "qmail", p}, nil, &out, &errb); err == nil {
+		t.Error("--format qmail accepted")
 	}
 }

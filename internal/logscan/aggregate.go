@@ -214,7 +214,13 @@ func (a *aggregator) add(ev *Event) {
 	case KindFrom, KindQueued:
 		m := a.msg(ev.QueueID)
 		if ev.Kind == KindQueued {
-			m.client, m.user = keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
+			// Sendmail logs the SASL user on a line of its own before from=.
+			if ev.Client != "" {
+				m.client = keyStat(a.clients, ev.Client)
+			}
+			if ev.User != "" {
+				m.user = keyStat(a.users, ev.User)
+			}
 		}
 		m.from = keyStat(a.senders, ev.From)
 		if m.counted {

@@ -3,18 +3,21 @@
 //
 // Why: an admin on a legacy server finds infected PCs by reading
 // /var/log/maillog by hand, and cannot even open it once it is gigabytes.
-// logscan reads Postfix logs and mamori's own JSON log (format detected per
-// file from its first lines) at disk speed, so the same tool serves both.
+// logscan reads Postfix, Sendmail and Exim logs and mamori's own JSON log
+// (format detected per file from its first lines) at disk speed, so the
+// same tool serves them all.
 //
 // How memory stays independent of file size: files are streamed (gzip by
 // magic bytes), one reader goroutine cuts them into chunks of whole lines,
 // GOMAXPROCS workers turn each line into a typed Event with a pure parser
-// (ParsePostfix, ParseMamori), and one aggregator consumes the chunks in
+// (ParsePostfix, ParseSendmail, ParseExim, ParseMamori), and one aggregator consumes the chunks in
 // order. Only three things are kept: counters per distinct key (sender,
 // client IP, user, hour), a small fixed ring of per-minute buckets per key
 // for burst detection, and the join table of queue ids that are still open.
-// A queue id leaves that table when its message is removed (or all its
-// recipients are final), and the table is capped (Options.MaxOpen), oldest
+// A queue id leaves that table when its message is removed (Postfix
+// "removed", Exim "Completed") or all its recipients are final (mamori);
+// Sendmail logs no end of a message, so its queue ids leave only by the
+// cap. The table is capped (Options.MaxOpen), oldest
 // first. Files are processed oldest first (maillog.2.gz, maillog.1,
 // maillog) through one aggregator, so a queue id that spans a rotation
 // still joins up.

@@ -23,10 +23,13 @@ type stamp struct {
 	loc     *time.Location
 	lastKey int // month<<16 | day<<8 | hour of base
 	base    int64
+
+	eximKey  int64 // year<<24 | month<<16 | day<<8 | hour, and the offset, of eximBase
+	eximBase int64
 }
 
 func (c Clock) stamp() *stamp {
-	st := &stamp{year: c.Year, loc: c.Loc, lastKey: -1}
+	st := &stamp{year: c.Year, loc: c.Loc, lastKey: -1, eximKey: -1}
 	if st.loc == nil {
 		st.loc = time.UTC
 	}

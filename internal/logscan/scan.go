@@ -23,10 +23,15 @@ type Format string
 
 // The formats logscan reads.
 const (
-	FormatAuto    Format = "auto"
-	FormatPostfix Format = "postfix"
-	FormatMamori  Format = "mamori"
+	FormatAuto     Format = "auto"
+	FormatPostfix  Format = "postfix"
+	FormatSendmail Format = "sendmail"
+	FormatExim     Format = "exim"
+	FormatMamori   Format = "mamori"
 )
+
+// Formats are the formats --format takes, auto first.
+var Formats = []Format{FormatAuto, FormatPostfix, FormatSendmail, FormatExim, FormatMamori}
 
 // Input is one log to read: Name is shown in reports ("-" for stdin).
 type Input struct {
@@ -239,9 +244,15 @@ func parseChunk(f Format, data []byte, st *stamp, evs []Event) parsed {
 		s = s[i+1:]
 		p.lines++
 		var ev Event
-		if f == FormatMamori {
+		switch f {
+		case FormatMamori:
 			ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
-		} else {
+		case FormatSendmail:
+			p.events = st.appendSendmail(p.events, line) // a to= line may list many recipients
+			continue
+		case FormatExim:
+			ev = st.parseExim(line)
+		default:
 			ev = st.parsePostfix(line)
 		}
 		if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
@@ -251,9 +262,13 @@ func parseChunk(f Format, data []byte, st *stamp, evs []Event) parsed {
 	return p
 }
 
-// Detect guesses the format from the first lines of a log: mamori's JSON
-// log starts lines with {"time":, anything else is read as syslog.
+// Detect guesses the format from the first lines of a log: lines that
+// start with {"time": are mamori's JSON log, lines that start with
+// "YYYY-MM-DD hh:mm:ss " Exim's main log, and syslog lines are Postfix's or
+// Sendmail's by their program (the first line of either decides; lines of
+// other programs are skipped). Anything else is read as Postfix.
 func Detect(head []byte) Format {
+	st := Clock{Year: 2000}.stamp()
 	for line := range bytes.Lines(head) {
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
@@ -262,7 +277,18 @@ func Detect(head []byte) Format {
 		if bytes.HasPrefix(line, []byte(`{"time":`)) {
 			return FormatMamori
 		}
-		return FormatPostfix
+		s := unsafe.String(unsafe.SliceData(line), len(line))
+		if _, _, ok := st.eximTime(s); ok {
+			return FormatExim
+		}
+		if _, prog, _, ok := st.syslogHeader(s); ok {
+			switch {
+			case strings.HasPrefix(prog, "postfix"):
+				return FormatPostfix
+			case isSendmailProg(prog):
+				return FormatSendmail
+			}
+		}
 	}
 	return FormatPostfix
 }
