@@ -42,6 +42,13 @@ func fakeServer(t *testing.T) string {
 	mux.HandleFunc("/api/v1/users", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode([]mailbox.User{{Address: evil + "@x.test"}})
 	})
+	return configFor(t, mux)
+}
+
+// configFor serves mux as a fake admin API and returns a config file
+// whose admin listener points at it.
+func configFor(t *testing.T, mux *http.ServeMux) string {
+	t.Helper()
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
 	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())

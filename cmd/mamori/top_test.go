@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
@@ -191,16 +190,7 @@ func liveServer(t *testing.T, v admin.Live) string {
 		}
 		json.NewEncoder(w).Encode(v)
 	})
-	ts := httptest.NewServer(mux)
-	t.Cleanup(ts.Close)
-	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
-	p, _ := strconv.Atoi(port)
-	res, err := config.Init(config.InitOptions{Dir: t.TempDir(), Domain: "example.test", ListenHost: "127.0.0.1", AdminPort: p,
-		SMTPPort: 1, SubmissionPort: 2, SubmissionsPort: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.ConfigPath
+	return configFor(t, mux)
 }
 
 func exitCode(err error) int {

@@ -400,17 +400,7 @@ func (sel *selection) inUIDSet(set imap.UIDSet, uid, maxUID uint32) bool {
 // uidSetContains reports whether set holds uid, "*" being maxUID.
 func uidSetContains(set imap.UIDSet, uid, maxUID uint32) bool {
 	for _, r := range set {
-		start, stop := uint32(r.Start), uint32(r.Stop)
-		if start == 0 {
-			start = maxUID
-		}
-		if stop == 0 {
-			stop = maxUID
-		}
-		if start > stop {
-			start, stop = stop, start
-		}
-		if uid >= start && uid <= stop {
+		if inRange(uint32(r.Start), uint32(r.Stop), uid, maxUID) {
 			return true
 		}
 	}
@@ -420,21 +410,26 @@ func uidSetContains(set imap.UIDSet, uid, maxUID uint32) bool {
 // seqSetContains reports whether set holds seq, "*" being maxSeq.
 func seqSetContains(set imap.SeqSet, seq, maxSeq uint32) bool {
 	for _, r := range set {
-		start, stop := r.Start, r.Stop
-		if start == 0 {
-			start = maxSeq
-		}
-		if stop == 0 {
-			stop = maxSeq
-		}
-		if start > stop {
-			start, stop = stop, start
-		}
-		if seq >= start && seq <= stop {
+		if inRange(r.Start, r.Stop, seq, maxSeq) {
 			return true
 		}
 	}
 	return false
+}
+
+// inRange reports whether n is in the IMAP range start:stop, in either
+// order, 0 ("*") standing for star, the largest number in use.
+func inRange(start, stop, n, star uint32) bool {
+	if start == 0 {
+		start = star
+	}
+	if stop == 0 {
+		stop = star
+	}
+	if start > stop {
+		start, stop = stop, start
+	}
+	return n >= start && n <= stop
 }
 
 func liveUIDs(targets []target) []uint32 {

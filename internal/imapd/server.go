@@ -15,14 +15,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
 
-// Authenticator checks a password login; *login.Checker is one. Its
-// errors are *login.Error values (see login.AsError).
-type Authenticator interface {
-	Check(ip netip.Addr, protocol, username, password string) (user string, err error)
-}
+// Authenticator checks a password login: login.Authenticator, the one
+// login check of every protocol.
+type Authenticator = login.Authenticator
 
 // Config configures a Server.
 type Config struct {

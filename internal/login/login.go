@@ -48,6 +48,12 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Text }
 
+// Authenticator is what a protocol front end (IMAP, POP3) logs in with;
+// *Checker implements it, tests may fake it. Errors are *Error values.
+type Authenticator interface {
+	Check(ip netip.Addr, protocol, username, password string) (user string, err error)
+}
+
 // Checker checks logins against a directory through the guard.
 type Checker struct {
 	Dir   Directory

@@ -181,18 +181,9 @@ func eximRcpt(s string) string {
 // eximValue returns the value of " K=" in s: up to the next " X=" field,
 // so that "H=host (helo) [1.2.3.4]:25" keeps its parts.
 func eximValue(s, key string) string {
-	i := 0
-	for {
-		j := strings.Index(s[i:], key)
-		if j < 0 {
-			return ""
-		}
-		j += i
-		if j == 0 || s[j-1] == ' ' {
-			s = s[j+len(key):]
-			break
-		}
-		i = j + len(key)
+	s, ok := afterKey(s, key, " ")
+	if !ok {
+		return ""
 	}
 	for i := 0; ; {
 		j := strings.IndexByte(s[i:], ' ')

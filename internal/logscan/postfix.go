@@ -246,18 +246,9 @@ func parseNoqueue(ev Event, s string) Event {
 // field returns the value of "key" in "a=1, key=v, b=2" or "key=v b=2".
 // A value in <...> may hold spaces and commas.
 func field(s, key string) string {
-	i := 0
-	for {
-		j := strings.Index(s[i:], key)
-		if j < 0 {
-			return ""
-		}
-		j += i
-		if j == 0 || s[j-1] == ' ' || s[j-1] == ',' {
-			s = s[j+len(key):]
-			break
-		}
-		i = j + len(key)
+	s, ok := afterKey(s, key, " ,")
+	if !ok {
+		return ""
 	}
 	if strings.HasPrefix(s, "<") {
 		if k := strings.IndexByte(s, '>'); k >= 0 {
@@ -269,6 +260,24 @@ func field(s, key string) string {
 		return s[:k]
 	}
 	return s
+}
+
+// afterKey returns what follows the first occurrence of key in s that
+// starts s or follows one of the bytes in seps (so "to=" is not found
+// inside "orig_to="); ok is false when there is none.
+func afterKey(s, key, seps string) (rest string, ok bool) {
+	i := 0
+	for {
+		j := strings.Index(s[i:], key)
+		if j < 0 {
+			return "", false
+		}
+		j += i
+		if j == 0 || strings.IndexByte(seps, s[j-1]) >= 0 {
+			return s[j+len(key):], true
+		}
+		i = j + len(key)
+	}
 }
 
 func angle(s string) string {

@@ -111,18 +111,9 @@ func isSendmailProg(p string) bool {
 // end): Sendmail values such as relay=, stat= and reject= hold spaces, and
 // to= holds a list.
 func sendmailValue(s, key string) string {
-	i := 0
-	for {
-		j := strings.Index(s[i:], key)
-		if j < 0 {
-			return ""
-		}
-		j += i
-		if j == 0 || s[j-1] == ' ' || s[j-1] == ',' {
-			s = s[j+len(key):]
-			break
-		}
-		i = j + len(key)
+	s, ok := afterKey(s, key, " ,")
+	if !ok {
+		return ""
 	}
 	for i := 0; ; {
 		j := strings.Index(s[i:], ", ")

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
 
@@ -40,11 +40,9 @@ const (
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("pop3d: server closed")
 
-// Authenticator checks a login; *login.Checker implements it. A refusal
-// is a *login.Error (see login.AsError).
-type Authenticator interface {
-	Check(ip netip.Addr, protocol, username, password string) (user string, err error)
-}
+// Authenticator checks a password login: login.Authenticator, the one
+// login check of every protocol.
+type Authenticator = login.Authenticator
 
 // Config configures a Server.
 type Config struct {
