@@ -34,6 +34,9 @@ func FuzzNormalizeCRLF(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		out := NormalizeCRLF(msg)
+		if n := NormalizedLen(msg); n != len(out) || (n != len(msg) && cap(out) != n) {
+			t.Fatalf("NormalizedLen %d, result %d bytes in a %d-byte buffer", n, len(out), cap(out))
+		}
 		if !bytes.Equal(canon(out), canon(msg)) {
 			t.Fatalf("content changed: %q → %q", msg, out)
 		}

@@ -92,13 +92,10 @@ func headerError(field string) error {
 	return &Error{Status: "5.6.9", Reason: fmt.Sprintf("non-ASCII %s header cannot be encoded and the receiving server does not offer SMTPUTF8", field)}
 }
 
-// NormalizeCRLF returns msg with every bare CR and bare LF replaced by
-// CRLF, so that every line ends in CRLF and nothing but CRLF ends a line:
-// after it, a receiver's reading of "\r\n.\r\n" is the only end of data
-// that exists, and our dot-stuffing covers it. msg itself is returned when
-// nothing changes.
-func NormalizeCRLF(msg []byte) []byte {
-	clean := true
+// NormalizedLen is the length of NormalizeCRLF(msg), computed without
+// allocating, so that a caller can check and reserve it first.
+func NormalizedLen(msg []byte) int {
+	n := len(msg)
 	for i := 0; i < len(msg); i++ {
 		switch msg[i] {
 		case '\r':
@@ -106,18 +103,26 @@ func NormalizeCRLF(msg []byte) []byte {
 				i++
 				continue
 			}
-			clean = false
+			n++ // bare CR becomes CRLF
 		case '\n':
-			clean = false
-		}
-		if !clean {
-			break
+			n++ // bare LF becomes CRLF
 		}
 	}
-	if clean {
+	return n
+}
+
+// NormalizeCRLF returns msg with every bare CR and bare LF replaced by
+// CRLF, so that every line ends in CRLF and nothing but CRLF ends a line:
+// after it, a receiver's reading of "\r\n.\r\n" is the only end of data
+// that exists, and our dot-stuffing covers it. msg itself is returned when
+// nothing changes; otherwise the result is allocated at its exact size
+// (NormalizedLen).
+func NormalizeCRLF(msg []byte) []byte {
+	n := NormalizedLen(msg)
+	if n == len(msg) {
 		return msg
 	}
-	out := make([]byte, 0, len(msg)+len(msg)/32+2)
+	out := make([]byte, 0, n)
 	for i := 0; i < len(msg); i++ {
 		switch c := msg[i]; c {
 		case '\r':

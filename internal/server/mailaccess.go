@@ -95,10 +95,8 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 		var serve func(net.Listener) error
 		if imap {
 			if ma.imap == nil {
-				// APPENDs share half the in-flight budget's size again
-				// (imapd raises it to two messages if that is less).
 				ma.imap = imapd.New(imapd.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc,
-					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: c.Limits.MaxInflight / 2, Log: log.With("stage", "imap")})
+					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: appendMemory(c), Log: log.With("stage", "imap")})
 			}
 			serve = ma.imap.Serve
 		} else {
@@ -147,3 +145,7 @@ func (ma *mailAccess) shutdown(ctx context.Context, log *slog.Logger) {
 	}
 	ma.wg.Wait()
 }
+
+// appendMemory is what all IMAP APPENDs together may hold: half the SMTP
+// in-flight budget again (imapd raises it to two messages if less).
+func appendMemory(c *config.Config) int64 { return c.Limits.MaxInflight / 2 }

@@ -355,16 +355,21 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	return runErr
 }
 
-// setMemoryLimit makes [limits] max_inflight_bytes the one memory knob:
-// the Go runtime collects garbage before its memory passes about twice the
-// bound (messages in flight, plus the collector's headroom), instead of
-// letting the heap double past what is live (GOGC). GOMEMLIMIT, when set,
-// wins.
+// setMemoryLimit derives the Go memory limit from [limits]
+// max_inflight_bytes: the runtime collects garbage before its memory
+// passes about twice what messages in flight may hold (SMTP's budget, and
+// IMAP APPEND's half of it again when IMAP is served), plus the
+// collector's headroom, instead of letting the heap double past what is
+// live (GOGC). GOMEMLIMIT, when set, wins.
 func setMemoryLimit(c *config.Config, log *slog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" || c.Limits.MaxInflight <= 0 {
 		return
 	}
-	limit := 2*c.Limits.MaxInflight + memoryBaseline
+	inflight := c.Limits.MaxInflight
+	if c.Listen.IMAP != "" || c.Listen.IMAPS != "" {
+		inflight += appendMemory(c)
+	}
+	limit := 2*inflight + memoryBaseline
 	debug.SetMemoryLimit(limit)
 	log.Info("memory limit", "bytes", limit, "max_inflight_bytes", c.Limits.MaxInflight)
 }

@@ -179,3 +179,20 @@ func TestContentChecksWaitForScanMemory(t *testing.T) {
 		t.Errorf("budget held after both sessions: %d", n)
 	}
 }
+
+// TestBareLFCountsAgainstSize: bare LF becomes CRLF before anything else,
+// and the size limit applies to the normalised message (what is stored and
+// sent): a message that fits raw but not normalised gets 552 5.3.4 and is
+// not queued; one that fits both is queued with CRLF line ends.
+func TestBareLFCountsAgainstSize(t *testing.T) {
+	head := "EHLO c.test\r\nMAIL FROM:<x@out.test>\r\nRCPT TO:<bob@ours.test>\r\nDATA\r\nFrom: x@out.test\r\n\r\n"
+	// runSession's MaxMessageBytes is 64 KiB.
+	msgs, out := runSession(t, []byte(head+strings.Repeat("a\n", 20000)))
+	if len(msgs) != 1 || bytes.Contains(msgs[0].body, []byte("a\na")) {
+		t.Fatalf("40 KB of bare-LF lines (60 KB normalised): queued %d; transcript:\n%s", len(msgs), out)
+	}
+	msgs, out = runSession(t, []byte(head+strings.Repeat("a\n", 30000)))
+	if len(msgs) != 0 || !strings.Contains(out, "552 5.3.4") {
+		t.Errorf("60 KB of bare-LF lines (90 KB normalised, over 64 KiB): queued %d; transcript:\n%s", len(msgs), out)
+	}
+}

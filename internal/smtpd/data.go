@@ -44,10 +44,17 @@ func (s *session) Data(r io.Reader) error {
 	// checked, signed, stored and sent are the same lines. (A bare CR in a
 	// header would otherwise be one line to our parser and two to the next
 	// hop, after relaying normalises it.)
-	if norm := mimeconv.NormalizeCRLF(body); len(norm) != len(body) {
-		if !mem.take(int64(len(norm))) {
+	// The normalised message is what is stored and sent, so it is what
+	// the size limit applies to; its size is known, checked and reserved
+	// before the copy is made.
+	if n := mimeconv.NormalizedLen(body); n != len(body) {
+		if limit := s.srv.cfg.MaxMessageBytes; limit > 0 && int64(n) > limit {
+			return s.dataReadError(smtp.ErrDataTooLarge)
+		}
+		if !mem.take(int64(n)) {
 			return s.dataReadError(errBodyBudget)
 		}
+		norm := mimeconv.NormalizeCRLF(body)
 		mem.give(int64(len(body)))
 		body = norm
 	}
@@ -91,15 +98,10 @@ func (s *session) Data(r io.Reader) error {
 	// be: they always finish.
 	cv := content.Verdict{Action: content.Accept}
 	if cf := s.srv.cfg.Content; cf != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
-		need := min(s.srv.cfg.ContentMemory(len(body)), s.srv.scanLimit)
-		if err := s.srv.scanMem.Acquire(ctx, need); err != nil {
-			cancel()
-			return s.dataReadError(errBodyBudget)
+		var err error
+		if cv, err = s.checkContent(cf, body); err != nil {
+			return s.dataReadError(err)
 		}
-		cv = cf(ctx, s.sender(), s.rcpts, body)
-		s.srv.scanMem.Release(need) // what the check held is garbage now
-		cancel()
 		if cv.Action == content.Defer {
 			return s.reject("data", metrics.ReasonScanner, string(cv.Rule), &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 				Message: "Content scanner unavailable, try again later"})
@@ -266,4 +268,27 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	return d.r.Read(p)
+}
+
+// scanWait bounds how long a message waits for room in the scan pool: the
+// client is waiting for its reply, and one that gives up and retries
+// would get the message twice if we queued it afterwards.
+const scanWait = time.Minute
+
+// checkContent runs the content check of body with what it may hold
+// reserved from the scan pool first. The wait for room is bounded
+// (errBodyBudget: 452, try again), and the check then gets its own full
+// time, not what the wait left of it.
+func (s *session) checkContent(cf func(context.Context, guard.Sender, []string, []byte) content.Verdict, body []byte) (content.Verdict, error) {
+	need := min(s.srv.cfg.ContentMemory(len(body)), s.srv.scanLimit)
+	wctx, wcancel := context.WithTimeout(context.Background(), min(scanWait, s.srv.cfg.DataTimeout))
+	err := s.srv.scanMem.Acquire(wctx, need)
+	wcancel()
+	if err != nil {
+		return content.Verdict{}, errBodyBudget
+	}
+	defer s.srv.scanMem.Release(need) // what the check held is garbage after it
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+	defer cancel()
+	return cf(ctx, s.sender(), s.rcpts, body), nil
 }
