@@ -2,6 +2,7 @@ package logscan
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -62,6 +63,7 @@ type stat struct {
 	Counts
 	key          string
 	burst        *burst // nil until the key's first message
+	overflow     bool   // the Overflow counters: many keys, never one subject
 	authFailures int    // clients only
 }
 
@@ -99,10 +101,13 @@ func newAggregator(o Options) *aggregator {
 	if o.MaxOpen <= 0 {
 		o.MaxOpen = 200000
 	}
+	if o.MaxKeys <= 0 {
+		o.MaxKeys = 200000
+	}
 	a := &aggregator{o: o, th: o.Thresholds.withDefaults(), open: map[string]*open{},
 		senders: map[string]*stat{}, clients: map[string]*stat{},
 		users: map[string]*stat{}, hours: map[int64]*Counts{}, hourKey: -1}
-	a.det = newDetectors(a.th)
+	a.det = newDetectors(a.th, o.MaxKeys)
 	if !o.Since.IsZero() {
 		a.since = o.Since.Unix()
 	}
@@ -112,14 +117,27 @@ func newAggregator(o Options) *aggregator {
 	return a
 }
 
-// keyStat returns the counters of k in m ("": none), adding them (with a copy
-// of k) on first sight.
-func keyStat(m map[string]*stat, k string) *stat {
+// Overflow is the key under which a table counts what arrives once it
+// holds Options.MaxKeys keys.
+const Overflow = "(other)"
+
+// keyStat returns the counters of k in m ("": none), adding them (with a
+// copy of k) on first sight; past MaxKeys, new keys share the Overflow
+// counters (and a warning says so once per table).
+func (a *aggregator) keyStat(m map[string]*stat, what, k string) *stat {
 	if k == "" {
 		return nil
 	}
 	s := m[k]
 	if s == nil {
+		if len(m) >= a.o.MaxKeys {
+			if s = m[Overflow]; s == nil {
+				s = &stat{key: Overflow, overflow: true}
+				m[Overflow] = s
+				a.rep.Warnings = append(a.rep.Warnings, fmt.Sprintf("more than %d distinct %s: the rest are counted as %q", a.o.MaxKeys, what, Overflow))
+			}
+			return s
+		}
 		k = strings.Clone(k)
 		s = &stat{key: k}
 		m[k] = s
@@ -194,7 +212,7 @@ func (a *aggregator) drop(m *open) {
 // burstOf returns the worm-detection rings of a sender or client (nil for
 // none and for the null sender, which is not one sender).
 func (a *aggregator) burstOf(s *stat) *burst {
-	if s == nil || s.key == "<>" {
+	if s == nil || s.key == "<>" || s.overflow {
 		return nil
 	}
 	if s.burst == nil {
@@ -210,19 +228,19 @@ func (a *aggregator) add(ev *Event) {
 	switch ev.Kind {
 	case KindClient:
 		m := a.msg(ev.QueueID)
-		m.client, m.user = keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
+		m.client, m.user = a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
 	case KindFrom, KindQueued:
 		m := a.msg(ev.QueueID)
 		if ev.Kind == KindQueued {
 			// Sendmail logs the SASL user on a line of its own before from=.
 			if ev.Client != "" {
-				m.client = keyStat(a.clients, ev.Client)
+				m.client = a.keyStat(a.clients, "clients", ev.Client)
 			}
 			if ev.User != "" {
-				m.user = keyStat(a.users, ev.User)
+				m.user = a.keyStat(a.users, "users", ev.User)
 			}
 		}
-		m.from = keyStat(a.senders, ev.From)
+		m.from = a.keyStat(a.senders, "senders", ev.From)
 		if m.counted {
 			return // qmgr logs from= again when a deferred message is retried
 		}
@@ -243,7 +261,7 @@ func (a *aggregator) add(ev *Event) {
 				return
 			}
 			m = a.msg(ev.QueueID) // mamori lines carry the message's keys
-			m.from, m.client, m.user = keyStat(a.senders, ev.From), keyStat(a.clients, ev.Client), keyStat(a.users, ev.User)
+			m.from, m.client, m.user = a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
 		}
 		first := !slices.Contains(m.rcpts, ev.To)
 		if first {
@@ -264,12 +282,12 @@ func (a *aggregator) add(ev *Event) {
 			a.drop(m)
 		}
 	case KindReject:
-		for _, c := range a.counters(ev.Time, keyStat(a.senders, ev.From), keyStat(a.clients, ev.Client)) {
+		for _, c := range a.counters(ev.Time, a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client)) {
 			c.Rejects++
 		}
 		a.det.reject(ev)
 	case KindAuthFail:
-		if c := keyStat(a.clients, ev.Client); c != nil {
+		if c := a.keyStat(a.clients, "clients", ev.Client); c != nil {
 			c.authFailures++
 		}
 		a.det.authFail(ev)

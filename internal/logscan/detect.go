@@ -107,14 +107,15 @@ type fkey struct{ kind, subject string }
 
 type detectors struct {
 	th      Thresholds
+	maxKeys int // per detector map; past it, new subjects go untracked
 	relay   map[string]*ring
 	auth    map[string]*ring
 	found   map[fkey]*Finding
 	ordered []*Finding
 }
 
-func newDetectors(th Thresholds) detectors {
-	return detectors{th: th, relay: map[string]*ring{}, auth: map[string]*ring{}, found: map[fkey]*Finding{}}
+func newDetectors(th Thresholds, maxKeys int) detectors {
+	return detectors{th: th, maxKeys: maxKeys, relay: map[string]*ring{}, auth: map[string]*ring{}, found: map[fkey]*Finding{}}
 }
 
 func (d *detectors) finding(kind, subject, typ string, t int64) *Finding {
@@ -209,6 +210,9 @@ func (d *detectors) reject(ev *Event) {
 	}
 	r := d.relay[subject]
 	if r == nil {
+		if len(d.relay) >= d.maxKeys {
+			return
+		}
 		nr := newRing(d.th.Window)
 		r = &nr
 		d.relay[strings.Clone(subject)] = r
@@ -241,6 +245,9 @@ func (d *detectors) authFail(ev *Event) {
 	}
 	r := d.auth[ev.Client]
 	if r == nil {
+		if len(d.auth) >= d.maxKeys {
+			return
+		}
 		nr := newRing(d.th.Window)
 		r = &nr
 		d.auth[strings.Clone(ev.Client)] = r

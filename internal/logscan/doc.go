@@ -17,7 +17,10 @@
 // A queue id leaves that table when its message is removed (Postfix
 // "removed", Exim "Completed") or all its recipients are final (mamori);
 // Sendmail logs no end of a message, so its queue ids leave only by the
-// cap. The table is capped (Options.MaxOpen), oldest
+// cap. The counters per key are capped too (Options.MaxKeys per table):
+// past it, new keys share one Overflow row, so a log of unique return
+// paths (VERP, SRS) or rotating IPv6 clients cannot grow memory with its
+// size. The join table is capped (Options.MaxOpen), oldest
 // first. Files are processed oldest first (maillog.2.gz, maillog.1,
 // maillog) through one aggregator, so a queue id that spans a rotation
 // still joins up.

@@ -172,6 +172,12 @@ func (st *stamp) parsePostfix(line string) Event {
 	}
 	ev.QueueID = qid
 	switch {
+	case strings.HasPrefix(body, "reject: ") || strings.HasPrefix(body, "milter-reject: "):
+		// A refusal inside a session that already has a queue id (after
+		// a first valid recipient with smtpd_delay_open_until_valid_rcpt,
+		// or header/body checks): a reject like NOQUEUE's, not a message.
+		_, r, _ := strings.Cut(body, "reject: ")
+		return parseNoqueue(Event{Time: t}, r)
 	case body == "removed":
 		ev.Kind = KindRemoved
 	case strings.HasPrefix(body, "client="):

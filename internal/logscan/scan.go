@@ -45,6 +45,11 @@ type Options struct {
 	Clock        Clock
 	Since, Until time.Time // zero: unbounded
 	MaxOpen      int       // queue ids kept open for joining (default 200000)
+	// MaxKeys caps the distinct keys counted per table (senders, clients,
+	// users) and tracked by each detector (default 200000): a log of
+	// unique return paths (VERP, SRS) or of rotating IPv6 clients cannot
+	// make memory grow with its size. The rest is counted under Overflow.
+	MaxKeys int
 	Workers      int       // parser goroutines (default GOMAXPROCS)
 	Thresholds   Thresholds
 }

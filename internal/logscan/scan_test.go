@@ -3,6 +3,7 @@ package logscan
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -328,5 +329,53 @@ func TestRecycledChunks(t *testing.T) {
 	checkCounts(t, g, got)
 	if len(got.Clients) == 0 || got.Clients[len(got.Clients)-1].AuthFailures == 0 && got.Totals.Rejects == 0 {
 		t.Errorf("no rejects or auth failures in the mix")
+	}
+}
+
+// TestQueueIDRejects: Postfix logs refusals inside a session that already
+// has a queue id with that id ("QID: reject: RCPT from ..."; header and
+// milter rejects too). They count as rejects, and relay denials among
+// them feed the relay-storm finding, like NOQUEUE ones.
+func TestQueueIDRejects(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("May  4 09:00:00 mx1 postfix/smtpd[1]: 4ABCDEF01: client=unknown[203.0.113.7]\n")
+	for i := range 30 {
+		fmt.Fprintf(&b, "May  4 09:00:%02d mx1 postfix/smtpd[1]: 4ABCDEF01: reject: RCPT from unknown[203.0.113.7]: 554 5.7.1 <v%d@far.example>: Relay access denied; from=<s@spam.example> to=<v%d@far.example> proto=ESMTP helo=<h>\n", i, i, i)
+	}
+	b.WriteString("May  4 09:01:00 mx1 postfix/cleanup[2]: 4ABCDEF01: milter-reject: END-OF-MESSAGE from unknown[203.0.113.7]: 5.7.1 Spam; from=<s@spam.example> to=<bob@corp.test> proto=ESMTP helo=<h>\n")
+	r := scanBytes(t, []byte(b.String()))
+	if r.Totals.Rejects != 31 || r.Totals.Messages != 0 {
+		t.Errorf("totals %+v, want 31 rejects and no message", r.Totals)
+	}
+	found := false
+	for _, f := range r.Findings {
+		found = found || f.Kind == KindRelayStorm && f.Subject == "203.0.113.7"
+	}
+	if !found {
+		t.Errorf("no relay-denied finding for 203.0.113.7: %+v", r.Findings)
+	}
+}
+
+// TestMaxKeys: past Options.MaxKeys distinct senders, the rest are counted
+// together under Overflow with a warning, so a log of unique return paths
+// cannot grow memory with its size; totals stay exact.
+func TestMaxKeys(t *testing.T) {
+	var b strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&b, "May  4 09:%02d:00 mx1 postfix/qmgr[3]: 4ABC%05X: from=<bounce-%d-bob=corp.test@list.example>, size=100, nrcpt=1 (queue active)\n", i, i, i)
+		fmt.Fprintf(&b, "May  4 09:%02d:01 mx1 postfix/qmgr[3]: 4ABC%05X: removed\n", i, i)
+	}
+	r, err := Scan([]Input{{"maillog", strings.NewReader(b.String())}}, Options{MaxKeys: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Senders) != 11 || r.Totals.Messages != 50 {
+		t.Fatalf("%d sender rows, %d messages; want 10 + overflow and 50", len(r.Senders), r.Totals.Messages)
+	}
+	if r.Senders[0].Address != Overflow || r.Senders[0].Messages != 40 {
+		t.Errorf("first row %+v, want %s with 40 messages", r.Senders[0], Overflow)
+	}
+	if len(r.Warnings) != 1 {
+		t.Errorf("warnings %v, want one", r.Warnings)
 	}
 }
