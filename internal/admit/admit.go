@@ -62,7 +62,13 @@ type Config struct {
 	// MaxSessionTime closes a connection after this long, whatever the
 	// client does; 0 means no limit.
 	MaxSessionTime time.Duration
-	Log            *slog.Logger
+	// LoginTime, when set, closes a connection that has not logged in
+	// (MarkAuthenticated) this long after it was admitted: mailbox
+	// protocols, where nothing but logging in is any use to a client.
+	LoginTime time.Duration
+	// HandshakeTimeout bounds an implicit-TLS handshake (default 30 s).
+	HandshakeTimeout time.Duration
+	Log              *slog.Logger
 	// Metrics counts connections by result and open sessions; nil: none.
 	Metrics *metrics.Metrics
 }
@@ -83,6 +89,9 @@ type Listener struct {
 func Listen(l net.Listener, cfg Config) *Listener {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 30 * time.Second
 	}
 	al := &Listener{Listener: l, cfg: cfg, ready: make(chan net.Conn), done: make(chan struct{})}
 	go al.acceptLoop()
@@ -198,15 +207,35 @@ func (l *Listener) admit(c net.Conn) {
 		release()
 		l.cfg.Metrics.SessionClosed(l.cfg.Name)
 	}}
+	sc.mu.Lock()
 	if d := l.cfg.MaxSessionTime; d > 0 {
 		sc.timer = time.AfterFunc(d, func() {
 			l.cfg.Log.Info("session time limit", "listener", l.cfg.Name, "client_ip", ip.String(), "limit", d.String())
 			sc.Close()
 		})
 	}
+	if d := l.cfg.LoginTime; d > 0 {
+		sc.loginTimer = time.AfterFunc(d, func() {
+			l.cfg.Log.Info("no login in time", "listener", l.cfg.Name, "client_ip", ip.String(), "limit", d.String())
+			sc.Close()
+		})
+	}
+	sc.mu.Unlock()
 	var conn net.Conn = sc
 	if l.cfg.TLS != nil {
-		conn = tls.Server(sc, l.cfg.TLS)
+		// The handshake runs here, under a deadline: a client that never
+		// sends its ClientHello must not hold a connection slot (the
+		// protocol libraries would start it lazily, with no read
+		// deadline of their own).
+		tc := tls.Server(sc, l.cfg.TLS)
+		_ = tc.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
+		if err := tc.Handshake(); err != nil {
+			l.cfg.Log.Debug("tls handshake failed", "listener", l.cfg.Name, "client_ip", ip.String(), "err", err.Error())
+			tc.Close()
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		conn = tc
 	}
 	select {
 	case l.ready <- conn:
@@ -223,9 +252,28 @@ func (l *Listener) admit(c net.Conn) {
 type sessionConn struct {
 	net.Conn
 
-	onClose   func()      // releases the guard's connection slot
-	timer     *time.Timer // session time limit
+	onClose   func() // releases the guard's connection slot
 	closeOnce sync.Once
+
+	mu         sync.Mutex
+	timer      *time.Timer // session time limit
+	loginTimer *time.Timer // Config.LoginTime; stopped by MarkAuthenticated
+}
+
+// MarkAuthenticated tells the admission of c (a connection Accept
+// returned, or a *tls.Conn over one) that its client has logged in, which
+// stops its Config.LoginTime limit. Other connections are ignored.
+func MarkAuthenticated(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if sc, ok := c.(*sessionConn); ok {
+		sc.mu.Lock()
+		if sc.loginTimer != nil {
+			sc.loginTimer.Stop()
+		}
+		sc.mu.Unlock()
+	}
 }
 
 // Close closes the connection once, stopping the session timer and
@@ -233,9 +281,14 @@ type sessionConn struct {
 func (c *sessionConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		if c.loginTimer != nil {
+			c.loginTimer.Stop()
+		}
+		c.mu.Unlock()
 		err = c.Conn.Close()
 		if c.onClose != nil {
 			c.onClose()

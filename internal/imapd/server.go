@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/admit"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -161,24 +162,13 @@ func (s *Server) newSession(conn *imapserver.Conn) (imapserver.Session, *imapser
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	s.sessions.Add(1)
-	ip := remoteIP(conn.NetConn().RemoteAddr())
+	ip := admit.RemoteIP(conn.NetConn())
 	return &session{
 		srv:  s,
 		conn: conn,
 		ip:   ip,
 		log:  s.log.With("client_ip", ip.String()),
 	}, nil, nil
-}
-
-// remoteIP is the client's address, IPv4 unmapped.
-func remoteIP(a net.Addr) netip.Addr {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap()
-	}
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
 }
 
 // libLogger sends imapserver's own messages to slog: read errors and

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/admit"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
@@ -76,6 +78,7 @@ func (s *session) Login(username, password string) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Mailbox unavailable, try again later"}
 	}
 	s.addr, s.user = user, u
+	admit.MarkAuthenticated(s.conn.NetConn())
 	s.log = s.log.With("user", user)
 	s.log.Info("imap login")
 	return nil

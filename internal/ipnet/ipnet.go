@@ -40,3 +40,13 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	a = a.Unmap().WithZone("")
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
+
+// Contains reports whether ip is in any of prefixes.
+func Contains(prefixes []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}

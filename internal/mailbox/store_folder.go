@@ -587,6 +587,9 @@ func (f *folderIndex) writeUIDsLocked(rest []*entry, used map[uint32]bool, fresh
 		if uid, ok := inList[c.key]; ok && !fresh && !f.gone[c.key] && !used[uid] {
 			c.uid = uid // assigned by another process meanwhile
 		} else {
+			for used[l.nextUID] { // never a UID the index already gave out
+				l.nextUID++
+			}
 			if l.nextUID == 0 || l.nextUID == ^uint32(0) {
 				return fmt.Errorf("mailbox %s: %q: UIDs exhausted", f.u.addr, f.name)
 			}
@@ -1153,10 +1156,21 @@ func (f *folderIndex) transferLocked(uids []uint32, d *folderIndex, move bool) (
 		f.removeKeysLocked(movedOut)
 		doneSrc()
 		f.publishLocked()
-		_ = syncDir(filepath.Join(f.dir, "cur"))
+	}
+	// A COPY or MOVE answered OK is durable: the new names are synced
+	// (a rename's two entries are one journal transaction on the
+	// filesystems we run on, but both directories are synced anyway).
+	if len(cands) > 0 {
+		if err := syncDir(filepath.Join(d.dir, "cur")); err != nil {
+			return nil, nil, 0, fmt.Errorf("mailbox %s: %q: %w", d.u.addr, d.name, err)
+		}
+	}
+	if move {
+		if err := syncDir(filepath.Join(f.dir, "cur")); err != nil {
+			return nil, nil, 0, fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
+		}
 	}
 	if len(cands) > 0 {
-		_ = syncDir(filepath.Join(d.dir, "cur"))
 		if err := d.assignLocked(cands, true, held); err != nil {
 			// The files are in place: the next sync gives them UIDs.
 			return nil, nil, 0, err

@@ -1,10 +1,10 @@
 package mailbox
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +36,9 @@ type uidRec struct {
 var errBadUidlist = errors.New("malformed dovecot-uidlist")
 
 const maxUidlistSize = 64 << 20
+
+// maxUidlistLine bounds one line; a longer one is damage and skipped.
+const maxUidlistLine = 64 << 10
 
 func parseUidlist(data []byte) (*uidlist, error) {
 	if len(data) > maxUidlistSize {
@@ -91,13 +94,13 @@ func parseUidlist(data []byte) (*uidlist, error) {
 	}
 	seen := make(map[string]bool)
 	var last uint32
-	sc := bufio.NewScanner(bytes.NewReader(rest))
-	sc.Buffer(make([]byte, 0, 4096), 64<<10)
-	for sc.Scan() {
-		ln := sc.Text()
-		if ln == "" {
-			continue
+	for len(rest) > 0 {
+		var b []byte
+		b, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		if len(b) == 0 || len(b) > maxUidlistLine {
+			continue // a damaged line costs only itself
 		}
+		ln := string(b)
 		num, tail, ok := strings.Cut(ln, " ")
 		if !ok {
 			continue
@@ -124,14 +127,17 @@ func parseUidlist(data []byte) (*uidlist, error) {
 		last = uint32(uid)
 		l.recs = append(l.recs, uidRec{uid: uint32(uid), ext: ext, key: key})
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadUidlist, err)
-	}
 	if last >= l.nextUID {
 		l.nextUID = last + 1
 	}
-	if l.nextUID == 0 {
+	if l.nextUID == 0 && last == 0 {
 		l.nextUID = 1
+	}
+	// A UID or UIDNEXT at the top of the range (damage, most likely) would
+	// wrap: the list is unusable, and the folder starts over with a new
+	// UIDVALIDITY rather than ever giving one UID to two messages.
+	if last == math.MaxUint32 || l.nextUID == 0 || l.nextUID == math.MaxUint32 {
+		return nil, fmt.Errorf("%w: UIDs exhausted (UIDNEXT %d)", errBadUidlist, l.nextUID)
 	}
 	return l, nil
 }

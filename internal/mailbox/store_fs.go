@@ -92,6 +92,11 @@ func (l *dotlock) commit(data []byte) error {
 		_ = os.Remove(lp)
 		return fmt.Errorf("write %s: %w", l.path, err)
 	}
+	// The rename itself must survive a crash: an older uidlist coming
+	// back would give its UIDs to other messages.
+	if err := syncDir(filepath.Dir(l.path)); err != nil {
+		return fmt.Errorf("write %s: %w", l.path, err)
+	}
 	return nil
 }
 
@@ -115,6 +120,9 @@ func writeAtomic(path string, data []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return nil

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mamori-mail/mamori/internal/admit"
+
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
@@ -59,10 +61,7 @@ type session struct {
 }
 
 func newSession(srv *Server, c net.Conn, secure bool) *session {
-	ss := &session{srv: srv, secure: secure, started: time.Now()}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		ss.ip = ap.Addr().Unmap()
-	}
+	ss := &session{srv: srv, secure: secure, started: time.Now(), ip: admit.RemoteIP(c)}
 	ss.conn = c // not yet registered: no lock needed
 	ss.initIO()
 	return ss
@@ -516,6 +515,7 @@ func (ss *session) login(name, password string) error {
 		return nil
 	}
 	ss.user, ss.drop, ss.release = user, drop, release
+	admit.MarkAuthenticated(ss.conn)
 	ss.uidValidity = snap.UIDValidity
 	ss.msgs = make([]message, len(snap.Messages))
 	var octets int64

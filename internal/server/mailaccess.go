@@ -16,6 +16,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/imapd"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/metrics"
@@ -65,14 +66,7 @@ func bindMailAccess(c *config.Config, addrs map[string]string) ([]accessListener
 func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, ms *mailbox.Store, lc *login.Checker,
 	g *guard.Guard, trusted []netip.Prefix, mt *metrics.Metrics, log *slog.Logger, errc chan<- error) *mailAccess {
 	ma := &mailAccess{ls: ls}
-	isTrusted := func(ip netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(ip) {
-				return true
-			}
-		}
-		return false
-	}
+	isTrusted := func(ip netip.Addr) bool { return ipnet.Contains(trusted, ip) }
 	for _, x := range ls {
 		imap := x.name == "imap" || x.name == "imaps"
 		ac := admit.Config{
@@ -80,6 +74,7 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 			Guard:          g,
 			Trusted:        isTrusted,
 			MaxSessionTime: mailSessionTime,
+			LoginTime:      mailLoginTime,
 			Log:            log.With("stage", x.name),
 			Metrics:        mt,
 		}
@@ -124,6 +119,11 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 // clients (which reconnect anyway), short enough that a forgotten session
 // does not hold a slot for ever.
 const mailSessionTime = 24 * time.Hour
+
+// mailLoginTime is how long an IMAP or POP3 client may stay connected
+// without logging in: mail clients log in at once, and an idle or
+// chattering anonymous connection only holds a slot.
+const mailLoginTime = 2 * time.Minute
 
 // shutdown stops the servers and waits for their sessions or ctx.
 func (ma *mailAccess) shutdown(ctx context.Context, log *slog.Logger) {

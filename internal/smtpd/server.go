@@ -35,6 +35,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/admit"
 	"github.com/mamori-mail/mamori/internal/content"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/ipnet"
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/msgheader"
@@ -339,14 +340,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) isTrusted(ip netip.Addr) bool {
-	for _, p := range s.cfg.Trusted {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+func (s *Server) isTrusted(ip netip.Addr) bool { return ipnet.Contains(s.cfg.Trusted, ip) }
 
 type slogAdapter struct{ l *slog.Logger }
 
