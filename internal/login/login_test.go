@@ -14,9 +14,13 @@ import (
 
 var errDisabled = errors.New("disabled")
 
-type fakeDir struct{ logins []string }
+type fakeDir struct {
+	logins  []string
+	longest int // longest username Authenticate was given
+}
 
 func (d *fakeDir) Authenticate(user, pw string) error {
+	d.longest = max(d.longest, len(user))
 	switch {
 	case strings.EqualFold(user, "alice@example.test") && pw == "right":
 		return nil
@@ -93,9 +97,13 @@ func TestCheck(t *testing.T) {
 }
 
 func TestUsernameBounded(t *testing.T) {
-	c := &Checker{Dir: &fakeDir{}}
+	dir := &fakeDir{}
+	c := &Checker{Dir: dir}
 	_, err := c.Check(netip.MustParseAddr("192.0.2.1"), "pop3", strings.Repeat("a", 10000)+"@example.test", "x")
 	if _, ok := AsError(err); !ok {
 		t.Fatalf("long username: %v", err)
+	}
+	if dir.longest > MaxUsername {
+		t.Errorf("the directory was given a %d-byte username, want at most %d", dir.longest, MaxUsername)
 	}
 }

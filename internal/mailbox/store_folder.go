@@ -769,11 +769,24 @@ func (f *folderIndex) addKeywordsLocked(kws []string) error {
 	if data, err := os.ReadFile(p); err == nil {
 		t = parseKeywords(data)
 	}
+	// A letter still in a file name is not free, even if the keywords
+	// file (lost, damaged, truncated) no longer names it: reusing it would
+	// give the new keyword to every message carrying the old letter.
+	var inNames uint32
+	for _, e := range f.ents {
+		inNames |= e.kw
+	}
 	for _, k := range kws {
 		if t.index(k) >= 0 {
 			continue
 		}
-		free := slices.Index(t[:], "")
+		free := -1
+		for i, name := range t {
+			if name == "" && inNames&(1<<i) == 0 {
+				free = i
+				break
+			}
+		}
 		if free < 0 {
 			return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, ErrTooManyFlags)
 		}

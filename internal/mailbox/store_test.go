@@ -749,3 +749,45 @@ func TestStoreSubscriptions(t *testing.T) {
 		t.Fatal("Subscriptions of a User not from Store.User succeeded")
 	}
 }
+
+// TestOrphanKeywordLetterNotReused: a letter still in a file name is not
+// given to a new keyword, even when dovecot-keywords no longer names it
+// (lost or damaged): the untouched message must not gain the new keyword.
+func TestOrphanKeywordLetterNotReused(t *testing.T) {
+	s, root := newTestStore(t, StoreOptions{})
+	u := mustUser(t, s, testAddr)
+	for _, body := range []string{"Subject: one\r\n\r\nx\r\n", "Subject: two\r\n\r\ny\r\n"} {
+		if _, _, err := u.Append("INBOX", strings.NewReader(body), nil, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := mustOpen(t, u, "INBOX")
+	if err := in.StoreFlags([]uint32{1}, FlagsAdd, []string{"$Junk"}); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	s.Close()
+	// The keywords file is lost; a fresh store reads the tree again.
+	dir := filepath.Join(root, "example.test", "alice")
+	if err := os.Remove(filepath.Join(dir, "dovecot-keywords")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := NewStore(root, StoreOptions{})
+	t.Cleanup(func() { s2.Close() })
+	in2 := mustOpen(t, mustUser(t, s2, testAddr), "INBOX")
+	if err := in2.StoreFlags([]uint32{2}, FlagsAdd, []string{"$NotJunk"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := in2.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range snap.Messages {
+		if m.UID == 1 && slices.Contains(m.Flags, "$NotJunk") {
+			t.Fatalf("message 1 gained $NotJunk through its orphan letter: %v", m.Flags)
+		}
+		if m.UID == 2 && !slices.Contains(m.Flags, "$NotJunk") {
+			t.Fatalf("message 2 lacks $NotJunk: %v", m.Flags)
+		}
+	}
+}

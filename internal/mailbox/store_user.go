@@ -840,10 +840,12 @@ func (u *userState) refreshUsage() error {
 
 // DeliverOnce stores a queued message in addr's INBOX exactly once (see
 // Maildir.DeliverOnce) and wakes the folder's watchers. Quota is decided
-// at RCPT time (OverQuota): a message accepted while the mailbox had room
-// is delivered even if it takes the mailbox over its quota, so that
-// nothing accepted bounces later. Only a mailbox already full (an alias
-// member, a quota lowered meanwhile) gets ErrOverQuota, a deferral.
+// at RCPT time (OverQuota): a message is delivered whenever the mailbox
+// still has room, even if it then goes over its quota, so a mailbox with
+// room never makes accepted mail wait. Only a mailbox already full (an
+// alias member, a quota lowered meanwhile, or other deliveries accepted
+// at the same time that filled it) gets ErrOverQuota: a deferral, retried
+// until the owner makes room or the queue lifetime ends.
 func (s *Store) DeliverOnce(addr, queueID, returnPath string, body []byte, maybeDone bool) error {
 	u, err := s.state(addr)
 	if err != nil {
