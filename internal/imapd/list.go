@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
@@ -19,7 +20,15 @@ type listEntry struct {
 	hasChildren bool
 }
 
+// maxListPatterns bounds the patterns of one LIST (RFC 5258 allows a
+// list of them): each is matched against every folder.
+const maxListPatterns = 64
+
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, options *imap.ListOptions) error {
+	if len(patterns) > maxListPatterns {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+			Text: fmt.Sprintf("At most %d patterns per LIST", maxListPatterns)}
+	}
 	if len(patterns) == 0 {
 		// LIST "" "": the hierarchy delimiter and root.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: mailbox.Delimiter})

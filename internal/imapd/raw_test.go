@@ -48,20 +48,70 @@ func (rc *rawClient) line() string {
 // must succeed.
 func (rc *rawClient) ok(cmd string) []string {
 	rc.t.Helper()
+	untagged, status := rc.do(cmd)
+	if !strings.HasPrefix(status, "OK") {
+		rc.t.Fatalf("%s: %s", cmd, status)
+	}
+	return untagged
+}
+
+// do sends one command and returns its untagged replies and its tagged
+// status ("OK ...", "NO ...", "BAD ...").
+func (rc *rawClient) do(cmd string) (untagged []string, status string) {
+	rc.t.Helper()
 	rc.tag++
 	tag := fmt.Sprintf("t%d", rc.tag)
 	if _, err := fmt.Fprintf(rc.c, "%s %s\r\n", tag, cmd); err != nil {
 		rc.t.Fatal(err)
 	}
-	var untagged []string
 	for {
 		ln := rc.line()
 		if rest, found := strings.CutPrefix(ln, tag+" "); found {
-			if !strings.HasPrefix(rest, "OK") {
-				rc.t.Fatalf("%s: %s", cmd, rest)
-			}
-			return untagged
+			return untagged, rest
 		}
 		untagged = append(untagged, ln)
 	}
+}
+
+// TestCommandCostBounded: one command cannot ask for unbounded work:
+// SEARCH takes at most maxSearchContent content criteria, LIST at most
+// maxListPatterns patterns; within the bounds both work.
+func TestCommandCostBounded(t *testing.T) {
+	env := startServer(t)
+	deliver(t, env, "Q1", "hello", "needle in the body")
+	rc := dialRaw(t, env)
+	rc.ok("SELECT INBOX")
+	if got := rc.ok(`SEARCH BODY needle TEXT hello`); len(got) != 1 || got[0] != "* SEARCH 1" {
+		t.Errorf("SEARCH within bounds: %q", got)
+	}
+	many := strings.Repeat(`BODY x `, maxSearchContent+1)
+	if _, st := rc.do("SEARCH " + many); !strings.HasPrefix(st, "NO [LIMIT]") {
+		t.Errorf("SEARCH with %d BODY criteria: %s, want NO [LIMIT]", maxSearchContent+1, st)
+	}
+	nested := strings.Repeat("NOT ", maxSearchNodes+1) + "ALL"
+	if _, st := rc.do("SEARCH " + nested); !strings.HasPrefix(st, "NO [LIMIT]") && !strings.HasPrefix(st, "BAD") {
+		t.Errorf("SEARCH nested %d deep: %s, want a refusal", maxSearchNodes+1, st)
+	}
+	pats := strings.Repeat(`"x*" `, maxListPatterns+1)
+	if _, st := rc.do(`LIST "" (` + strings.TrimSpace(pats) + `)`); !strings.HasPrefix(st, "NO [LIMIT]") {
+		t.Errorf("LIST with %d patterns: %s, want NO [LIMIT]", maxListPatterns+1, st)
+	}
+	if got := rc.ok(`LIST "" ("INBOX" "Sent")`); len(got) != 2 {
+		t.Errorf("LIST with two patterns: %q", got)
+	}
+}
+
+// TestAppendJunkAfterLiteral: bytes after an APPEND literal other than
+// CRLF get an error reply (go-imap patch 10), and are not read as the
+// next command.
+func TestAppendJunkAfterLiteral(t *testing.T) {
+	env := startServer(t)
+	rc := dialRaw(t, env)
+	rc.tag++
+	fmt.Fprintf(rc.c, "t%d APPEND INBOX {5+}\r\nhelloJUNK\r\n", rc.tag)
+	ln := rc.line()
+	if !strings.HasPrefix(ln, fmt.Sprintf("t%d BAD", rc.tag)) && !strings.HasPrefix(ln, fmt.Sprintf("t%d NO", rc.tag)) {
+		t.Fatalf("APPEND followed by junk: %q, want a tagged error", ln)
+	}
+	rc.ok("NOOP") // the connection is in step again
 }

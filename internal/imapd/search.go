@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -18,10 +19,41 @@ import (
 	"github.com/mamori-mail/mamori/internal/mailbox"
 )
 
+// maxSearchContent bounds the criteria of one SEARCH that read message
+// content (BODY, TEXT, HEADER), each of which reads every message tested:
+// clients send a few; thousands would cost minutes of CPU per command.
+const maxSearchContent = 32
+
+// maxSearchNodes bounds all criteria of one SEARCH, nested NOT and OR
+// included.
+const maxSearchNodes = 512
+
+// countCriteria counts the criteria of c: all of them, and those that
+// read message content.
+func countCriteria(c *imap.SearchCriteria) (nodes, content int) {
+	nodes = len(c.SeqNum) + len(c.UID) + len(c.Header) + len(c.Body) + len(c.Text) + len(c.Flag) + len(c.NotFlag) + 1
+	content = len(c.Header) + len(c.Body) + len(c.Text)
+	for i := range c.Not {
+		n, k := countCriteria(&c.Not[i])
+		nodes, content = nodes+n, content+k
+	}
+	for i := range c.Or {
+		for j := range c.Or[i] {
+			n, k := countCriteria(&c.Or[i][j])
+			nodes, content = nodes+n, content+k
+		}
+	}
+	return nodes, content
+}
+
 func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
 	sel := s.sel
 	if sel == nil {
 		return nil, errNotSelected
+	}
+	if nodes, content := countCriteria(criteria); nodes > maxSearchNodes || content > maxSearchContent {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+			Text: fmt.Sprintf("Too many search criteria (at most %d, %d of them on message content)", maxSearchNodes, maxSearchContent)}
 	}
 	snap, err := sel.folder.Snapshot()
 	if err != nil {
@@ -95,6 +127,40 @@ type searchCtx struct {
 	maxSeq uint32
 	maxUID uint32
 	saved  map[uint32]bool // "$" (SEARCHRES)
+	// The criteria's number sets as spans, built on first use (keyed by
+	// the set's first range, which is unique to the set).
+	seqs map[*imap.SeqRange]spans
+	uids map[*imap.UIDRange]spans
+}
+
+func (ctx *searchCtx) seqHas(set imap.SeqSet, seq uint32) bool {
+	if len(set) == 0 {
+		return false
+	}
+	sp, ok := ctx.seqs[&set[0]]
+	if !ok {
+		if ctx.seqs == nil {
+			ctx.seqs = map[*imap.SeqRange]spans{}
+		}
+		sp = seqSpans(set, ctx.maxSeq)
+		ctx.seqs[&set[0]] = sp
+	}
+	return sp.has(seq)
+}
+
+func (ctx *searchCtx) uidHas(set imap.UIDSet, uid uint32) bool {
+	if len(set) == 0 {
+		return false
+	}
+	sp, ok := ctx.uids[&set[0]]
+	if !ok {
+		if ctx.uids == nil {
+			ctx.uids = map[*imap.UIDRange]spans{}
+		}
+		sp = uidSpans(set, ctx.maxUID)
+		ctx.uids[&set[0]] = sp
+	}
+	return sp.has(uid)
 }
 
 // searchMsg is one message under test; its file is opened and its
@@ -150,7 +216,7 @@ func (sm *searchMsg) getHeader() (*textproto.Header, error) {
 func (sm *searchMsg) match(ctx *searchCtx, c *imap.SearchCriteria) (bool, error) {
 	// Cheap criteria first.
 	for _, set := range c.SeqNum {
-		if !seqSetContains(set, sm.seq, ctx.maxSeq) {
+		if !ctx.seqHas(set, sm.seq) {
 			return false, nil
 		}
 	}
@@ -161,7 +227,7 @@ func (sm *searchMsg) match(ctx *searchCtx, c *imap.SearchCriteria) (bool, error)
 			}
 			continue
 		}
-		if !uidSetContains(set, sm.m.UID, ctx.maxUID) {
+		if !ctx.uidHas(set, sm.m.UID) {
 			return false, nil
 		}
 	}

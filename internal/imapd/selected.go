@@ -351,7 +351,6 @@ func (sel *selection) resolve(numSet imap.NumSet) ([]target, error) {
 	var out []target
 	switch set := numSet.(type) {
 	case imap.SeqSet:
-		in := make([]bool, n+1)
 		for _, r := range set {
 			start, stop := r.Start, r.Stop
 			if start == 0 {
@@ -360,18 +359,13 @@ func (sel *selection) resolve(numSet imap.NumSet) ([]target, error) {
 			if stop == 0 {
 				stop = n
 			}
-			if start > stop {
-				start, stop = stop, start
-			}
-			if start == 0 || stop > n {
+			if min(start, stop) == 0 || max(start, stop) > n {
 				return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "Invalid message sequence number"}
 			}
-			for q := start; q <= stop; q++ {
-				in[q] = true
-			}
 		}
+		sp := seqSpans(set, n)
 		for q := uint32(1); q <= n; q++ {
-			if in[q] {
+			if sp.has(q) {
 				out = append(out, target{q, sel.msgs[q-1]})
 			}
 		}
@@ -379,57 +373,14 @@ func (sel *selection) resolve(numSet imap.NumSet) ([]target, error) {
 		if n == 0 {
 			return nil, nil
 		}
-		maxUID := sel.uid(int(n) - 1)
+		sp := uidSpans(set, sel.uid(int(n)-1))
 		for i, vm := range sel.msgs {
-			if uidSetContains(set, vm.m.UID, maxUID) {
+			if sp.has(vm.m.UID) {
 				out = append(out, target{uint32(i + 1), vm})
 			}
 		}
 	}
 	return out, nil
-}
-
-// inUIDSet is uidSetContains, with "$" (SEARCHRES) as the saved result.
-func (sel *selection) inUIDSet(set imap.UIDSet, uid, maxUID uint32) bool {
-	if imap.IsSearchRes(set) {
-		return sel.saved[uid]
-	}
-	return uidSetContains(set, uid, maxUID)
-}
-
-// uidSetContains reports whether set holds uid, "*" being maxUID.
-func uidSetContains(set imap.UIDSet, uid, maxUID uint32) bool {
-	for _, r := range set {
-		if inRange(uint32(r.Start), uint32(r.Stop), uid, maxUID) {
-			return true
-		}
-	}
-	return false
-}
-
-// seqSetContains reports whether set holds seq, "*" being maxSeq.
-func seqSetContains(set imap.SeqSet, seq, maxSeq uint32) bool {
-	for _, r := range set {
-		if inRange(r.Start, r.Stop, seq, maxSeq) {
-			return true
-		}
-	}
-	return false
-}
-
-// inRange reports whether n is in the IMAP range start:stop, in either
-// order, 0 ("*") standing for star, the largest number in use.
-func inRange(start, stop, n, star uint32) bool {
-	if start == 0 {
-		start = star
-	}
-	if stop == 0 {
-		stop = star
-	}
-	if start > stop {
-		start, stop = stop, start
-	}
-	return n >= start && n <= stop
 }
 
 func liveUIDs(targets []target) []uint32 {
@@ -468,6 +419,14 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if n := len(sel.msgs); n > 0 {
 		maxUID = sel.uid(n - 1)
 	}
+	// UID EXPUNGE's set ("$": the saved SEARCH result), built once.
+	inSet := func(uint32) bool { return true }
+	switch {
+	case uids != nil && imap.IsSearchRes(*uids):
+		inSet = func(uid uint32) bool { return sel.saved[uid] }
+	case uids != nil:
+		inSet = uidSpans(*uids, maxUID).has
+	}
 	var del []uint32
 	j := 0
 	for _, vm := range sel.msgs {
@@ -481,7 +440,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		if j == len(snap.Messages) || snap.Messages[j].UID != uid || !hasFlag(snap.Messages[j].Flags, mailbox.FlagDeleted) {
 			continue
 		}
-		if uids != nil && !sel.inUIDSet(*uids, uid, maxUID) {
+		if uids != nil && !inSet(uid) {
 			continue
 		}
 		del = append(del, uid)

@@ -90,14 +90,17 @@ func (c *Conn) handleAppend(tag string, dec *imapwire.Decoder) error {
 	}
 
 	data, appendErr := c.session.Append(mailbox, lit, &options)
+	// mamori patch 10: report a failed read or a missing CRLF after the
+	// literal (upstream returned err, nil here, which sent no tagged
+	// reply and parsed the rest of the line as a new command).
 	if _, discardErr := io.Copy(io.Discard, lit); discardErr != nil {
-		return err
+		return discardErr
 	}
 	if dataExt != "" && !dec.ExpectSpecial(')') {
 		return dec.Err()
 	}
 	if !dec.ExpectCRLF() {
-		return err
+		return dec.Err()
 	}
 	if appendErr != nil {
 		return appendErr
