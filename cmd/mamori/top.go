@@ -60,8 +60,15 @@ func (e *env) cmdTop(args []string) error {
 	}
 	defer closeFn()
 	// One snapshot must come quickly, or not at all.
+	// (Keep the client's transport: with [admin] tls it trusts exactly
+	// the configured certificate.)
 	quick := *cl
-	quick.HTTP = &http.Client{Timeout: 5 * time.Second}
+	hc := http.Client{}
+	if cl.HTTP != nil {
+		hc = *cl.HTTP
+	}
+	hc.Timeout = 5 * time.Second
+	quick.HTTP = &hc
 	if !*once {
 		return topInteractive(&quick, in, out)
 	}

@@ -16,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -151,13 +153,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 		return
 	case "/", "/login", "/logout", "/static/app.js", "/static/app.css":
+		if !browserHost(r.Host) {
+			writeErr(w, http.StatusMisdirectedRequest, errBadHost)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		s.web.ServeHTTP(w, r)
 		return
 	}
 	if !s.authorized(r) {
 		_, csrf, ok := s.sessionOf(r)
-		if !ok || !strings.HasPrefix(r.URL.Path, "/api/") {
+		if !ok || !strings.HasPrefix(r.URL.Path, "/api/") || !browserHost(r.Host) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mamori"`)
 			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
 			return
@@ -170,6 +176,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	s.mux.ServeHTTP(w, r)
+}
+
+var errBadHost = errors.New("the dashboard answers only at an IP address or localhost")
+
+// browserHost reports whether a browser request's Host is an IP literal
+// or localhost (with any port, for SSH forwarding). A DNS name is refused:
+// that is how a DNS-rebinding page would reach a listener on 127.0.0.1 as
+// its own origin, with its own cookies and Origin header.
+func browserHost(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	if i := strings.IndexByte(h, '%'); i >= 0 {
+		h = h[:i] // zone
+	}
+	_, err := netip.ParseAddr(h)
+	return err == nil
 }
 
 // securityHeaders go on every answer: a strict Content-Security-Policy
