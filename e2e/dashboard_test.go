@@ -359,6 +359,11 @@ func TestAdminTLS(t *testing.T) {
 	in := newInstance(t, "ours.test", func(cfg string) string { return setKey(cfg, "tls", "true") })
 	in.start()
 	in.guardList() // the CLI over HTTPS
+	// Every CLI command that reads the admin API, top included, keeps the
+	// pinned certificate.
+	if out := in.mustCLI("", "top", "--once"); !strings.Contains(out, "mamori top") {
+		t.Errorf("top --once over HTTPS:\n%s", out)
+	}
 	resp, err := http.Get("http://" + in.admin + "/api/v1/guard")
 	if err == nil {
 		resp.Body.Close()
