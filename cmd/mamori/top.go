@@ -141,7 +141,7 @@ func topHead(v admin.Live, spark int) []string {
 	}
 	lines = append(lines, sess)
 	lines = append(lines, fmt.Sprintf("guard     %d isolated  %d suspended  %d bans  %d throttled",
-		len(v.Guard.Isolated), len(v.Guard.Suspended), len(v.Guard.Bans), len(v.Guard.Throttled)))
+		max(v.GuardTotals.Isolated, len(v.Guard.Isolated)), max(v.GuardTotals.Suspended, len(v.Guard.Suspended)), max(v.GuardTotals.Bans, len(v.Guard.Bans)), len(v.Guard.Throttled)))
 	return lines
 }
 

@@ -22,8 +22,11 @@ type Live struct {
 	// IPs on port 25), by messages in the last minute, at most 10 each.
 	TopIPs   []TopSender `json:"top_ips"`
 	TopUsers []TopSender `json:"top_users"`
-	// Guard is what /api/v1/guard returns: isolations, suspensions, bans.
-	Guard guard.Snapshot `json:"guard"`
+	// Guard is what /api/v1/guard returns — isolations, suspensions,
+	// bans — but at most LiveListCap of each (the most recent; bans: the
+	// longest-lasting); GuardTotals counts them all.
+	Guard       guard.Snapshot `json:"guard"`
+	GuardTotals GuardTotals    `json:"guard_totals"`
 	// Alerts are the most recent alerts, newest first, at most 20.
 	Alerts []AlertItem `json:"alerts"`
 	// Queue counts messages and bytes by state.
@@ -31,6 +34,17 @@ type Live struct {
 	// Sessions counts open sessions by listener ("smtp", "submission",
 	// "submissions", "imap", "imaps", "pop3", "pop3s").
 	Sessions map[string]int `json:"sessions"`
+}
+
+// LiveListCap bounds each guard list of the live view: it is fetched every
+// second or two by every viewer, and automatic bans may number 100,000.
+const LiveListCap = 100
+
+// GuardTotals counts what the guard has in force.
+type GuardTotals struct {
+	Isolated  int `json:"isolated"`
+	Suspended int `json:"suspended"`
+	Bans      int `json:"bans"`
 }
 
 // TrafficMinute counts one minute of traffic and guard activity.

@@ -23,6 +23,7 @@
 package live
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -131,14 +132,18 @@ func (l *Live) assemble(now time.Time) admin.Live {
 		v.TopIPs = senders(v.TopIPs, ips)
 		v.TopUsers = senders(v.TopUsers, users)
 		s := l.Guard.Snapshot()
+		v.GuardTotals = admin.GuardTotals{Isolated: len(s.Isolated), Suspended: len(s.Suspended), Bans: len(s.Bans)}
 		if s.Isolated != nil {
-			v.Guard.Isolated = s.Isolated
+			slices.SortFunc(s.Isolated, func(a, b guard.Isolation) int { return b.Since.Compare(a.Since) })
+			v.Guard.Isolated = s.Isolated[:min(len(s.Isolated), admin.LiveListCap)]
 		}
 		if s.Suspended != nil {
-			v.Guard.Suspended = s.Suspended
+			slices.SortFunc(s.Suspended, func(a, b guard.Suspension) int { return b.Since.Compare(a.Since) })
+			v.Guard.Suspended = s.Suspended[:min(len(s.Suspended), admin.LiveListCap)]
 		}
 		if s.Bans != nil {
-			v.Guard.Bans = s.Bans
+			slices.SortFunc(s.Bans, func(a, b guard.Ban) int { return b.Expires.Compare(a.Expires) })
+			v.Guard.Bans = s.Bans[:min(len(s.Bans), admin.LiveListCap)]
 		}
 		v.Guard.Throttled = s.Throttled
 	}

@@ -2,6 +2,7 @@ package live
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -91,8 +92,9 @@ func TestLive(t *testing.T) {
 			{Key: "10.0.0.5", Trusted: true, MsgsPerMin: 31, RcptsPerMin: 93, LimitMsgs: 30, LimitRcpts: 100, Isolated: true},
 			{Key: "203.0.113.9", Outside: true, MsgsPerMin: 4, RcptsPerMin: 8, LimitMsgs: 60, LimitRcpts: 200},
 		},
-		TopUsers: []admin.TopSender{{Key: "alice@corp.test", MsgsPerMin: 2, RcptsPerMin: 2, LimitMsgs: 30, LimitRcpts: 100}},
-		Guard:    guard.Snapshot{Isolated: []guard.Isolation{iso}, Suspended: []guard.Suspension{}, Bans: []guard.Ban{}},
+		TopUsers:    []admin.TopSender{{Key: "alice@corp.test", MsgsPerMin: 2, RcptsPerMin: 2, LimitMsgs: 30, LimitRcpts: 100}},
+		Guard:       guard.Snapshot{Isolated: []guard.Isolation{iso}, Suspended: []guard.Suspension{}, Bans: []guard.Ban{}},
+		GuardTotals: admin.GuardTotals{Isolated: 1},
 		Alerts: []admin.AlertItem{{Time: t0.Add(-time.Minute), Kind: "isolated", Rule: "rate.msgs_per_minute", IP: "10.0.0.5",
 			Detail: "rate.msgs_per_minute tripped on the ip key"}},
 		Queue: admin.QueueCounts{
@@ -132,9 +134,20 @@ func TestLiveLimits(t *testing.T) {
 	for range 30 {
 		al = append(al, guard.Alert{Kind: "banned"})
 	}
+	// 50,000 bans: the view carries the 100 lasting longest and the count.
+	base := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	for i := range 50000 {
+		g.snap.Bans = append(g.snap.Bans, guard.Ban{CIDR: fmt.Sprintf("198.51.%d.%d/32", i/250, i%250), Expires: base.Add(time.Duration(i) * time.Second)})
+	}
 	v := (&Live{Guard: g, Alerts: al, MinInterval: -1}).Live()
 	if len(v.TopIPs) != TopN || len(v.TopUsers) != TopN || len(v.Alerts) != 20 {
 		t.Errorf("%d ips, %d users, %d alerts", len(v.TopIPs), len(v.TopUsers), len(v.Alerts))
+	}
+	if len(v.Guard.Bans) != admin.LiveListCap || v.GuardTotals.Bans != 50000 {
+		t.Errorf("%d bans listed, total %d; want %d of 50000", len(v.Guard.Bans), v.GuardTotals.Bans, admin.LiveListCap)
+	}
+	if !v.Guard.Bans[0].Expires.Equal(base.Add(49999 * time.Second)) {
+		t.Errorf("first ban listed expires %v, want the longest-lasting", v.Guard.Bans[0].Expires)
 	}
 }
 

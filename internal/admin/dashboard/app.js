@@ -126,7 +126,7 @@
     if (changed("isolated", [g.isolated, g.suspended])) drawIsolated(g.isolated || [], g.suspended || [], now);
     if (changed("top_ips", live.top_ips)) drawTop($("top-ips"), live.top_ips || [], "IP");
     if (changed("top_users", live.top_users)) drawTop($("top-users"), live.top_users || [], "User");
-    if (changed("bans", g.bans)) drawBans(g.bans || [], now);
+    if (changed("bans", [g.bans, live.guard_totals])) drawBans(g.bans || [], (live.guard_totals || {}).bans || 0, now);
     if (changed("alerts", live.alerts)) drawAlerts(live.alerts || []);
     if (changed("queue", [live.queue, live.sessions])) drawQueue(live.queue || {}, live.sessions || {});
   }
@@ -311,7 +311,7 @@
     }
   }
 
-  function drawBans(bans, now) {
+  function drawBans(bans, total, now) {
     const box = $("bans");
     if (bans.length === 0) return replace(box, el("p", { class: "empty" }, "None."));
     const rows = bans.map((b) => {
@@ -333,9 +333,11 @@
         el("td", { "data-label": "ends in" }, fmtAge(left), b.strikes > 1 ? el("span", { class: "tag" }, "×" + b.strikes) : null),
         el("td", {}, btn));
     });
+    const more = total > bans.length ?
+      el("p", { class: "empty" }, (total - bans.length) + " more bans not shown (those ending soonest); see mamori guard list") : null;
     replace(box, el("div", { class: "scroll" }, el("table", { class: "stack" },
       el("thead", {}, el("tr", {}, el("th", {}, "address"), el("th", {}, "rule"), el("th", {}, "ends in"), el("th", {}, ""))),
-      el("tbody", {}, rows))));
+      el("tbody", {}, rows))), more);
   }
 
   function drawAlerts(alerts) {
