@@ -75,7 +75,8 @@ type open struct {
 	user        *stat
 	counted     bool
 	nrcpt, done int
-	rcpts       []string // distinct recipients seen, for the counting rule
+	rcpts       []string            // distinct recipients seen, for the counting rule
+	rcptSet     map[string]struct{} // the same, once there are many (a list message)
 	prev, next  *open    // the age list, oldest first
 }
 
@@ -194,6 +195,33 @@ func (a *aggregator) msg(qid string) *open {
 	return m
 }
 
+// manyRcpts is where a message's recipients move from a slice to a set:
+// a list message with 50,000 recipients must not cost 50,000² compares.
+const manyRcpts = 32
+
+// addRcpt records a recipient of m and reports whether it is new.
+func (m *open) addRcpt(to string) bool {
+	if m.rcptSet != nil {
+		if _, ok := m.rcptSet[to]; ok {
+			return false
+		}
+		m.rcptSet[strings.Clone(to)] = struct{}{}
+		return true
+	}
+	if slices.Contains(m.rcpts, to) {
+		return false
+	}
+	m.rcpts = append(m.rcpts, strings.Clone(to))
+	if len(m.rcpts) > manyRcpts {
+		m.rcptSet = make(map[string]struct{}, 2*len(m.rcpts))
+		for _, r := range m.rcpts {
+			m.rcptSet[r] = struct{}{}
+		}
+		m.rcpts = nil
+	}
+	return true
+}
+
 func (a *aggregator) drop(m *open) {
 	if m.prev != nil {
 		m.prev.next = m.next
@@ -263,10 +291,7 @@ func (a *aggregator) add(ev *Event) {
 			m = a.msg(ev.QueueID) // mamori lines carry the message's keys
 			m.from, m.client, m.user = a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
 		}
-		first := !slices.Contains(m.rcpts, ev.To)
-		if first {
-			m.rcpts = append(m.rcpts, strings.Clone(ev.To))
-		}
+		first := m.addRcpt(ev.To)
 		for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
 			a.rcpt(c, ev.Status, first)
 		}

@@ -379,3 +379,20 @@ func TestMaxKeys(t *testing.T) {
 		t.Errorf("warnings %v, want one", r.Warnings)
 	}
 }
+
+// TestManyRecipients: a list message's recipients are each counted once
+// however many there are (past manyRcpts they are kept in a set).
+func TestManyRecipients(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("May  4 09:00:00 mx1 postfix/qmgr[3]: 4ABCDEF01: from=<list@corp.test>, size=100, nrcpt=300 (queue active)\n")
+	for i := range 300 {
+		for range 2 { // deferred twice: still one recipient
+			fmt.Fprintf(&b, "May  4 09:00:01 mx1 postfix/smtp[4]: 4ABCDEF01: to=<m%d@far.example>, relay=none, delay=1, dsn=4.0.0, status=deferred (busy)\n", i)
+		}
+	}
+	b.WriteString("May  4 09:00:02 mx1 postfix/qmgr[3]: 4ABCDEF01: removed\n")
+	r := scanBytes(t, []byte(b.String()))
+	if r.Totals.Recipients != 300 || r.Totals.Deferrals != 600 {
+		t.Errorf("totals %+v, want 300 recipients and 600 deferrals", r.Totals)
+	}
+}
