@@ -77,7 +77,7 @@ type open struct {
 	nrcpt, done int
 	rcpts       []string            // distinct recipients seen, for the counting rule
 	rcptSet     map[string]struct{} // the same, once there are many (a list message)
-	prev, next  *open    // the age list, oldest first
+	prev, next  *open               // the age list, oldest first
 }
 
 type aggregator struct {

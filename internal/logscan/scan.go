@@ -49,9 +49,9 @@ type Options struct {
 	// users) and tracked by each detector (default 200000): a log of
 	// unique return paths (VERP, SRS) or of rotating IPv6 clients cannot
 	// make memory grow with its size. The rest is counted under Overflow.
-	MaxKeys int
-	Workers      int       // parser goroutines (default GOMAXPROCS)
-	Thresholds   Thresholds
+	MaxKeys    int
+	Workers    int // parser goroutines (default GOMAXPROCS)
+	Thresholds Thresholds
 }
 
 const chunkSize = 256 << 10
