@@ -134,33 +134,24 @@ type searchCtx struct {
 }
 
 func (ctx *searchCtx) seqHas(set imap.SeqSet, seq uint32) bool {
-	if len(set) == 0 {
-		return false
-	}
-	sp, ok := ctx.seqs[&set[0]]
-	if !ok {
-		if ctx.seqs == nil {
-			ctx.seqs = map[*imap.SeqRange]spans{}
-		}
-		sp = seqSpans(set, ctx.maxSeq)
-		ctx.seqs[&set[0]] = sp
-	}
-	return sp.has(seq)
+	return len(set) > 0 && cachedSpans(&ctx.seqs, &set[0], func() spans { return seqSpans(set, ctx.maxSeq) }).has(seq)
 }
 
 func (ctx *searchCtx) uidHas(set imap.UIDSet, uid uint32) bool {
-	if len(set) == 0 {
-		return false
-	}
-	sp, ok := ctx.uids[&set[0]]
+	return len(set) > 0 && cachedSpans(&ctx.uids, &set[0], func() spans { return uidSpans(set, ctx.maxUID) }).has(uid)
+}
+
+// cachedSpans returns (*m)[k], building and keeping it on first use.
+func cachedSpans[K comparable](m *map[K]spans, k K, build func() spans) spans {
+	sp, ok := (*m)[k]
 	if !ok {
-		if ctx.uids == nil {
-			ctx.uids = map[*imap.UIDRange]spans{}
+		if *m == nil {
+			*m = map[K]spans{}
 		}
-		sp = uidSpans(set, ctx.maxUID)
-		ctx.uids[&set[0]] = sp
+		sp = build()
+		(*m)[k] = sp
 	}
-	return sp.has(uid)
+	return sp
 }
 
 // searchMsg is one message under test; its file is opened and its
