@@ -2,6 +2,7 @@ package mailbox
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -63,13 +64,18 @@ type folderIndex struct {
 	kw          keywordTable
 	kwStamp     stamp
 	listStamp   stamp
-	listByKey   map[string]uint32 // the uidlist as last read or written
-	list        *uidlist          // same, parsed (nil: unknown)
-	newM, curM  time.Time         // mtimes of new/ and cur/ at the last scan
-	recheck     time.Time         // non-zero: rescan fully once past it (racy mtimes)
-	version     uint64
-	snap        *Snapshot
-	changed     chan struct{}
+	// listData is the uidlist file's content as last read or written:
+	// under the lock, the cached list is used only if the file still
+	// holds exactly these bytes (a stamp can repeat: inode numbers are
+	// reused and mtimes are coarse).
+	listData   []byte
+	listByKey  map[string]uint32 // the uidlist as last read or written
+	list       *uidlist          // same, parsed (nil: unknown)
+	newM, curM time.Time         // mtimes of new/ and cur/ at the last scan
+	recheck    time.Time         // non-zero: rescan fully once past it (racy mtimes)
+	version    uint64
+	snap       *Snapshot
+	changed    chan struct{}
 }
 
 func newFolderIndex(u *userState, name, dir string) *folderIndex {
@@ -454,7 +460,7 @@ func (f *folderIndex) refreshListLocked() (reset bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 	}
-	f.list = nil
+	f.list, f.listData = nil, nil
 	l, err := parseUidlist(data)
 	if err != nil {
 		// A broken uidlist: keep what we have; the next assignment
@@ -471,7 +477,7 @@ func (f *folderIndex) refreshListLocked() (reset bool, err error) {
 		f.listByKey = map[string]uint32{}
 		return false, nil
 	}
-	f.listStamp = st
+	f.listStamp, f.listData = st, data
 	f.setListLocked(l)
 	if f.uidValidity != 0 && l.uidValidity != f.uidValidity {
 		f.ents = nil
@@ -545,21 +551,22 @@ func (f *folderIndex) writeUIDsLocked(rest []*entry, used map[uint32]bool, fresh
 	}
 	var err error
 	var l *uidlist
-	fi, serr := os.Stat(p)
-	if serr == nil && f.list != nil && stampOf(fi) == f.listStamp {
-		// Unchanged since we last read or wrote it: no need to parse.
+	data, rerr := os.ReadFile(p)
+	switch {
+	case rerr == nil && f.list != nil && bytes.Equal(data, f.listData):
+		// Exactly as we last read or wrote it: no need to parse.
 		c := *f.list
 		l = &c
 		if done, err := f.appendUIDsLocked(lk, l, rest, used); done || err != nil {
 			return err
 		}
-	} else if data, err := os.ReadFile(p); err == nil {
+	case rerr == nil:
 		if l, err = parseUidlist(data); err != nil {
 			f.u.s.log.Warn("rewriting a broken dovecot-uidlist", "path", p, "err", err)
 			l = nil
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
+	case !errors.Is(rerr, fs.ErrNotExist):
+		return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, rerr)
 	}
 	if l == nil {
 		if f.uidValidity == 0 {
@@ -640,12 +647,14 @@ func (f *folderIndex) writeUIDsLocked(rest []*entry, used map[uint32]bool, fresh
 	}
 	slices.SortFunc(recs, func(a, b uidRec) int { return cmpUID(a.uid, b.uid) })
 	l.recs = recs
-	if err := lk.commit(l.marshal()); err != nil {
+	out := l.marshal()
+	if err := lk.commit(out); err != nil {
 		return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 	}
 	clear(f.gone)
 	f.uidNext = l.nextUID
 	f.setListLocked(l)
+	f.listData = out
 	if fi, err := os.Stat(p); err == nil {
 		f.listStamp = stampOf(fi)
 	}
@@ -678,11 +687,12 @@ func (f *folderIndex) appendUIDsLocked(lk *dotlock, l *uidlist, rest []*entry, u
 		recs = append(recs, uidRec{uid: c.uid, key: c.key})
 	}
 	l.recs, l.nextUID = recs, next
-	if err := lk.commit(l.marshal()); err != nil {
+	out := l.marshal()
+	if err := lk.commit(out); err != nil {
 		return false, fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 	}
 	f.uidNext = next
-	f.list = l
+	f.list, f.listData = l, out
 	for _, c := range rest {
 		f.listByKey[c.key] = c.uid
 	}
