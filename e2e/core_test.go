@@ -204,6 +204,17 @@ func TestCheckConfigRefusesOpenRelay(t *testing.T) {
 	if out, err := in.cli("", "check-config"); err != nil {
 		t.Fatalf("fresh config refused: %v\n%s", err, out)
 	}
+	// --config may be omitted: $MAMORI_CONFIG names the file.
+	cmd := exec.Command(mamoriBin, "check-config")
+	cmd.Env = append(os.Environ(), "MAMORI_CONFIG="+in.cfg)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), in.cfg+": OK") {
+		t.Errorf("check-config with $MAMORI_CONFIG: %v\n%s", err, out)
+	}
+	cmd = exec.Command(mamoriBin, "check-config")
+	cmd.Env = append(os.Environ(), "MAMORI_CONFIG="+filepath.Join(in.dir, "missing.toml"))
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "$MAMORI_CONFIG") {
+		t.Errorf("check-config with a missing $MAMORI_CONFIG: err=%v\n%s", err, out)
+	}
 	for _, bad := range []string{`["0.0.0.0/0"]`, `["::/0"]`, `["8.0.0.0/7"]`, `["1.0.0.0/8"]`, `["not-a-net"]`} {
 		b, _ := os.ReadFile(in.cfg)
 		cfg := setKey(string(b), "trusted_networks", bad)

@@ -48,6 +48,9 @@ Usage:
 
 Management commands talk to the running server's admin API; when no server
 is running they change the data directory directly.
+
+--config may be omitted: $MAMORI_CONFIG names the file, else
+/etc/mamori/mamori.toml is used.
 `
 
 // exitError carries an exit status other than 1.
@@ -181,9 +184,14 @@ func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", "", "path to mamori.toml")
 }
 
+// loadConfig loads the config named by --config, else by $MAMORI_CONFIG,
+// else /etc/mamori/mamori.toml.
 func loadConfig(path string) (*config.Config, error) {
-	if path == "" {
-		return nil, &exitError{2, errors.New("--config FILE is required")}
+	path, from := config.Locate(path, os.Getenv)
+	if from != "--config" {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, &exitError{2, fmt.Errorf("no config: --config FILE not given, and %s (%s) does not exist", path, from)}
+		}
 	}
 	return config.Load(path)
 }

@@ -712,3 +712,20 @@ func (c *Config) Marshal() ([]byte, error) {
 	}
 	return []byte(b.String()), nil
 }
+
+// SystemPath is the config file used when neither --config nor
+// $MAMORI_CONFIG names one.
+const SystemPath = "/etc/mamori/mamori.toml"
+
+// Locate picks the config file: the --config value when given, else
+// $MAMORI_CONFIG, else SystemPath. It also says where the choice came from
+// ("--config", "$MAMORI_CONFIG" or "default"), for error messages.
+func Locate(flagValue string, getenv func(string) string) (path, from string) {
+	if flagValue != "" {
+		return flagValue, "--config"
+	}
+	if p := getenv("MAMORI_CONFIG"); p != "" {
+		return p, "$MAMORI_CONFIG"
+	}
+	return SystemPath, "default"
+}

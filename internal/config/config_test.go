@@ -383,3 +383,26 @@ smtp = "127.0.0.1:2525"
 		}
 	}
 }
+
+func TestLocate(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "MAMORI_CONFIG" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		flag, env, want, from string
+	}{
+		{"/a.toml", "/b.toml", "/a.toml", "--config"},
+		{"", "/b.toml", "/b.toml", "$MAMORI_CONFIG"},
+		{"", "", SystemPath, "default"},
+	} {
+		got, from := Locate(tc.flag, env(tc.env))
+		if got != tc.want || from != tc.from {
+			t.Errorf("Locate(%q, env %q) = %q, %q; want %q, %q", tc.flag, tc.env, got, from, tc.want, tc.from)
+		}
+	}
+}
