@@ -29,6 +29,7 @@ Usage:
   mamori init --dir DIR --domain DOMAIN [--hostname H] [--listen-host IP]
               [--smtp-port N] [--submission-port N] [--submissions-port N]
               [--imap-port N] [--imaps-port N] [--pop3-port N] [--pop3s-port N] [--admin-port N]
+              [--data-dir DIR] [--user NAME]
   mamori serve --config FILE
   mamori check-config --config FILE
   mamori user add ADDRESS [--password-stdin] --config FILE
@@ -211,6 +212,8 @@ func (e *env) cmdInit(args []string) error {
 	fs.IntVar(&o.POP3Port, "pop3-port", 0, "POP3 port, STLS (default 110)")
 	fs.IntVar(&o.POP3SPort, "pop3s-port", 0, "POP3S port, implicit TLS (default 995)")
 	fs.IntVar(&o.AdminPort, "admin-port", 0, "admin API port (default 8025)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "queue, mailboxes and state (default DIR/data)")
+	fs.StringVar(&o.User, "user", "", "run the server as this user ([server] user); as root, init lets its group read the config")
 	if pos, err := parse(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mamori-mail/mamori/internal/ipnet"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -48,6 +49,7 @@ type Config struct {
 	Content  Content  `toml:"content"`
 	Auth     Auth     `toml:"auth"`
 	Mailbox  Mailbox  `toml:"mailbox"`
+	Server   Server   `toml:"server"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -70,6 +72,44 @@ type Mailbox struct {
 	// Quota is each user's default quota in bytes over all folders; 0
 	// means none. `mamori user quota` sets one per user.
 	Quota int64 `toml:"quota"`
+	// Group owns every Maildir file and directory (directories setgid),
+	// so a reader in that group (Dovecot, a backup agent) can be let in
+	// without root. Empty: the server's own group.
+	Group string `toml:"group"`
+	// Mode of the Maildir files, octal ("0640" lets the group read);
+	// directories get the matching search bits. Empty: "0600".
+	Mode string `toml:"mode"`
+}
+
+// FileMode returns [mailbox] mode (0 when unset), refusing modes that
+// lock the owner out, let anyone but the owner write, or are executable.
+func (m Mailbox) FileMode() (fs.FileMode, error) {
+	if m.Mode == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(m.Mode, 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, fmt.Errorf("mailbox.mode %q: want an octal file mode such as \"0640\"", m.Mode)
+	}
+	mode := fs.FileMode(v)
+	switch {
+	case mode&0o600 != 0o600:
+		return 0, fmt.Errorf("mailbox.mode %q: the owner must be able to read and write", m.Mode)
+	case mode&0o022 != 0:
+		return 0, fmt.Errorf("mailbox.mode %q: group or others may not write mail files", m.Mode)
+	case mode&0o111 != 0:
+		return 0, fmt.Errorf("mailbox.mode %q: mail files are not executable", m.Mode)
+	}
+	return mode, nil
+}
+
+// Server says whom the server runs as.
+type Server struct {
+	// User and Group: started as root, serve binds its ports and then
+	// runs as this user (and group, default the user's own) before it
+	// touches any data. Empty: run as whoever started it.
+	User  string `toml:"user"`
+	Group string `toml:"group"`
 }
 
 // TLS names the certificate and key used by STARTTLS and implicit TLS.
@@ -403,6 +443,12 @@ func (c *Config) Validate() error {
 	}
 	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls: cert and key are required for IMAP and POP3 (logins are only accepted over TLS)"))
+	}
+	if _, err := c.Mailbox.FileMode(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Server.Group != "" && c.Server.User == "" {
+		errs = append(errs, errors.New("server.group needs server.user"))
 	}
 	if c.Mailbox.Quota < 0 {
 		errs = append(errs, fmt.Errorf("mailbox.quota %d: want a size in bytes, 0 for none", c.Mailbox.Quota))

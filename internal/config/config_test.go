@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -403,6 +404,23 @@ func TestLocate(t *testing.T) {
 		got, from := Locate(tc.flag, env(tc.env))
 		if got != tc.want || from != tc.from {
 			t.Errorf("Locate(%q, env %q) = %q, %q; want %q, %q", tc.flag, tc.env, got, from, tc.want, tc.from)
+		}
+	}
+}
+
+func TestMailboxFileMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		want fs.FileMode
+		ok   bool
+	}{
+		{"", 0, true}, {"0600", 0o600, true}, {"0640", 0o640, true}, {"644", 0o644, true},
+		{"0400", 0, false}, {"0660", 0, false}, {"0602", 0, false}, {"0700", 0, false},
+		{"01640", 0, false}, {"rw-r-----", 0, false}, {"0999", 0, false},
+	} {
+		got, err := Mailbox{Mode: tc.mode}.FileMode()
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("mode %q: %v, %v; want %v ok=%v", tc.mode, got, err, tc.want, tc.ok)
 		}
 	}
 }

@@ -10,10 +10,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -35,6 +37,13 @@ type InitOptions struct {
 	POP3Port        int    // default 110
 	POP3SPort       int    // default 995
 	AdminPort       int    // default 8025
+	// DataDir is where the queue, mailboxes and state go (default DIR/data).
+	DataDir string
+	// User, when set, is written as [server] user; run as root, init also
+	// lets that user's group read the config, TLS pair and token (and
+	// makes DataDir the user's), so the unprivileged server can read them
+	// again on reload.
+	User string
 }
 
 // InitResult says what init wrote.
@@ -98,6 +107,17 @@ func Init(o InitOptions) (InitResult, error) {
 		return InitResult{}, fmt.Errorf("init: %s: %w; refusing to overwrite it", cfgPath, ErrExists)
 	}
 	dataDir := filepath.Join(dir, "data")
+	if o.DataDir != "" {
+		if dataDir, err = filepath.Abs(o.DataDir); err != nil {
+			return InitResult{}, fmt.Errorf("init: %w", err)
+		}
+	}
+	var svc *user.User
+	if o.User != "" {
+		if svc, err = user.Lookup(o.User); err != nil {
+			return InitResult{}, fmt.Errorf("init: --user: %w (create it first, e.g. useradd --system mamori)", err)
+		}
+	}
 	tlsDir := filepath.Join(dir, "tls")
 	for _, d := range []string{dir, dataDir, tlsDir, filepath.Join(dataDir, "mail"), filepath.Join(dataDir, "queue")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -135,6 +155,7 @@ func Init(o InitOptions) (InitResult, error) {
 		"Cert":        certPath,
 		"Key":         keyPath,
 		"TokenFile":   tokenPath,
+		"User":        o.User,
 	})
 	if err != nil {
 		return InitResult{}, fmt.Errorf("init: render config: %w", err)
@@ -154,7 +175,48 @@ func Init(o InitOptions) (InitResult, error) {
 	if _, err := Load(cfgPath); err != nil {
 		return InitResult{}, fmt.Errorf("init: generated config does not validate (bug): %w", err)
 	}
+	if svc != nil && os.Geteuid() == 0 {
+		if err := shareWithService(svc, dir, dataDir, []string{cfgPath, certPath, keyPath, tokenPath}); err != nil {
+			return InitResult{}, fmt.Errorf("init: --user: %w", err)
+		}
+	}
 	return InitResult{ConfigPath: cfgPath, Token: token, TokenFile: tokenPath}, nil
+}
+
+// shareWithService lets the service user's group read the config folder
+// and files (0750/0640, owner root, so the server cannot rewrite its own
+// config) and gives the user the data folder.
+func shareWithService(u *user.User, dir, dataDir string, files []string) error {
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return err
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{dir, filepath.Dir(files[1])} {
+		if err := os.Chown(d, 0, gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o750); err != nil {
+			return err
+		}
+	}
+	for _, f := range files {
+		if err := os.Chown(f, 0, gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(f, 0o640); err != nil {
+			return err
+		}
+	}
+	return filepath.WalkDir(dataDir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
 }
 
 func writeSelfSigned(certPath, keyPath, host string) error {
@@ -200,6 +262,13 @@ data_dir = "{{.DataDir}}"
 # Mail for these domains is delivered locally. More: mamori domain add.
 domains = ["{{.Domain}}"]
 
+[server]
+# Started as root, serve binds its ports, then runs as this user (and
+# group, default the user's) before it touches any data. Or start it as
+# this user with CAP_NET_BIND_SERVICE (contrib/mamori.service).
+{{if .User}}user = "{{.User}}"{{else}}# user = "mamori"{{end}}
+# group = "mamori"
+
 [listen]
 smtp = "{{.SMTP}}"               # MX: mail from the Internet, no AUTH
 submission = "{{.Submission}}"   # STARTTLS required before AUTH
@@ -236,6 +305,10 @@ max_inflight_bytes = {{.D.Limits.MaxInflight}}   # message bytes in memory, all 
 
 [mailbox]
 quota = {{.D.Mailbox.Quota}}   # bytes per user over all folders (0: none); mamori user quota sets one per user
+# Let a reader in this group (a Dovecot beside mamori, a backup agent)
+# read the Maildirs without root: files get this group and mode.
+# group = "mail"
+# mode = "0640"
 
 [queue]
 max_messages = {{.D.Queue.MaxMessages}}         # beyond this new mail gets 452 4.3.1

@@ -16,6 +16,9 @@ import (
 // (data_dir/mail): Root/DOMAIN/LOCALPART/{tmp,new,cur}.
 type Maildir struct {
 	Root string
+	// Perm is how files and directories are created ([mailbox] group and
+	// mode); the zero value keeps them private to the owner.
+	Perm Perm
 	// PerFileSync makes each delivery fsync its own file and new/ instead
 	// of sharing a syncfs(2) with concurrent deliveries (groupsync.go).
 	PerFileSync bool
@@ -33,7 +36,7 @@ func (m *Maildir) grouped() *groupSync {
 		if m.PerFileSync {
 			return
 		}
-		if err := os.MkdirAll(m.Root, dirMode); err != nil {
+		if err := m.Perm.resolve().mkdirAll(m.Root); err != nil {
 			return
 		}
 		if fn, err := syncfsFunc(m.Root); err == nil {
@@ -113,8 +116,8 @@ func syncDir(dir string) error {
 
 // mkdirDurable creates dir (mode 0700) if missing and, when it did, fsyncs
 // the parent so that the new entry survives a crash.
-func mkdirDurable(dir string) error {
-	err := os.Mkdir(dir, dirMode)
+func mkdirDurable(p perm, dir string) error {
+	err := p.mkdir(dir)
 	switch {
 	case err == nil:
 		return syncDir(filepath.Dir(dir))
@@ -144,14 +147,15 @@ func (m *Maildir) ensureMaildir(base string) error {
 	if ready {
 		return nil
 	}
-	if err := os.MkdirAll(m.Root, dirMode); err != nil {
+	p := m.Perm.resolve()
+	if err := p.mkdirAll(m.Root); err != nil {
 		return err
 	}
 	for _, dir := range []string{
 		filepath.Dir(base), base,
 		filepath.Join(base, "tmp"), filepath.Join(base, "new"), filepath.Join(base, "cur"),
 	} {
-		if err := mkdirDurable(dir); err != nil {
+		if err := mkdirDurable(p, dir); err != nil {
 			return err
 		}
 	}
@@ -183,13 +187,13 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 	newPath := filepath.Join(base, "new", name)
 	group := m.grouped()
 	perFile := group == nil
-	err = writeFile(tmpPath, perFile, header, body)
+	err = writeFile(m.Perm.resolve(), tmpPath, perFile, header, body)
 	if errors.Is(err, fs.ErrExist) {
 		// uniq is unique per message and recipient and the caller delivers
 		// each at most once at a time, so a same-named tmp/ file is the
 		// half-written leftover of a crash: replace it.
 		if rmErr := os.Remove(tmpPath); rmErr == nil {
-			err = writeFile(tmpPath, perFile, header, body)
+			err = writeFile(m.Perm.resolve(), tmpPath, perFile, header, body)
 		}
 	}
 	if err != nil {
@@ -220,8 +224,8 @@ func (m *Maildir) Deliver(addr string, uniq string, header, body []byte) (path s
 
 // writeFile creates path exclusively (mode 0600), writes the parts and,
 // with sync, fsyncs it. On error the file is removed.
-func writeFile(path string, sync bool, parts ...[]byte) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+func writeFile(p perm, path string, sync bool, parts ...[]byte) (err error) {
+	f, err := p.create(path)
 	if err != nil {
 		return err
 	}

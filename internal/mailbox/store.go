@@ -76,6 +76,9 @@ type StoreOptions struct {
 	// SyncBatch, when set, is told how many writes each shared syncfs
 	// covers (for metrics).
 	SyncBatch func(n int)
+	// Perm is how files and directories are created ([mailbox] group
+	// and mode).
+	Perm Perm
 }
 
 // FolderInfo describes one folder of a user.

@@ -278,7 +278,7 @@ func BenchmarkSnapshot(b *testing.B) {
 	cur := filepath.Join(root, "example.test", "alice", "cur")
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("%d.M%dP1.bench,S=3:2,S", 1700000000+i, i)
-		if err := writeFile(filepath.Join(cur, name), false, []byte("x\r\n")); err != nil {
+		if err := writeFile(defaultPerm, filepath.Join(cur, name), false, []byte("x\r\n")); err != nil {
 			b.Fatal(err)
 		}
 	}

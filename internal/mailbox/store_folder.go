@@ -296,7 +296,7 @@ func (f *folderIndex) syncLocked(force bool) error {
 			f.markDeletedLocked()
 			return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, ErrNoFolder)
 		}
-		if err := ensureSubdirs(f.dir); err != nil {
+		if err := ensureSubdirs(f.u.perm(), f.dir); err != nil {
 			return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 		}
 		if newFi, err1 = os.Stat(newDir); err1 != nil {
@@ -544,7 +544,7 @@ func (f *folderIndex) writeUIDsLocked(rest []*entry, used map[uint32]bool, fresh
 	lk := held
 	if lk == nil {
 		var err error
-		if lk, err = lockFile(p); err != nil {
+		if lk, err = lockFile(f.u.perm(), p); err != nil {
 			return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 		}
 		defer lk.release()
@@ -770,7 +770,7 @@ func (f *folderIndex) resolveFlagsLocked(flags []string, create bool) (sys uint8
 // dot-lock, as Dovecot writes it).
 func (f *folderIndex) addKeywordsLocked(kws []string) error {
 	p := filepath.Join(f.dir, "dovecot-keywords")
-	lk, err := lockFile(p)
+	lk, err := lockFile(f.u.perm(), p)
 	if err != nil {
 		return fmt.Errorf("mailbox %s: %q: %w", f.u.addr, f.name, err)
 	}
@@ -1109,7 +1109,7 @@ func (f *folderIndex) transferLocked(uids []uint32, d *folderIndex, move bool) (
 	// the same folder: a rescan of the source would need the lock.)
 	var held *dotlock
 	if f != d {
-		lk, err := lockFile(filepath.Join(d.dir, "dovecot-uidlist"))
+		lk, err := lockFile(d.u.perm(), filepath.Join(d.dir, "dovecot-uidlist"))
 		if err != nil {
 			return nil, nil, 0, fmt.Errorf("mailbox %s: %q: %w", d.u.addr, d.name, err)
 		}
@@ -1153,7 +1153,7 @@ func (f *folderIndex) transferLocked(uids []uint32, d *folderIndex, move bool) (
 				if errors.Is(err, fs.ErrNotExist) {
 					return err
 				}
-				if err := copyMessage(p, filepath.Join(d.dir, "tmp", name), np); err != nil {
+				if err := copyMessage(d.u.perm(), p, filepath.Join(d.dir, "tmp", name), np); err != nil {
 					return err
 				}
 			}
@@ -1217,13 +1217,13 @@ func (f *folderIndex) transferLocked(uids []uint32, d *folderIndex, move bool) (
 }
 
 // copyMessage copies src to dst through tmp (write, fsync, rename).
-func copyMessage(src, tmp, dst string) error {
+func copyMessage(pm perm, src, tmp, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	out, err := pm.create(tmp)
 	if err != nil {
 		return err
 	}
@@ -1271,7 +1271,7 @@ func (f *folderIndex) appendMsg(r io.Reader, flags []string, date time.Time) (ui
 		}
 	}
 	tmp := filepath.Join(f.dir, "tmp", newBase(0))
-	size, err := writeCRLF(tmp, r, limit)
+	size, err := writeCRLF(f.u.perm(), tmp, r, limit)
 	if err != nil {
 		if errors.Is(err, ErrOverQuota) {
 			return 0, 0, fmt.Errorf("mailbox %s: append to %q: %w", f.u.addr, f.name, ErrOverQuota)
@@ -1284,7 +1284,7 @@ func (f *folderIndex) appendMsg(r io.Reader, flags []string, date time.Time) (ui
 	_ = os.Chtimes(tmp, date, date)
 	key := newBase(size)
 	name := fileName(key, sys, kw)
-	held, err := lockFile(filepath.Join(f.dir, "dovecot-uidlist"))
+	held, err := lockFile(f.u.perm(), filepath.Join(f.dir, "dovecot-uidlist"))
 	if err != nil {
 		_ = os.Remove(tmp)
 		return 0, 0, fmt.Errorf("mailbox %s: append to %q: %w", f.u.addr, f.name, err)
@@ -1315,8 +1315,8 @@ func (f *folderIndex) appendMsg(r io.Reader, flags []string, date time.Time) (ui
 // writeCRLF copies r into a new file at path with bare LFs turned into
 // CRLF, fsyncs it and returns its size. More than limit octets (limit >=
 // 0) is ErrOverQuota. On error the file is removed.
-func writeCRLF(path string, r io.Reader, limit int64) (size int64, err error) {
-	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+func writeCRLF(pm perm, path string, r io.Reader, limit int64) (size int64, err error) {
+	out, err := pm.create(path)
 	if err != nil {
 		return 0, err
 	}

@@ -16,14 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The modes of everything the mailbox code creates under the mail root.
-// They live here, and only here, so that a later group/mode option changes
-// one place.
-const (
-	dirMode  fs.FileMode = 0o700
-	fileMode fs.FileMode = 0o600
-)
-
 // Dot-lock timing, as Dovecot's maildir uidlist lock: a lock older than
 // lockStale is a crashed holder's and is taken over; a live holder is
 // waited for at most lockWait. Variables so tests can shorten them.
@@ -46,12 +38,12 @@ type dotlock struct {
 
 // lockFile takes PATH.lock, waiting for a live holder at most lockWait and
 // removing a lock older than lockStale.
-func lockFile(path string) (*dotlock, error) {
+func lockFile(p perm, path string) (*dotlock, error) {
 	lp := path + ".lock"
 	deadline := time.Now().Add(lockWait)
 	delay := time.Millisecond
 	for {
-		f, err := os.OpenFile(lp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+		f, err := p.create(lp)
 		if err == nil {
 			return &dotlock{path: path, f: f}, nil
 		}
@@ -113,9 +105,9 @@ func (l *dotlock) release() {
 
 // writeAtomic replaces path with data through a temporary file in the same
 // directory (write, fsync, rename).
-func writeAtomic(path string, data []byte) error {
+func writeAtomic(p perm, path string, data []byte) error {
 	tmp := fmt.Sprintf("%s.tmp.%s", path, randHex(6))
-	if err := writeFile(tmp, true, data); err != nil {
+	if err := writeFile(p, tmp, true, data); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -181,9 +173,9 @@ func readNames(dir string) ([]string, error) {
 }
 
 // ensureSubdirs creates dir's tmp, new and cur (dir must exist).
-func ensureSubdirs(dir string) error {
+func ensureSubdirs(p perm, dir string) error {
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := mkdirDurable(filepath.Join(dir, sub)); err != nil {
+		if err := mkdirDurable(p, filepath.Join(dir, sub)); err != nil {
 			return err
 		}
 	}

@@ -679,11 +679,11 @@ func TestDotlock(t *testing.T) {
 	lockWait = 100 * time.Millisecond
 	t.Cleanup(func() { lockWait = oldWait })
 
-	lk, err := lockFile(p)
+	lk, err := lockFile(defaultPerm, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lockFile(p); !errors.Is(err, errLockTimeout) {
+	if _, err := lockFile(defaultPerm, p); !errors.Is(err, errLockTimeout) {
 		t.Fatalf("second lock: %v", err)
 	}
 	if err := lk.commit([]byte("data")); err != nil {
@@ -699,7 +699,7 @@ func TestDotlock(t *testing.T) {
 	os.WriteFile(p+".lock", nil, fileMode)
 	old := time.Now().Add(-3 * time.Minute)
 	os.Chtimes(p+".lock", old, old)
-	lk, err = lockFile(p)
+	lk, err = lockFile(defaultPerm, p)
 	if err != nil {
 		t.Fatalf("stale lock not taken over: %v", err)
 	}

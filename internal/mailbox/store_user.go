@@ -47,7 +47,7 @@ var (
 // NewStore returns a store of the Maildirs under root (data_dir/mail).
 func NewStore(root string, opts StoreOptions) *Store {
 	s := &Store{
-		md:    &Maildir{Root: root, PerFileSync: opts.PerFileSync, SyncBatch: opts.SyncBatch},
+		md:    &Maildir{Root: root, Perm: opts.Perm, PerFileSync: opts.PerFileSync, SyncBatch: opts.SyncBatch},
 		opts:  opts,
 		log:   slog.Default().With("stage", "mailbox"),
 		users: make(map[string]*userState),
@@ -212,7 +212,7 @@ func (u *userState) ensureUidlist(dir string) error {
 	if err != nil {
 		return err
 	}
-	lk, err := lockFile(p)
+	lk, err := lockFile(u.perm(), p)
 	if err != nil {
 		return err
 	}
@@ -244,16 +244,19 @@ func (u *userState) nextUIDValidity() (uint32, error) {
 	if next == 0 {
 		next = 1
 	}
-	if err := os.MkdirAll(u.dir, dirMode); err != nil {
+	if err := u.perm().mkdirAll(u.dir); err != nil {
 		return 0, err
 	}
-	if err := writeAtomic(p, []byte(strconv.FormatUint(uint64(next), 16)+"\n")); err != nil {
+	if err := writeAtomic(u.perm(), p, []byte(strconv.FormatUint(uint64(next), 16)+"\n")); err != nil {
 		return 0, fmt.Errorf("uidvalidity: %w", err)
 	}
 	return next, nil
 }
 
 // folderDir is the directory of a canonical folder name.
+// perm is how the store creates files and directories.
+func (u *userState) perm() perm { return u.s.md.Perm.resolve() }
+
 func (u *userState) folderDir(name string) string {
 	if name == inboxName {
 		return u.dir
@@ -305,17 +308,17 @@ func (u *userState) createLocked(name string) (created bool, err error) {
 			return false, ErrTooManyFolders
 		}
 		dir := u.folderDir(n)
-		if err := os.Mkdir(dir, dirMode); err != nil {
+		if err := u.perm().mkdir(dir); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				continue
 			}
 			return false, fmt.Errorf("create folder %q: %w", n, err)
 		}
-		if err := ensureSubdirs(dir); err != nil {
+		if err := ensureSubdirs(u.perm(), dir); err != nil {
 			return false, fmt.Errorf("create folder %q: %w", n, err)
 		}
 		// Dovecot marks Maildir++ subfolders with an empty maildirfolder.
-		if err := writeFile(filepath.Join(dir, "maildirfolder"), false); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := writeFile(u.perm(), filepath.Join(dir, "maildirfolder"), false); err != nil && !errors.Is(err, fs.ErrExist) {
 			return false, fmt.Errorf("create folder %q: %w", n, err)
 		}
 		if err := u.ensureUidlist(dir); err != nil {
@@ -365,7 +368,7 @@ func (u *userState) writeSubscriptions(names []string) error {
 		b.WriteString(n)
 		b.WriteByte('\n')
 	}
-	if err := writeAtomic(filepath.Join(u.dir, "subscriptions"), b.Bytes()); err != nil {
+	if err := writeAtomic(u.perm(), filepath.Join(u.dir, "subscriptions"), b.Bytes()); err != nil {
 		return fmt.Errorf("subscriptions: %w", err)
 	}
 	return nil

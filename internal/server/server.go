@@ -84,33 +84,6 @@ type Options struct {
 // finish, and the queue and store are closed.
 func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) error {
 	setMemoryLimit(c, log)
-	for _, d := range []string{c.DataDir, QueueDir(c), MailDir(c)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-	}
-	st, err := store.Open(StorePath(c), store.Options{LockTimeout: 2 * time.Second})
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	defer st.Close()
-	dir, err := mailbox.OpenDirectory(st, c.Domains)
-	if err != nil {
-		return fmt.Errorf("open directory: %w", err)
-	}
-	// The evidence journal is opened first and closed last, so every stage
-	// can record until the end.
-	jrn, err := journal.Open(JournalDir(c), journal.Options{})
-	if err != nil {
-		return fmt.Errorf("open journal: %w", err)
-	}
-	defer jrn.Close()
-	q, err := queue.Open(QueueDir(c), queue.Options{MaxMessages: c.Queue.MaxMessages, Logger: log.With("stage", "queue")})
-	if err != nil {
-		return fmt.Errorf("open queue: %w", err)
-	}
-	defer q.Close()
-
 	var tlsCfg *tls.Config
 	if c.TLS.Cert != "" {
 		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
@@ -119,31 +92,6 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	trusted, err := c.TrustedPrefixes()
-	if err != nil {
-		return err
-	}
-	res, err := resolver.New(c.DNS.Resolver, c.DNS.Timeout.Duration)
-	if err != nil {
-		return fmt.Errorf("dns: %w", err)
-	}
-	mt := metrics.New() // one event path for /metrics and the live view's traffic
-	// The defences run until the very end, after the listeners and
-	// delivery have stopped, so their last state is saved.
-	gctx, gcancel := context.WithCancel(context.Background())
-	defer gcancel()
-	// DKIM keys, loaded once: smtpd signs what users submit, delivery its
-	// DSNs, the guard its alerts.
-	keys := loadKeyring(c, log.With("stage", "auth"))
-	signOwn := dkimSigner(keys, log.With("stage", "auth"))
-	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, mt, log)
-	if err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	defer def.alert.Close()
-	defer def.guard.Close()
-	instrument(mt, q, def.guard, res)
-
 	// Bind everything first so a port conflict fails fast, before any
 	// stage starts working.
 	type lst struct {
@@ -207,9 +155,79 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		addrs["admin"] = adminL.Addr().String()
 	}
 
+	// Root, if we have it, is needed only until here: the key and the
+	// token are read and every port is bound. Then the process becomes
+	// [server] user before it touches any data.
+	defer closeAll() // on an early error; a second Close after Shutdown is harmless
+	if adminL != nil {
+		defer adminL.Close()
+	}
+	if err := becomeServiceUser(c, log); err != nil {
+		return err
+	}
+	for _, d := range []string{c.DataDir, QueueDir(c), MailDir(c)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	st, err := store.Open(StorePath(c), store.Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	dir, err := mailbox.OpenDirectory(st, c.Domains)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	// The evidence journal is opened first and closed last, so every stage
+	// can record until the end.
+	jrn, err := journal.Open(JournalDir(c), journal.Options{})
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	defer jrn.Close()
+	q, err := queue.Open(QueueDir(c), queue.Options{MaxMessages: c.Queue.MaxMessages, Logger: log.With("stage", "queue")})
+	if err != nil {
+		return fmt.Errorf("open queue: %w", err)
+	}
+	defer q.Close()
+
+	trusted, err := c.TrustedPrefixes()
+	if err != nil {
+		return err
+	}
+	res, err := resolver.New(c.DNS.Resolver, c.DNS.Timeout.Duration)
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	mt := metrics.New() // one event path for /metrics and the live view's traffic
+	// The defences run until the very end, after the listeners and
+	// delivery have stopped, so their last state is saved.
+	gctx, gcancel := context.WithCancel(context.Background())
+	defer gcancel()
+	// DKIM keys, loaded once: smtpd signs what users submit, delivery its
+	// DSNs, the guard its alerts.
+	keys := loadKeyring(c, log.With("stage", "auth"))
+	signOwn := dkimSigner(keys, log.With("stage", "auth"))
+	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, mt, log)
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	defer def.alert.Close()
+	defer def.guard.Close()
+	instrument(mt, q, def.guard, res)
+
 	// mstore is the one owner of the Maildir tree: local delivery, IMAP and
 	// POP3 all go through it.
+	perm, err := mailboxPerm(c)
+	if err != nil {
+		return err
+	}
+	if err := mailbox.EnsurePerm(MailDir(c), perm); err != nil {
+		return fmt.Errorf("mailbox group and mode: %w", err)
+	}
 	mstore := mailbox.NewStore(MailDir(c), mailbox.StoreOptions{
+		Perm:      perm,
 		Quota:     func(addr string) int64 { return dir.QuotaOf(addr, c.Mailbox.Quota) },
 		SyncBatch: mt.SyncBatch,
 	})
