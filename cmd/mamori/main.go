@@ -32,6 +32,7 @@ Usage:
               [--data-dir DIR] [--user NAME]
   mamori serve --config FILE
   mamori check-config --config FILE
+  mamori reload --config FILE   (re-read the config, DKIM keys, TLS files and content policy; also SIGHUP)
   mamori user add ADDRESS [--password-stdin] --config FILE
   mamori user list [--stale [--days N]] [--json] | del ADDRESS | passwd ADDRESS [--password-stdin]   (--config FILE)
   mamori domain add|del DOMAIN --config FILE;  mamori domain list --config FILE
@@ -121,6 +122,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdDKIM(rest)
 	case "logscan":
 		return e.cmdLogscan(rest)
+	case "reload":
+		return e.cmdReload(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -246,7 +249,21 @@ func (e *env) cmdServe(args []string) error {
 	log := server.NewLogger(c, e.stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return server.Run(ctx, c, log, server.Options{})
+	// SIGHUP re-reads the config; signals arriving during a reload fold
+	// into one more.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return server.Run(ctx, c, log, server.Options{Reload: reload})
 }
 
 func (e *env) cmdCheckConfig(args []string) error {
@@ -272,5 +289,30 @@ func (e *env) cmdCheckConfig(args []string) error {
 		}
 	}
 	fmt.Fprintf(e.stdout, "%s: OK (domains: %s)\n", c.Path, strings.Join(c.Domains, ", "))
+	return nil
+}
+
+func (e *env) cmdReload(args []string) error {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if pos, err := parse(fs, args); err != nil {
+		return err
+	} else if err := noArgs("reload", pos); err != nil {
+		return err
+	}
+	cl, closeFn, err := runningClient(*cfgPath, "reload")
+	if err != nil {
+		// A config that does not load here would not load in the server.
+		return fmt.Errorf("not reloaded, the old configuration stays in force: %w", err)
+	}
+	defer closeFn()
+	res, err := cl.Reload()
+	if err != nil {
+		return fmt.Errorf("reload refused, the old configuration stays in force: %w", err)
+	}
+	fmt.Fprintln(e.stdout, "reloaded")
+	if len(res.NeedRestart) > 0 {
+		fmt.Fprintf(e.stdout, "changed but applied only at the next start: %s\n", termsafe.String(strings.Join(res.NeedRestart, ", ")))
+	}
 	return nil
 }

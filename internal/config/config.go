@@ -237,6 +237,32 @@ type Guard struct {
 	DisableStale bool `toml:"disable_stale"` // and are disabled automatically
 }
 
+// checkNonNegative refuses negative guard limits (0 means the default).
+func (g Guard) checkNonNegative() error {
+	lims := map[string]GuardLimits{"guard": g.GuardLimits}
+	for k, v := range g.Overrides {
+		lims["guard.overrides."+k] = v
+	}
+	for where, l := range lims {
+		for name, v := range map[string]int{"msgs_per_minute": l.MsgsPerMinute, "rcpts_per_minute": l.RcptsPerMinute,
+			"rcpts_per_hour": l.RcptsPerHour, "rcpts_per_day": l.RcptsPerDay, "new_rcpts_per_minute": l.NewRcptsPerMinute} {
+			if v < 0 {
+				return fmt.Errorf("%s.%s = %d: a limit cannot be negative (0 means the default)", where, name, v)
+			}
+		}
+	}
+	for name, v := range map[string]int{"hold_cap": g.HoldCap, "inbound_msgs_per_minute": g.InboundMsgsPerMinute,
+		"inbound_rcpts_per_minute": g.InboundRcptsPerMinute, "inbound_auth_fails": g.InboundAuthFails,
+		"max_connections": g.MaxConnections, "max_conns_per_ip": g.MaxConnsPerIP, "max_conns_per_net": g.MaxConnsPerNet,
+		"conns_per_minute": g.ConnsPerMinute, "auth_fails_per_pair": g.AuthFailsPerPair, "auth_fails_per_ip": g.AuthFailsPerIP,
+		"auth_users_per_net": g.AuthUsersPerNet, "login_networks": g.LoginNetworks, "auth_fails_per_account": g.AuthFailsPerAccount} {
+		if v < 0 {
+			return fmt.Errorf("guard.%s = %d: a limit cannot be negative (0 means the default)", name, v)
+		}
+	}
+	return nil
+}
+
 // Auth configures sender authentication: SPF, DKIM and DMARC checks of
 // inbound mail and DKIM signing of outbound mail.
 type Auth struct {
@@ -443,6 +469,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls: cert and key are required for IMAP and POP3 (logins are only accepted over TLS)"))
+	}
+	if err := c.Guard.checkNonNegative(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := c.Mailbox.FileMode(); err != nil {
 		errs = append(errs, err)

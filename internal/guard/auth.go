@@ -453,25 +453,25 @@ func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, 
 	// network) is still counted once.
 	n := ns.fails.add(now, quarterMS, 1)
 	g.dirty = true
-	if n >= g.cfg.AuthFailsPerAccount {
+	if n >= g.conf().AuthFailsPerAccount {
 		if !ns.throttled(now) {
 			ns.since, ns.rightPw = now, false
 			nets := ns.ring.nets(now - quarterMS)
 			g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: decThrottled.Rule,
 				Counts: map[string]int{"failures_15m": n, "recent_networks": nets},
 				Detail: strconv.Itoa(n) + " failed logins within 15 minutes; " +
-					"logins are refused for " + g.cfg.AccountThrottle.String() + " except from the hosts this name logged in from and the owner's networks"}}, lg)
+					"logins are refused for " + g.conf().AccountThrottle.String() + " except from the hosts this name logged in from and the owner's networks"}}, lg)
 			lg.add(slog.LevelWarn, "guard throttled login name", slog.String("rule", decThrottled.Rule),
 				slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
 		}
-		ns.until = now + g.cfg.AccountThrottle.Milliseconds()
+		ns.until = now + g.conf().AccountThrottle.Milliseconds()
 	}
 	// Past floodFactor × the account threshold, trusted sources lose their
 	// exemption from the pair block too, and the administrator hears of it:
 	// that many failures are not an office mistyping.
-	flood := n >= floodFactor*g.cfg.AuthFailsPerAccount
+	flood := n >= floodFactor*g.conf().AuthFailsPerAccount
 	if flood && trusted && ns.floodUntil <= now {
-		ns.floodUntil = now + g.cfg.AccountThrottle.Milliseconds()
+		ns.floodUntil = now + g.conf().AccountThrottle.Milliseconds()
 		g.enqueue(event{alert: Alert{Time: t, Kind: "throttled", IP: ip.String(), User: user, Rule: "auth.trusted_flood",
 			Counts: map[string]int{"failures_15m": n, "recent_networks": ns.ring.nets(now - quarterMS)},
 			Detail: strconv.Itoa(n) + " failed logins within 15 minutes, some from hosts or networks this name logs in from; " +
@@ -479,7 +479,7 @@ func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, 
 		lg.add(slog.LevelWarn, "guard saw a login flood from trusted sources", slog.String("rule", "auth.trusted_flood"),
 			slog.String("ip", ip.String()), slog.String("user", user), slog.Int("failures", n))
 	}
-	ipLimit, sprayLimit := g.cfg.AuthFailsPerIP, g.cfg.AuthUsersPerNet
+	ipLimit, sprayLimit := g.conf().AuthFailsPerIP, g.conf().AuthUsersPerNet
 	if protectedHost {
 		ipLimit *= protectedFactor
 	}
@@ -493,8 +493,8 @@ func (g *Guard) authFailure(ip, host netip.Addr, net netip.Prefix, user string, 
 	pairBlocked := false
 	p := g.pairs.get(pairKey{host, user})
 	pairFails := p.fails.add(now, quarterMS, 1)
-	if (!trusted || flood) && pairFails >= g.cfg.AuthFailsPerPair && p.blocked <= now {
-		d := backoff(g.cfg.BanBase, g.cfg.BanMax, p.strikes)
+	if (!trusted || flood) && pairFails >= g.conf().AuthFailsPerPair && p.blocked <= now {
+		d := backoff(g.conf().BanBase, g.conf().BanMax, p.strikes)
 		p.strikes++
 		p.blocked = now + d.Milliseconds()
 		pairBlocked = true
@@ -553,7 +553,7 @@ func (g *Guard) authSuccess(ip, host netip.Addr, net netip.Prefix, user string, 
 		rule = "login.fail_then_success"
 		counts = map[string]int{"failures_from_same_network": same}
 		detail = "login from never-seen network " + net.String() + " right after " + strconv.Itoa(same) + " failures from that network"
-	case nets >= g.cfg.LoginNetworks && fresh > 0:
+	case nets >= g.conf().LoginNetworks && fresh > 0:
 		rule = "login.networks"
 		counts = map[string]int{"networks_10m": nets, "new_networks_10m": fresh}
 		detail = "logins from " + strconv.Itoa(nets) + " networks within 10 minutes, " + strconv.Itoa(fresh) + " of them never used before"

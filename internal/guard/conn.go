@@ -91,12 +91,12 @@ func (g *Guard) connect(pool Pool, ip netip.Addr, trusted bool, now int64, lg *l
 	}
 	st := g.ips.get(key)
 	rate := st.conns.add(now, minuteMS, 1)
-	perIP, perNet := g.cfg.MaxConnsPerIP, g.cfg.MaxConnsPerNet
+	perIP, perNet := g.conf().MaxConnsPerIP, g.conf().MaxConnsPerNet
 	if trusted {
 		perIP *= trustedConnFactor
 		perNet *= trustedConnFactor
 	}
-	if f := g.cfg.PoolConnFactor[pool]; f > 1 {
+	if f := g.conf().PoolConnFactor[pool]; f > 1 {
 		perIP *= f
 		perNet *= f
 	}
@@ -104,10 +104,10 @@ func (g *Guard) connect(pool Pool, ip netip.Addr, trusted bool, now int64, lg *l
 	var d Decision
 	var count, limit int
 	switch {
-	case rate > g.cfg.ConnsPerMinute:
-		d, count, limit = decConnRate, rate, g.cfg.ConnsPerMinute
-	case g.conns[pk] >= g.cfg.MaxConnections:
-		d, count, limit = decConnGlobal, g.conns[pk], g.cfg.MaxConnections
+	case rate > g.conf().ConnsPerMinute:
+		d, count, limit = decConnRate, rate, g.conf().ConnsPerMinute
+	case g.conns[pk] >= g.conf().MaxConnections:
+		d, count, limit = decConnGlobal, g.conns[pk], g.conf().MaxConnections
 	case int(g.connIP[pi]) >= perIP:
 		d, count, limit = decConnPerIP, int(g.connIP[pi]), perIP
 	case int(g.connNet[pn]) >= perNet:

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -174,15 +175,11 @@ type prefixLimits struct {
 
 // Guard is the engine. All methods are safe for concurrent use.
 type Guard struct {
-	cfg   Config
+	pol   atomic.Pointer[policy] // limits in force; replaced whole by SetConfig
 	log   *slog.Logger
 	hooks Hooks
 	store Persister
 	seed  maphash.Seed
-
-	ovAddr map[string]Limits // overrides by address (users, envelope senders)
-	ovIP   map[netip.Addr]Limits
-	ovNet  []prefixLimits // longest prefix first
 
 	events chan event
 
@@ -236,14 +233,15 @@ func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	pol, err := newPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
 	g := &Guard{
-		cfg:       cfg,
 		log:       log,
 		hooks:     hooks,
 		store:     p,
 		seed:      maphash.MakeSeed(),
-		ovAddr:    make(map[string]Limits),
-		ovIP:      make(map[netip.Addr]Limits),
 		events:    make(chan event, eventQueue),
 		conns:     make(map[poolKey]int),
 		connIP:    make(map[poolIP]int32),
@@ -263,9 +261,7 @@ func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error)
 		suspended: make(map[string]Suspension),
 		bans:      newBanTable(),
 	}
-	if err := g.parseOverrides(); err != nil {
-		return nil, err
-	}
+	g.pol.Store(pol)
 	if p != nil {
 		b, err := p.LoadGuardState()
 		if err != nil {
@@ -280,14 +276,57 @@ func New(cfg Config, hooks Hooks, p Persister, log *slog.Logger) (*Guard, error)
 	return g, nil
 }
 
-func (g *Guard) parseOverrides() error {
-	for k, l := range g.cfg.Overrides {
-		l = l.orElse(g.cfg.Local)
+// policy is the configuration in force with its overrides parsed.
+type policy struct {
+	cfg    Config
+	ovAddr map[string]Limits // overrides by address (users, envelope senders)
+	ovIP   map[netip.Addr]Limits
+	ovNet  []prefixLimits // longest prefix first
+}
+
+// conf is the configuration in force.
+func (g *Guard) conf() *Config { return &g.pol.Load().cfg }
+
+// SetConfig puts a new configuration in force (mamori reload): limits,
+// overrides, thresholds and ban times. Senders already tracked get their
+// new limits at once; their counts are kept. What sizes the engine —
+// MaxTracked, SaveInterval — and its hooks (Now, OnDecision) stay as at
+// New. An invalid cfg is refused and the old one stays.
+func (g *Guard) SetConfig(cfg Config) error {
+	old := g.conf()
+	cfg.MaxTracked, cfg.SaveInterval, cfg.Now, cfg.OnDecision = old.MaxTracked, old.SaveInterval, old.Now, old.OnDecision
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("guard config: %w", err)
+	}
+	pol, err := newPolicy(cfg)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pol.Store(pol)
+	for ip, st := range g.byIP {
+		st.limits = g.limitsForIP(ip)
+	}
+	for u, st := range g.byUser {
+		st.limits = g.limitsForAddr(u)
+	}
+	for f, st := range g.byFrom {
+		st.limits = g.limitsForAddr(f)
+	}
+	return nil
+}
+
+func newPolicy(cfg Config) (*policy, error) {
+	g := &policy{cfg: cfg, ovAddr: make(map[string]Limits), ovIP: make(map[netip.Addr]Limits)}
+	for k, l := range cfg.Overrides {
+		l = l.orElse(cfg.Local)
 		key := strings.TrimSpace(k)
 		if strings.Contains(key, "/") {
 			p, err := netip.ParsePrefix(key)
 			if err != nil {
-				return fmt.Errorf("guard override %q: %w", k, err)
+				return nil, fmt.Errorf("guard override %q: %w", k, err)
 			}
 			p, _ = normPrefix(p)
 			g.ovNet = append(g.ovNet, prefixLimits{p, l})
@@ -298,7 +337,7 @@ func (g *Guard) parseOverrides() error {
 			continue
 		}
 		if key == "" {
-			return errors.New("guard override with an empty key")
+			return nil, errors.New("guard override with an empty key")
 		}
 		g.ovAddr[normUser(key)] = l
 	}
@@ -308,28 +347,30 @@ func (g *Guard) parseOverrides() error {
 			g.ovNet[j], g.ovNet[j-1] = g.ovNet[j-1], g.ovNet[j]
 		}
 	}
-	return nil
+	return g, nil
 }
 
 // limitsForIP resolves the limits of an IP key (once, when its counters are
 // created).
 func (g *Guard) limitsForIP(ip netip.Addr) Limits {
-	if l, ok := g.ovIP[ip]; ok {
+	p := g.pol.Load()
+	if l, ok := p.ovIP[ip]; ok {
 		return l
 	}
-	for _, o := range g.ovNet {
+	for _, o := range p.ovNet {
 		if o.p.Contains(ip) {
 			return o.l
 		}
 	}
-	return g.cfg.Local
+	return p.cfg.Local
 }
 
 func (g *Guard) limitsForAddr(addr string) Limits {
-	if l, ok := g.ovAddr[addr]; ok {
+	p := g.pol.Load()
+	if l, ok := p.ovAddr[addr]; ok {
 		return l
 	}
-	return g.cfg.Local
+	return p.cfg.Local
 }
 
 // Run does the guard's background work: hook calls (on a goroutine of
@@ -342,7 +383,7 @@ func (g *Guard) Run(ctx context.Context) {
 		defer close(hooksDone)
 		g.runHooks(ctx)
 	}()
-	save := time.NewTicker(g.cfg.SaveInterval)
+	save := time.NewTicker(g.conf().SaveInterval)
 	defer save.Stop()
 	sweep := time.NewTicker(sweepEvery)
 	defer sweep.Stop()
@@ -566,7 +607,7 @@ func netOf(ip netip.Addr) netip.Prefix {
 }
 
 func (g *Guard) clock() (time.Time, int64) {
-	t := g.cfg.Now()
+	t := g.conf().Now()
 	return t, t.UnixMilli()
 }
 

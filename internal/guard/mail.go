@@ -183,11 +183,11 @@ func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
 	} else {
 		host := hostOf(ip)
 		g.active.outside(host, now)
-		if n := g.ips.get(host).rcpts.add(now, minuteMS, 1); n > g.cfg.InboundRcptsPerMinute {
+		if n := g.ips.get(host).rcpts.add(now, minuteMS, 1); n > g.conf().InboundRcptsPerMinute {
 			d = decInRcpts
 			if lg.on() {
 				lg.decision("rcpt", d, slog.String("ip", ip.String()), slog.String("from", s.From),
-					slog.Int("rcpts_per_minute", n), slog.Int("limit", g.cfg.InboundRcptsPerMinute))
+					slog.Int("rcpts_per_minute", n), slog.Int("limit", g.conf().InboundRcptsPerMinute))
 			}
 		}
 	}
@@ -223,17 +223,17 @@ func (g *Guard) Message(m Message) Decision {
 		if m.AuthFail {
 			fails = st.spoofs.add(now, tenMinMS, 1)
 		}
-		if n := st.msgs.add(now, minuteMS, 1); n > g.cfg.InboundMsgsPerMinute {
+		if n := st.msgs.add(now, minuteMS, 1); n > g.conf().InboundMsgsPerMinute {
 			d = decInMsgs
 			if lg.on() {
 				lg.decision("data", d, slog.String("ip", m.IP.String()), slog.String("from", m.From),
-					slog.Int("msgs_per_minute", n), slog.Int("limit", g.cfg.InboundMsgsPerMinute))
+					slog.Int("msgs_per_minute", n), slog.Int("limit", g.conf().InboundMsgsPerMinute))
 			}
-		} else if fails > g.cfg.InboundAuthFails {
+		} else if fails > g.conf().InboundAuthFails {
 			d = decAuthFails
 			if lg.on() {
 				lg.decision("data", d, slog.String("ip", m.IP.String()), slog.String("from", m.From),
-					slog.Int("auth_fails_10m", fails), slog.Int("limit", g.cfg.InboundAuthFails))
+					slog.Int("auth_fails_10m", fails), slog.Int("limit", g.conf().InboundAuthFails))
 			}
 		}
 	}
@@ -271,7 +271,7 @@ func (g *Guard) localMessage(m *Message, user, from string, t time.Time, now int
 		a.hist.add(now)
 		st := keys[0]
 		if hour := st.w[wMsgsHour].value(now, hourMS); tripRule == "" && a.hist.mature(now) &&
-			float64(hour) > g.cfg.HistoryFactor*float64(max(a.hist.peak, 1)) && hour > st.limits.MsgsPerMinute {
+			float64(hour) > g.conf().HistoryFactor*float64(max(a.hist.peak, 1)) && hour > st.limits.MsgsPerMinute {
 			tripRule, tripSt, tripKey = "history.volume", st, "user"
 			tripC = g.tallyOf(st, now)
 			extra = map[string]int{"usual_hourly_peak": a.hist.peak}
@@ -355,11 +355,11 @@ func (g *Guard) count(st *senderStats, m *Message, now int64) (string, tally) {
 		return "rate.rcpts_per_day", c
 	case c.newMin > l.NewRcptsPerMinute:
 		return "burst.new_rcpts", c
-	case c.rcpts10 >= unknownMinRcpts && float64(c.bad10) > g.cfg.UnknownRcptRatio*float64(c.rcpts10):
+	case c.rcpts10 >= unknownMinRcpts && float64(c.bad10) > g.conf().UnknownRcptRatio*float64(c.rcpts10):
 		return "unknown_rcpts", c
-	case c.hdrFrom > g.cfg.HeaderFromMismatches:
+	case c.hdrFrom > g.conf().HeaderFromMismatches:
 		return "header_from", c
-	case c.content >= g.cfg.ContentHits:
+	case c.content >= g.conf().ContentHits:
 		return "content.dangerous", c
 	}
 	return "", c
@@ -384,9 +384,9 @@ func (g *Guard) tallyOf(st *senderStats, now int64) tally {
 func (g *Guard) holdMore(iso *Isolation, m *Message, user string, lg *logBuf) Decision {
 	attrs := func() []slog.Attr {
 		return []slog.Attr{slog.String("ip", m.IP.String()), slog.String("user", user), slog.String("from", m.From),
-			slog.Int("rcpts", len(m.Rcpts)), slog.Int("held", iso.Held), slog.Int("hold_cap", g.cfg.HoldCap)}
+			slog.Int("rcpts", len(m.Rcpts)), slog.Int("held", iso.Held), slog.Int("hold_cap", g.conf().HoldCap)}
 	}
-	if iso.Held >= g.cfg.HoldCap {
+	if iso.Held >= g.conf().HoldCap {
 		d := decHoldCap
 		d.Rule = iso.Rule
 		lg.decision("data", d, attrs()...)

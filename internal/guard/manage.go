@@ -38,7 +38,7 @@ func (g *Guard) addBan(prefix netip.Prefix, d time.Duration, rule string, auto b
 		prev = s.Count
 	}
 	if d <= 0 {
-		d = backoff(g.cfg.BanBase, g.cfg.BanMax, prev)
+		d = backoff(g.conf().BanBase, g.conf().BanMax, prev)
 	}
 	exp := now + d.Milliseconds()
 	old, exists := g.bans.m[p]

@@ -23,7 +23,7 @@ var DecisionStages = []string{"connect", "auth", "rcpt", "data"}
 // observe tells Config.OnDecision about a final decision; called without
 // g.mu held.
 func (g *Guard) observe(stage string, d Decision) {
-	if fn := g.cfg.OnDecision; fn != nil {
+	if fn := g.conf().OnDecision; fn != nil {
 		fn(stage, d.Rule, d.Verdict)
 	}
 }

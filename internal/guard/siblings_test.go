@@ -52,7 +52,7 @@ func TestSiblingHostsCounted(t *testing.T) {
 				// of a network with recent logins gets no extra budget.
 				wantVerdict(t, "sibling banned", g.AuthCheck(ip, u), Drop, "")
 			}
-			if max := hosts * g.cfg.AuthFailsPerIP; counted > max {
+			if max := hosts * g.conf().AuthFailsPerIP; counted > max {
 				t.Fatalf("%d guesses counted, want at most %d", counted, max)
 			}
 			flush(g)

@@ -135,7 +135,7 @@ func (g *Guard) TopSenders(n int) (ips, users []Rate) {
 		if st := g.ips.peek(host); st != nil {
 			ipRates.add(keyedRate{ip: host, Rate: Rate{Outside: true,
 				Msgs: st.msgs.get(now, minuteMS), Rcpts: st.rcpts.get(now, minuteMS),
-				LimitMsgs: g.cfg.InboundMsgsPerMinute, LimitRcpts: g.cfg.InboundRcptsPerMinute}})
+				LimitMsgs: g.conf().InboundMsgsPerMinute, LimitRcpts: g.conf().InboundRcptsPerMinute}})
 		}
 		return true
 	})

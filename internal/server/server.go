@@ -29,6 +29,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/metrics"
+	"github.com/mamori-mail/mamori/internal/msgauth"
 	"github.com/mamori-mail/mamori/internal/queue"
 	"github.com/mamori-mail/mamori/internal/resolver"
 	"github.com/mamori-mail/mamori/internal/smtpd"
@@ -77,6 +78,9 @@ func ReadToken(c *config.Config) (string, error) {
 type Options struct {
 	// Ready, if set, is called once every listener is bound.
 	Ready func(addrs map[string]string)
+	// Reload, when it receives, makes the server re-read its config
+	// (SIGHUP). A nil channel never does.
+	Reload <-chan struct{}
 }
 
 // Run serves until ctx is cancelled, then shuts down cleanly: listeners
@@ -84,13 +88,15 @@ type Options struct {
 // finish, and the queue and store are closed.
 func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) error {
 	setMemoryLimit(c, log)
+	// Every listener takes its certificate from certs at each handshake,
+	// so a reload's new pair applies without a restart.
+	certs := &certHolder{}
 	var tlsCfg *tls.Config
 	if c.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-		if err != nil {
-			return fmt.Errorf("tls: %w", err)
+		if err := certs.load(c); err != nil {
+			return err
 		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsCfg = certs.tlsConfig()
 	}
 	// Bind everything first so a port conflict fails fast, before any
 	// stage starts working.
@@ -205,11 +211,11 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
 	defer gcancel()
-	// DKIM keys, loaded once: smtpd signs what users submit, delivery its
+	// DKIM keys (reloadable): smtpd signs what users submit, delivery its
 	// DSNs, the guard its alerts.
-	keys := loadKeyring(c, log.With("stage", "auth"))
-	signOwn := dkimSigner(keys, log.With("stage", "auth"))
-	def, err := startDefences(gctx, c, st, q, res, jrn, signOwn, mt, log)
+	keys := &keyHolder{log: log.With("stage", "auth")}
+	keys.k.Store(loadKeyring(c, keys.log))
+	def, err := startDefences(gctx, c, st, q, res, jrn, keys.signOwn, mt, log)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
@@ -236,33 +242,37 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// One login check for SMTP AUTH, IMAP and POP3.
 	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login"),
 		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }, Metrics: mt}
-	pols := contentPolicies(c)
-	smtpCfg := smtpd.Config{
-		Hostname:         c.Hostname,
-		Domain:           c.Domains[0],
-		TLS:              tlsCfg,
-		Trusted:          trusted,
-		MaxMessageBytes:  c.Limits.MaxMessageSize,
-		MaxRecipients:    c.Limits.MaxRecipients,
-		MaxLineLength:    c.Limits.MaxLineLength,
-		CommandTimeout:   c.Limits.CommandTimeout.Duration,
-		DataTimeout:      c.Limits.DataTimeout.Duration,
-		MaxReceived:      c.Limits.MaxReceived,
-		MaxInflightBytes: c.Limits.MaxInflight,
-		LocalIPs:         localIPs(),
-		Guard:            def.guard,
-		Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
-		OverQuota:        mstore.OverQuota,
-		Login:            lc,
-		Recorder:         sessionRecorder{jrn},
-		Content:          contentChecker(c, pols, mt, log.With("stage", "content")),
-		ContentMemory:    pols.MemoryBound,
-		Verify:           inboundVerifier(c, res, log.With("stage", "auth")),
-		Sign:             headerSigner(keys, log.With("stage", "auth")),
-		PregreetDelay:    c.Guard.PregreetDelay.Duration,
-		MaxSessionTime:   c.Guard.MaxSessionTime.Duration,
-		Metrics:          mt,
+	smtpConfig := func(c *config.Config, k *msgauth.Keyring) smtpd.Config {
+		pols := contentPolicies(c)
+		trusted, _ := c.TrustedPrefixes() // c is validated
+		return smtpd.Config{
+			Hostname:         c.Hostname,
+			Domain:           c.Domains[0],
+			TLS:              tlsCfg,
+			Trusted:          trusted,
+			MaxMessageBytes:  c.Limits.MaxMessageSize,
+			MaxRecipients:    c.Limits.MaxRecipients,
+			MaxLineLength:    c.Limits.MaxLineLength,
+			CommandTimeout:   c.Limits.CommandTimeout.Duration,
+			DataTimeout:      c.Limits.DataTimeout.Duration,
+			MaxReceived:      c.Limits.MaxReceived,
+			MaxInflightBytes: c.Limits.MaxInflight,
+			LocalIPs:         localIPs(),
+			Guard:            def.guard,
+			Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
+			OverQuota:        mstore.OverQuota,
+			Login:            lc,
+			Recorder:         sessionRecorder{jrn},
+			Content:          contentChecker(c, pols, mt, log.With("stage", "content")),
+			ContentMemory:    pols.MemoryBound,
+			Verify:           inboundVerifier(c, res, log.With("stage", "auth")),
+			Sign:             headerSigner(k, log.With("stage", "auth")),
+			PregreetDelay:    c.Guard.PregreetDelay.Duration,
+			MaxSessionTime:   c.Guard.MaxSessionTime.Duration,
+			Metrics:          mt,
+		}
 	}
+	smtpCfg := smtpConfig(c, keys.k.Load())
 	if err := smtpCfg.Validate(); err != nil {
 		closeAll()
 		return fmt.Errorf("limits: %w", err)
@@ -285,7 +295,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		TLSVerify:   c.Delivery.TLSVerify,
 		Postmaster:  postmaster(c),
 		Paused:      def.paused,
-		Sign:        signOwn,
+		Sign:        keys.signOwn,
 		Metrics:     mt,
 	}, spool{q}, &localDelivery{dir: dir, store: mstore, started: time.Now()}, res, log.With("stage", "delivery"))
 
@@ -311,6 +321,12 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			errc <- fmt.Errorf("delivery: %w", err)
 		}
 	}()
+	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certs, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig}
+	go func() {
+		for range opt.Reload {
+			rl.reload()
+		}
+	}()
 	var httpSrv *http.Server
 	if adminL != nil {
 		api := admin.NewServer(admin.Local{Dir: dir, Store: mstore, DefaultQuota: c.Mailbox.Quota}, q, token, log.With("stage", "admin"))
@@ -318,6 +334,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		api.SetLive(newLive(def, q, metricsTraffic{mt}))
 		api.SetIncident(q, jrn)
 		api.SetMetrics(mt.Handler())
+		api.SetReload(rl.reload)
 		api.OnQueueOp(func(op, filter string, n int, remote string) {
 			if op == "hold" {
 				mt.MessagesHeld(metrics.HeldAdmin, n)

@@ -19,18 +19,18 @@ func (s *Server) admission(kind Kind) admit.Config {
 	ac := admit.Config{
 		Name:           kind.String(),
 		Trusted:        s.isTrusted,
-		MaxSessionTime: s.cfg.MaxSessionTime,
+		MaxSessionTime: s.conf().MaxSessionTime,
 		Log:            s.log,
-		Metrics:        s.cfg.Metrics,
+		Metrics:        s.conf().Metrics,
 		Refuse: func(w io.Writer, r admit.Refusal) {
 			fmt.Fprintf(w, "%d %d.%d.%d %s\r\n", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
 		},
 	}
-	if s.cfg.Guard != nil {
-		ac.Guard = s.cfg.Guard
+	if s.conf().Guard != nil {
+		ac.Guard = s.conf().Guard
 	}
 	if kind == KindSubmissions {
-		ac.TLS = s.cfg.TLS
+		ac.TLS = s.conf().TLS
 	}
 	if kind == KindMX {
 		ac.Check = s.checkMX
@@ -44,9 +44,9 @@ func (s *Server) checkMX(c net.Conn, ip netip.Addr, trusted bool) (*admit.Refusa
 	if trusted {
 		return nil, false
 	}
-	if s.cfg.DNSBL != nil {
+	if s.conf().DNSBL != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		zone, reason, listed := s.cfg.DNSBL.Listed(ctx, ip)
+		zone, reason, listed := s.conf().DNSBL.Listed(ctx, ip)
 		cancel()
 		if listed {
 			text := fmt.Sprintf("Service unavailable; client [%s] blocked using %s", ip, zone)
@@ -56,7 +56,7 @@ func (s *Server) checkMX(c net.Conn, ip netip.Addr, trusted bool) (*admit.Refusa
 			return &admit.Refusal{Code: 554, Enhanced: [3]int{5, 7, 1}, Text: text, Rule: "dnsbl"}, false
 		}
 	}
-	if d := s.cfg.PregreetDelay; d > 0 && !s.pregreetPassed(ip) {
+	if d := s.conf().PregreetDelay; d > 0 && !s.pregreetPassed(ip) {
 		_ = c.SetReadDeadline(time.Now().Add(d))
 		var b [1]byte
 		n, err := c.Read(b[:])

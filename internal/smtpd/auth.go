@@ -34,10 +34,10 @@ func (a *authSession) Auth(mech string) (sasl.Server, error) {
 // nor the time taken tells whether an account exists, is suspended, or
 // whether a refused password was right.
 func (a *authSession) authenticate(username, password string) error {
-	lc := a.srv.cfg.Login
+	lc := a.cfg.Login
 	if lc == nil {
-		lc = &login.Checker{Dir: a.srv.dir, Log: a.log, Metrics: a.srv.cfg.Metrics}
-		if g := a.srv.cfg.Guard; g != nil {
+		lc = &login.Checker{Dir: a.srv.dir, Log: a.log, Metrics: a.cfg.Metrics}
+		if g := a.cfg.Guard; g != nil {
 			lc.Guard = g
 		}
 	}

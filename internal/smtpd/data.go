@@ -31,12 +31,12 @@ func (s *session) Data(r io.Reader) error {
 	}
 	// One budget for the whole DATA phase, so a client cannot trickle a
 	// message forever one byte per command timeout.
-	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.srv.cfg.DataTimeout))
+	_ = s.conn.Conn().SetReadDeadline(time.Now().Add(s.cfg.DataTimeout))
 	mem := s.srv.newBudget(s.outsider())
 	defer mem.release()
 	// go-smtp renews the read deadline for every BDAT command, so the
 	// whole-phase limit is also checked on every read.
-	body, err := mem.readBody(&deadlineReader{r: r, deadline: time.Now().Add(s.srv.cfg.DataTimeout)})
+	body, err := mem.readBody(&deadlineReader{r: r, deadline: time.Now().Add(s.cfg.DataTimeout)})
 	if err != nil {
 		return s.dataReadError(err)
 	}
@@ -48,7 +48,7 @@ func (s *session) Data(r io.Reader) error {
 	// the size limit applies to; its size is known, checked and reserved
 	// before the copy is made.
 	if n := mimeconv.NormalizedLen(body); n != len(body) {
-		if limit := s.srv.cfg.MaxMessageBytes; limit > 0 && int64(n) > limit {
+		if limit := s.cfg.MaxMessageBytes; limit > 0 && int64(n) > limit {
 			return s.dataReadError(smtp.ErrDataTooLarge)
 		}
 		if !mem.take(int64(n)) {
@@ -63,7 +63,7 @@ func (s *session) Data(r io.Reader) error {
 		return s.reject("data", metrics.ReasonHeader, "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Malformed message header: " + err.Error()})
 	}
-	if n := hdr.Count("Received"); n >= s.srv.cfg.MaxReceived {
+	if n := hdr.Count("Received"); n >= s.cfg.MaxReceived {
 		return s.reject("data", metrics.ReasonLoop, "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 4, 6},
 			Message: fmt.Sprintf("Too many Received headers (%d): mail loop", n)})
 	}
@@ -77,7 +77,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if s.user != "" {
 		if e := s.checkAuthors(authors); e != nil {
-			if g := s.srv.cfg.Guard; g != nil {
+			if g := s.cfg.Guard; g != nil {
 				g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(),
 					Subject: subject, HeaderFromMismatch: true})
 			}
@@ -97,7 +97,7 @@ func (s *session) Data(r io.Reader) error {
 	// reserved from the scan pool first, waiting for other checks if need
 	// be: they always finish.
 	cv := content.Verdict{Action: content.Accept}
-	if cf := s.srv.cfg.Content; cf != nil {
+	if cf := s.cfg.Content; cf != nil {
 		var err error
 		if cv, err = s.checkContent(cf, body); err != nil {
 			return s.dataReadError(err)
@@ -114,11 +114,11 @@ func (s *session) Data(r io.Reader) error {
 	var av AuthVerdict
 	var drop []msgheader.Field
 	if origin == queue.OriginInbound {
-		drop = ourAuthResults(hdr, s.srv.cfg.Hostname)
+		drop = ourAuthResults(hdr, s.cfg.Hostname)
 		av = s.verify(hdr, authors, body)
 	}
 	state, rule, heldBy := queue.StateActive, "", ""
-	if g := s.srv.cfg.Guard; g != nil {
+	if g := s.cfg.Guard; g != nil {
 		gd := g.Message(guard.Message{Sender: s.sender(), Rcpts: s.rcpts, Foreign: s.foreignRcpts(), Subject: subject, ContentHit: hit, AuthFail: av.Fail})
 		switch gd.Verdict {
 		case guard.Accept:
@@ -151,8 +151,8 @@ func (s *session) Data(r io.Reader) error {
 			Message: "Rejected by the sender domain's DMARC policy: " + av.Reason})
 	}
 	var sigs []byte
-	if origin != queue.OriginInbound && s.srv.cfg.Sign != nil {
-		sigs = s.srv.cfg.Sign(authors.Domains(), body)
+	if origin != queue.OriginInbound && s.cfg.Sign != nil {
+		sigs = s.cfg.Sign(authors.Domains(), body)
 	}
 	// The queue writes the parts from these buffers: no copy of the
 	// message is made for it.
@@ -182,9 +182,9 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error while queueing, try again later"}
 	}
 	s.noteQueued(m.ID, m.From, s.rcpts, subject, string(state), rule)
-	s.srv.cfg.Metrics.MessageAccepted(string(origin))
+	s.cfg.Metrics.MessageAccepted(string(origin))
 	if heldBy != "" {
-		s.srv.cfg.Metrics.MessageHeld(heldBy)
+		s.cfg.Metrics.MessageHeld(heldBy)
 	}
 	s.log.Info("queued", "queue_id", m.ID, "from", m.From, "rcpts", len(m.Rcpts), "size", m.Size, "user", s.user,
 		"origin", string(origin), "state", string(state), "rule", rule)
@@ -198,22 +198,22 @@ func (s *session) Data(r io.Reader) error {
 func (s *session) dataReadError(err error) error {
 	switch {
 	case errors.Is(err, errBodyBudget):
-		s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes)
+		s.log.Warn("data refused: in-flight message memory budget exhausted", "budget", s.cfg.MaxInflightBytes)
 		return s.reject("data", metrics.ReasonResources, "", &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 			Message: "Insufficient system resources, try again later"})
 	case errors.Is(err, smtp.ErrDataTooLarge):
 		return s.reject("data", metrics.ReasonSize, "", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
-			Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.srv.cfg.MaxMessageBytes)})
+			Message: fmt.Sprintf("Message exceeds the size limit of %d bytes", s.cfg.MaxMessageBytes)})
 	case admit.IsTimeout(err):
-		s.log.Info("data timeout", "limit", s.srv.cfg.DataTimeout.String())
+		s.log.Info("data timeout", "limit", s.cfg.DataTimeout.String())
 		s.endSoon()
 		return s.reject("data", metrics.ReasonTimeout, "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
-			Message: s.srv.cfg.Hostname + " Timeout while receiving the message, closing connection"})
+			Message: s.cfg.Hostname + " Timeout while receiving the message, closing connection"})
 	}
 	s.log.Info("data aborted", "err", err.Error())
 	s.endSoon()
 	return s.reject("data", metrics.ReasonAborted, "", &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 0},
-		Message: s.srv.cfg.Hostname + " Error while receiving the message, closing connection"})
+		Message: s.cfg.Hostname + " Error while receiving the message, closing connection"})
 }
 
 // endSoon makes the session end right after the current reply: go-smtp
@@ -233,12 +233,12 @@ func (s *session) verify(hdr *msgheader.Header, authors msgheader.Authors, body 
 			local = append(local, d)
 		}
 	}
-	if s.srv.cfg.Verify == nil {
+	if s.cfg.Verify == nil {
 		return AuthVerdict{Unsigned: local, Fail: len(local) > 0}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return s.srv.cfg.Verify(ctx, VerifyRequest{IP: s.ip, Helo: s.helo, MailFrom: s.from,
+	return s.cfg.Verify(ctx, VerifyRequest{IP: s.ip, Helo: s.helo, MailFrom: s.from,
 		Header: hdr, Authors: authors.Domains(), Local: local, Msg: body})
 }
 
@@ -280,15 +280,15 @@ const scanWait = time.Minute
 // (errBodyBudget: 452, try again), and the check then gets its own full
 // time, not what the wait left of it.
 func (s *session) checkContent(cf func(context.Context, guard.Sender, []string, []byte) content.Verdict, body []byte) (content.Verdict, error) {
-	need := min(s.srv.cfg.ContentMemory(len(body)), s.srv.scanLimit)
-	wctx, wcancel := context.WithTimeout(context.Background(), min(scanWait, s.srv.cfg.DataTimeout))
+	need := min(s.cfg.ContentMemory(len(body)), s.srv.scanLimit)
+	wctx, wcancel := context.WithTimeout(context.Background(), min(scanWait, s.cfg.DataTimeout))
 	err := s.srv.scanMem.Acquire(wctx, need)
 	wcancel()
 	if err != nil {
 		return content.Verdict{}, errBodyBudget
 	}
 	defer s.srv.scanMem.Release(need) // what the check held is garbage after it
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.DataTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DataTimeout)
 	defer cancel()
 	return cf(ctx, s.sender(), s.rcpts, body), nil
 }

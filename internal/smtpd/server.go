@@ -183,7 +183,7 @@ type DNSBL interface {
 
 // Server runs the SMTP listeners.
 type Server struct {
-	cfg   Config
+	cfg   atomic.Pointer[Config] // replaced whole by SetConfig
 	dir   Directory
 	spool Spool
 	log   *slog.Logger
@@ -210,18 +210,7 @@ func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MaxReceived == 0 {
-		cfg.MaxReceived = 50
-	}
-	if cfg.DataTimeout == 0 {
-		cfg.DataTimeout = 10 * time.Minute
-	}
-	if cfg.MaxInflightBytes == 0 {
-		cfg.MaxInflightBytes = 256 << 20
-	}
-	if cfg.ContentMemory == nil {
-		cfg.ContentMemory = func(n int) int64 { return int64(n) }
-	}
+	cfg.fillDefaults()
 	receive, scan, err := cfg.memoryPlan()
 	if err != nil {
 		// Validate reports this before New; a caller that skipped it
@@ -229,8 +218,45 @@ func New(cfg Config, dir Directory, spool Spool, log *slog.Logger) *Server {
 		log.Error("smtpd: " + err.Error())
 		receive, scan = cfg.MaxInflightBytes/2, cfg.MaxInflightBytes/2
 	}
-	return &Server{cfg: cfg, dir: dir, spool: spool, log: log,
+	s := &Server{dir: dir, spool: spool, log: log,
 		receiveLimit: receive, scanMem: semaphore.NewWeighted(scan), scanLimit: scan}
+	s.cfg.Store(&cfg)
+	return s
+}
+
+func (c *Config) fillDefaults() {
+	if c.MaxReceived == 0 {
+		c.MaxReceived = 50
+	}
+	if c.DataTimeout == 0 {
+		c.DataTimeout = 10 * time.Minute
+	}
+	if c.MaxInflightBytes == 0 {
+		c.MaxInflightBytes = 256 << 20
+	}
+	if c.ContentMemory == nil {
+		c.ContentMemory = func(n int) int64 { return int64(n) }
+	}
+}
+
+// conf is the configuration in force for new sessions.
+func (s *Server) conf() *Config { return s.cfg.Load() }
+
+// SetConfig puts cfg in force for sessions that begin from now on;
+// sessions in flight finish under the configuration they began with. The
+// memory budget (MaxInflightBytes, ContentMemory) is sized at New and
+// kept; so are the DNSBL and metrics wiring. An invalid cfg is refused
+// and the old one stays.
+func (s *Server) SetConfig(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.fillDefaults()
+	old := s.conf()
+	cfg.MaxInflightBytes, cfg.ContentMemory = old.MaxInflightBytes, old.ContentMemory
+	cfg.DNSBL, cfg.Metrics = old.DNSBL, old.Metrics
+	s.cfg.Store(&cfg)
+	return nil
 }
 
 // Validate reports a configuration whose in-flight budget cannot hold
@@ -279,27 +305,35 @@ func (c Config) memoryPlan() (receive, scan int64, err error) {
 
 // SetDNSBL enables blocklist lookups for untrusted MX clients. Call it
 // before Serve.
-func (s *Server) SetDNSBL(d DNSBL) { s.cfg.DNSBL = d }
+func (s *Server) SetDNSBL(d DNSBL) {
+	c := *s.conf()
+	c.DNSBL = d
+	s.cfg.Store(&c)
+}
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("smtpd: server closed")
 
 // Serve accepts connections of the given kind on l until Shutdown.
 func (s *Server) Serve(kind Kind, l net.Listener) error {
-	if kind != KindMX && s.cfg.TLS == nil {
+	cfg := s.conf()
+	if kind != KindMX && cfg.TLS == nil {
 		return fmt.Errorf("smtpd: %s listener needs a TLS configuration", kind)
 	}
 	srv := smtp.NewServer(&backend{srv: s, kind: kind})
-	srv.Domain = s.cfg.Hostname
-	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
-	srv.MaxRecipients = s.cfg.MaxRecipients
-	if s.cfg.MaxLineLength > 0 {
-		srv.MaxLineLength = s.cfg.MaxLineLength
+	srv.Domain = cfg.Hostname
+	// Each connection takes the limits in force when it is accepted.
+	srv.ConnLimits = func() smtp.ConnLimits {
+		c := s.conf()
+		l := smtp.ConnLimits{MaxRecipients: c.MaxRecipients, MaxMessageBytes: c.MaxMessageBytes,
+			MaxLineLength: 2000, ReadTimeout: c.CommandTimeout, WriteTimeout: c.CommandTimeout}
+		if c.MaxLineLength > 0 {
+			l.MaxLineLength = c.MaxLineLength
+		}
+		return l
 	}
-	srv.ReadTimeout = s.cfg.CommandTimeout
-	srv.WriteTimeout = s.cfg.CommandTimeout
 	srv.EnableSMTPUTF8 = true
-	srv.TLSConfig = s.cfg.TLS
+	srv.TLSConfig = cfg.TLS
 	srv.AllowInsecureAuth = false
 	srv.ErrorLog = slogAdapter{s.log}
 
@@ -340,7 +374,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) isTrusted(ip netip.Addr) bool { return ipnet.Contains(s.cfg.Trusted, ip) }
+func (s *Server) isTrusted(ip netip.Addr) bool { return ipnet.Contains(s.conf().Trusted, ip) }
 
 type slogAdapter struct{ l *slog.Logger }
 

@@ -34,6 +34,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	_, isTLS := c.TLSConnectionState()
 	sess := &session{
 		srv:     s,
+		cfg:     s.conf(),
 		kind:    b.kind,
 		conn:    c,
 		ip:      ip,
@@ -54,6 +55,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 // the transaction in progress.
 type session struct {
 	srv     *Server
+	cfg     *Config // as when the session began: a reload applies to new sessions
 	kind    Kind
 	conn    *smtp.Conn
 	ip      netip.Addr
@@ -78,7 +80,7 @@ func (s *session) Reset() {
 
 func (s *session) Logout() error {
 	s.log.Debug("disconnect")
-	if r := s.srv.cfg.Recorder; r != nil && (len(s.sum.Transactions) > 0 || len(s.sum.Rejects) > 0 || s.sum.AuthFailures > 0) {
+	if r := s.cfg.Recorder; r != nil && (len(s.sum.Transactions) > 0 || len(s.sum.Rejects) > 0 || s.sum.AuthFailures > 0) {
 		s.sum.End = time.Now()
 		s.sum.User = s.user
 		r.RecordSession(s.sum)
@@ -94,7 +96,7 @@ func smtpErr(r *policy.Reply) *smtp.SMTPError {
 // constants (a fixed set: never anything the client sent).
 func (s *session) reject(stage, reason, arg string, e *smtp.SMTPError) error {
 	s.noteReject(stage)
-	s.srv.cfg.Metrics.MessageRefused(stage, reason)
+	s.cfg.Metrics.MessageRefused(stage, reason)
 	s.log.Info("rejected", "stage", stage, "arg", arg, "user", s.user, "code", e.Code,
 		"status", fmt.Sprintf("%d.%d.%d", e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2]), "reason", e.Message)
 	return e
@@ -122,18 +124,18 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.kind != KindMX && s.user == "" && !s.trusted {
 		return s.reject("mail", metrics.ReasonAuthRequired, from, &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"})
 	}
-	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
+	if opts != nil && opts.Size > 0 && s.cfg.MaxMessageBytes > 0 && opts.Size > s.cfg.MaxMessageBytes {
 		return s.reject("mail", metrics.ReasonSize, from, &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
-			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.srv.cfg.MaxMessageBytes)})
+			Message: fmt.Sprintf("Message size %d exceeds the limit of %d bytes", opts.Size, s.cfg.MaxMessageBytes)})
 	}
 	if opts != nil && opts.Size > 0 && s.srv.bodyBytes.Load()+opts.Size > s.srv.newBudget(s.outsider()).limit {
 		// Cheaper for both sides than refusing after the whole message
 		// has been sent.
-		s.log.Warn("mail refused: in-flight message memory budget exhausted", "budget", s.srv.cfg.MaxInflightBytes, "size", opts.Size)
+		s.log.Warn("mail refused: in-flight message memory budget exhausted", "budget", s.cfg.MaxInflightBytes, "size", opts.Size)
 		return s.reject("mail", metrics.ReasonResources, from, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1},
 			Message: "Insufficient system resources, try again later"})
 	}
-	if st := s.srv.cfg.Storage; st != nil {
+	if st := s.cfg.Storage; st != nil {
 		var size int64
 		if opts != nil {
 			size = opts.Size
@@ -164,17 +166,17 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if strings.EqualFold(to, "postmaster") && s.srv.cfg.Domain != "" {
+	if strings.EqualFold(to, "postmaster") && s.cfg.Domain != "" {
 		// RFC 5321 section 4.5.1: "RCPT TO:<Postmaster>" without a domain
 		// must be accepted; it means the postmaster of this server.
-		to = "postmaster@" + s.srv.cfg.Domain
+		to = "postmaster@" + s.cfg.Domain
 	}
 	d := policy.CheckRcpt(policy.RcptInput{
 		Rcpt:          to,
 		Authenticated: s.user != "",
 		Trusted:       s.trusted,
 		IsLocalDomain: s.srv.dir.IsLocalDomain,
-		LocalIPs:      s.srv.cfg.LocalIPs,
+		LocalIPs:      s.cfg.LocalIPs,
 	})
 	if d.Reject != nil {
 		s.guardRcpt(to, false)
@@ -190,7 +192,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			return s.reject("rcpt", metrics.ReasonUnknownUser, to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 				Message: fmt.Sprintf("<%s>: Recipient address rejected: User unknown", addr)})
 		}
-		if full := s.srv.cfg.OverQuota; full != nil && allFull(targets, s.srv.dir.IsLocalDomain, full) {
+		if full := s.cfg.OverQuota; full != nil && allFull(targets, s.srv.dir.IsLocalDomain, full) {
 			// Refused now, so the sender's server keeps it and retries:
 			// no bounce later, and none from us to a forged sender.
 			return s.reject("rcpt", metrics.ReasonOverQuota, to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2},
@@ -234,7 +236,7 @@ func (s *session) receivedHeader() []byte {
 	}
 	helo := sanitizeHeaderValue(s.helo)
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (mamori) with %s", helo, s.ip, s.srv.cfg.Hostname, proto)
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (mamori) with %s", helo, s.ip, s.cfg.Hostname, proto)
 	if len(s.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(s.rcpts[0]))
 	}
@@ -289,7 +291,7 @@ func (s *session) foreignRcpts() int {
 
 // guardRcpt tells the guard about a recipient (accepted or refused).
 func (s *session) guardRcpt(rcpt string, accepted bool) guard.Decision {
-	if g := s.srv.cfg.Guard; g != nil {
+	if g := s.cfg.Guard; g != nil {
 		return g.Rcpt(s.sender(), rcpt, accepted)
 	}
 	return guard.Decision{}

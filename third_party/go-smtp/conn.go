@@ -26,6 +26,7 @@ type Conn struct {
 	conn   net.Conn
 	text   *textproto.Conn
 	server *Server
+	lim    ConnLimits // mamori patch 2: fixed for the connection's life
 	helo   string
 
 	// Number of errors witnessed on this connection
@@ -49,6 +50,7 @@ type Conn struct {
 func newConn(c net.Conn, s *Server) *Conn {
 	sc := &Conn{
 		server: s,
+		lim:    s.connLimits(),
 		conn:   c,
 	}
 
@@ -59,7 +61,7 @@ func newConn(c net.Conn, s *Server) *Conn {
 func (c *Conn) init() {
 	c.lineLimitReader = &lineLimitReader{
 		R:         c.conn,
-		LineLimit: c.server.MaxLineLength,
+		LineLimit: c.lim.MaxLineLength,
 	}
 	rwc := struct {
 		io.Reader
@@ -283,13 +285,13 @@ func (c *Conn) handleGreet(enhanced bool, arg string) {
 	if c.server.EnableDSN {
 		caps = append(caps, "DSN")
 	}
-	if c.server.MaxMessageBytes > 0 {
-		caps = append(caps, fmt.Sprintf("SIZE %v", c.server.MaxMessageBytes))
+	if c.lim.MaxMessageBytes > 0 {
+		caps = append(caps, fmt.Sprintf("SIZE %v", c.lim.MaxMessageBytes))
 	} else {
 		caps = append(caps, "SIZE")
 	}
-	if c.server.MaxRecipients > 0 {
-		caps = append(caps, fmt.Sprintf("LIMITS RCPTMAX=%v", c.server.MaxRecipients))
+	if c.lim.MaxRecipients > 0 {
+		caps = append(caps, fmt.Sprintf("LIMITS RCPTMAX=%v", c.lim.MaxRecipients))
 	}
 	if c.server.EnableRRVS {
 		caps = append(caps, "RRVS")
@@ -357,7 +359,7 @@ func (c *Conn) handleMail(arg string) {
 				return
 			}
 
-			if c.server.MaxMessageBytes > 0 && int64(size) > c.server.MaxMessageBytes {
+			if c.lim.MaxMessageBytes > 0 && int64(size) > c.lim.MaxMessageBytes {
 				c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
 				return
 			}
@@ -724,8 +726,8 @@ func (c *Conn) handleRcpt(arg string) {
 		return
 	}
 
-	if c.server.MaxRecipients > 0 && len(c.recipients) >= c.server.MaxRecipients {
-		c.writeResponse(452, EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", c.server.MaxRecipients))
+	if c.lim.MaxRecipients > 0 && len(c.recipients) >= c.lim.MaxRecipients {
+		c.writeResponse(452, EnhancedCode{4, 5, 3}, fmt.Sprintf("Maximum limit of %v recipients reached", c.lim.MaxRecipients))
 		return
 	}
 
@@ -989,7 +991,7 @@ func (c *Conn) handleData(arg string) {
 	// it can), so a long body line is not a permanent failure.
 	c.lineLimitReader.LineLimit = 0
 	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+		c.lineLimitReader.LineLimit = c.lim.MaxLineLength
 	}()
 
 	r := newDataReader(c)
@@ -1033,7 +1035,7 @@ func (c *Conn) handleBdat(arg string) {
 		return
 	}
 
-	if c.server.MaxMessageBytes != 0 && c.bytesReceived+int64(size) > c.server.MaxMessageBytes {
+	if c.lim.MaxMessageBytes != 0 && c.bytesReceived+int64(size) > c.lim.MaxMessageBytes {
 		c.writeResponse(552, EnhancedCode{5, 3, 4}, "Max message size exceeded")
 
 		// Discard chunk itself without passing it to backend.
@@ -1085,7 +1087,7 @@ func (c *Conn) handleBdat(arg string) {
 
 	c.lineLimitReader.LineLimit = 0
 	defer func() {
-		c.lineLimitReader.LineLimit = c.server.MaxLineLength
+		c.lineLimitReader.LineLimit = c.lim.MaxLineLength
 	}()
 
 	chunk := io.LimitReader(c.text.R, int64(size))
@@ -1294,8 +1296,8 @@ func (c *Conn) greet() {
 
 func (c *Conn) writeResponse(code int, enhCode EnhancedCode, text ...string) {
 	// TODO: error handling
-	if c.server.WriteTimeout != 0 {
-		c.conn.SetWriteDeadline(time.Now().Add(c.server.WriteTimeout))
+	if c.lim.WriteTimeout != 0 {
+		c.conn.SetWriteDeadline(time.Now().Add(c.lim.WriteTimeout))
 	}
 
 	// All responses must include an enhanced code, if it is missing - use
@@ -1334,8 +1336,8 @@ func (c *Conn) writeError(code int, enhCode EnhancedCode, err error) {
 
 // Reads a line of input
 func (c *Conn) readLine() (string, error) {
-	if c.server.ReadTimeout != 0 {
-		if err := c.conn.SetReadDeadline(time.Now().Add(c.server.ReadTimeout)); err != nil {
+	if c.lim.ReadTimeout != 0 {
+		if err := c.conn.SetReadDeadline(time.Now().Add(c.lim.ReadTimeout)); err != nil {
 			return "", err
 		}
 	}

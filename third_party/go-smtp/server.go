@@ -21,6 +21,24 @@ type Logger interface {
 }
 
 // A SMTP server.
+// ConnLimits are the limits one connection keeps from accept to close
+// (mamori patch 2).
+type ConnLimits struct {
+	MaxRecipients   int
+	MaxMessageBytes int64
+	MaxLineLength   int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+}
+
+// connLimits returns the limits for a new connection (mamori patch 2).
+func (s *Server) connLimits() ConnLimits {
+	if s.ConnLimits != nil {
+		return s.ConnLimits()
+	}
+	return ConnLimits{s.MaxRecipients, s.MaxMessageBytes, s.MaxLineLength, s.ReadTimeout, s.WriteTimeout}
+}
+
 type Server struct {
 	// The type of network, "tcp" or "unix".
 	Network string
@@ -40,6 +58,11 @@ type Server struct {
 	ErrorLog          Logger
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
+
+	// ConnLimits, when set, gives each new connection its limits instead
+	// of the five fields above (mamori patch 2: a reloaded configuration
+	// applies to new connections while those in flight keep theirs).
+	ConnLimits func() ConnLimits
 
 	// Advertise SMTPUTF8 (RFC 6531) capability.
 	// Should be used only if backend supports it.

@@ -1,0 +1,142 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/msgauth"
+	"github.com/mamori-mail/mamori/internal/smtpd"
+)
+
+// certHolder serves the [tls] pair through GetCertificate, so that every
+// listener picks up a reloaded pair for its next handshake.
+type certHolder struct {
+	cert atomic.Pointer[tls.Certificate]
+}
+
+func (h *certHolder) load(c *config.Config) error {
+	cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	h.cert.Store(&cert)
+	return nil
+}
+
+func (h *certHolder) tlsConfig() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cert.Load(), nil }}
+}
+
+// keyHolder holds the DKIM keyring in force.
+type keyHolder struct {
+	k   atomic.Pointer[msgauth.Keyring]
+	log *slog.Logger
+}
+
+// signOwn signs what mamori writes itself (DSNs, alerts) with the keys in
+// force; without a key for the From domain the message is unchanged.
+func (h *keyHolder) signOwn(msg []byte) []byte {
+	if f := dkimSigner(h.k.Load(), h.log); f != nil {
+		return f(msg)
+	}
+	return msg
+}
+
+// reloader applies a re-read config to the running server: SIGHUP and
+// POST /api/v1/reload (mamori reload). Everything is built and checked
+// before anything is applied, so an invalid config leaves the old one in
+// force. Sessions in flight keep the settings they began with.
+type reloader struct {
+	mu    sync.Mutex
+	cur   *config.Config
+	log   *slog.Logger
+	certs *certHolder
+	keys  *keyHolder
+	guard *guard.Guard
+	smtp  *smtpd.Server
+	// smtpConfig builds the SMTP configuration of c with the keys given.
+	smtpConfig func(c *config.Config, keys *msgauth.Keyring) smtpd.Config
+}
+
+// reload re-reads the config file and applies what can change while
+// running: [limits] (but max_inflight_bytes), [relay], [guard] limits,
+// [content], [auth], DKIM keys and the TLS files. Other changed sections
+// are named in NeedRestart.
+func (r *reloader) reload() (admin.ReloadResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, err := config.Load(r.cur.Path)
+	if err != nil {
+		r.log.Error("reload refused: the old configuration stays in force", "err", err.Error())
+		return admin.ReloadResult{}, err
+	}
+	fail := func(err error) (admin.ReloadResult, error) {
+		r.log.Error("reload refused: the old configuration stays in force", "err", err.Error())
+		return admin.ReloadResult{}, err
+	}
+	var cert *tls.Certificate
+	if c.TLS.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		if err != nil {
+			return fail(fmt.Errorf("tls: %w", err))
+		}
+		cert = &pair
+	}
+	keys := loadKeyring(c, r.log.With("stage", "auth"))
+	sc := r.smtpConfig(c, keys)
+	if err := sc.Validate(); err != nil {
+		return fail(fmt.Errorf("limits: %w", err))
+	}
+	if err := r.guard.SetConfig(guardConfig(c)); err != nil {
+		return fail(err)
+	}
+	// Nothing below can fail: sc was validated.
+	if err := r.smtp.SetConfig(sc); err != nil {
+		return fail(err)
+	}
+	if cert != nil {
+		r.certs.cert.Store(cert)
+	}
+	r.keys.k.Store(keys)
+	res := admin.ReloadResult{NeedRestart: needRestart(r.cur, c)}
+	r.cur = c
+	r.log.Info("reloaded", "config", c.Path, "need_restart", res.NeedRestart)
+	return res, nil
+}
+
+// needRestart names the settings that differ between old and new but are
+// only read at start.
+func needRestart(old, new *config.Config) []string {
+	var out []string
+	diff := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			out = append(out, name)
+		}
+	}
+	diff("hostname", old.Hostname, new.Hostname)
+	diff("data_dir", old.DataDir, new.DataDir)
+	diff("domains", old.Domains, new.Domains)
+	diff("postmaster", old.Postmaster, new.Postmaster)
+	diff("listen", old.Listen, new.Listen)
+	diff("admin", old.Admin, new.Admin)
+	diff("server", old.Server, new.Server)
+	diff("mailbox", old.Mailbox, new.Mailbox)
+	diff("queue", old.Queue, new.Queue)
+	diff("delivery", old.Delivery, new.Delivery)
+	diff("dns", old.DNS, new.DNS)
+	diff("log", old.Log, new.Log)
+	diff("limits.max_inflight_bytes", old.Limits.MaxInflight, new.Limits.MaxInflight)
+	og, ng := old.Guard, new.Guard
+	diff("guard (dnsbl, public_ips, webhook, notify, stale accounts)",
+		[]any{og.DNSBLZones, og.DNSBLBudget, og.PublicIPs, og.CheckInterval, og.PauseOutboundWhenListed, og.Webhook, og.Notify, og.StaleDays, og.DisableStale},
+		[]any{ng.DNSBLZones, ng.DNSBLBudget, ng.PublicIPs, ng.CheckInterval, ng.PauseOutboundWhenListed, ng.Webhook, ng.Notify, ng.StaleDays, ng.DisableStale})
+	return out
+}
