@@ -152,7 +152,9 @@ func (d *doctor) probeListener(ctx context.Context, l listener) (string, error) 
 		want, quit = "+OK", "QUIT\r\n"
 	case "http":
 		want = "HTTP/1."
-		if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: "+d.cfg.Hostname+"\r\n\r\n"); err != nil {
+		// Host is the address dialled: the admin listener refuses other
+		// names (DNS rebinding).
+		if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
 			return "", fmt.Errorf("send request: %w", err)
 		}
 	}
