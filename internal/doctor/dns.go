@@ -459,7 +459,7 @@ func validOptional(check, rec string) string {
 func (d *doctor) checkMTASTS(ctx context.Context) []Check {
 	return d.optionalTXT(ctx, "_mta-sts", CheckMTASTS, "v=STSv1", "MTA-STS", func(dom string) string {
 		return fmt.Sprintf(`%s IN TXT "v=STSv1; id=%s"   (and serve the policy at https://mta-sts.%s/.well-known/mta-sts.txt)`,
-			fqdn("_mta-sts."+dom), "20260101", dom)
+			fqdn("_mta-sts."+dom), d.opt.Now().UTC().Format("20060102")+"01", dom)
 	})
 }
 
