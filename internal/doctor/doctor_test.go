@@ -147,8 +147,9 @@ type fixture struct {
 	opt       Options
 	dkimValue string // the correct DKIM TXT value
 	openRelay bool
-	noServer  bool // no listener runs
-	smtpDown  bool // only the SMTP listener is down
+	noServer  bool     // no listener runs
+	smtpDown  bool     // only the SMTP listener is down
+	slow      []string // names the DNS server answers only after 10 s
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -206,6 +207,9 @@ func (f *fixture) run() Report {
 		if err := dns.Add(rr); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, name := range f.slow {
+		dns.SetDelay(name, 10*time.Second)
 	}
 	f.opt.Resolver, err = resolver.New(dns.Addr, 2*time.Second)
 	if err != nil {
@@ -384,6 +388,12 @@ func TestEachBrokenRecordFailsItsCheck(t *testing.T) {
 		}, wantFail: []string{"outbound25"}},
 		{name: "server not running", breakIt: func(f *fixture) { f.noServer = true },
 			want: map[string]Status{"listeners": StatusSkip, "relay": StatusSkip}},
+		// A check whose DNS does not answer fails within its timeout and
+		// does not hold up the others.
+		{name: "DNS too slow", breakIt: func(f *fixture) {
+			f.slow = []string{"_dmarc." + testDomain}
+			f.opt.Timeout = time.Second
+		}, wantFail: []string{"dmarc"}},
 		{name: "SMTP listener down", breakIt: func(f *fixture) { f.smtpDown = true }, wantFail: []string{"listeners", "relay"}},
 	}
 	for _, tc := range tests {
@@ -391,7 +401,11 @@ func TestEachBrokenRecordFailsItsCheck(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			tc.breakIt(f)
+			start := time.Now()
 			rep := f.run()
+			if d := time.Since(start); d > 8*time.Second {
+				t.Errorf("Run took %v", d)
+			}
 			if got := failed(rep); !slices.Equal(got, tc.wantFail) {
 				t.Errorf("failed checks %v, want %v", got, tc.wantFail)
 			}
