@@ -1,8 +1,8 @@
 // Command mamori is the single binary of the mamori mail server: it sets up
 // (init), checks (check-config) and runs (serve) the server, manages users,
-// domains, aliases and the queue while it runs, and probes any SMTP server
-// for open relay (relaytest). All logic lives in internal/; this package
-// only parses arguments and prints results.
+// domains, aliases and the queue while it runs, probes any SMTP server for
+// open relay (relaytest) and checks a deployment (doctor). All logic lives
+// in internal/; this package only parses arguments and prints results.
 package main
 
 import (
@@ -45,6 +45,8 @@ Usage:
   mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
   mamori logscan [--format auto|postfix|mamori] [--json] [--since T] [--until T] [--year Y] FILE...|-
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
+  mamori doctor --config FILE [--json] [--probe-domain D] [--probe HOST:PORT]
+               (checks DNS, certificate, listeners, relay, DNSBLs, port 25; exit 1 on a failure)
   mamori drill --target HOST:PORT --submission HOST:PORT --user ADDRESS --password-stdin
                [--config FILE] [--burst N] [--allow-remote] [--json]
 
@@ -110,6 +112,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return e.cmdQueue(rest)
 	case "relaytest":
 		return e.cmdRelaytest(rest)
+	case "doctor":
+		return e.cmdDoctor(rest)
 	case "guard":
 		return e.cmdGuard(rest)
 	case "drill":

@@ -229,6 +229,13 @@ func (c *Checker) CacheLen() int {
 	return len(c.cache)
 }
 
+// CheckDirect is Check without the cache and the request sharing, for a
+// one-off diagnosis (mamori doctor): it also reports whether every zone
+// gave a usable answer, so "not listed" can be told from "not known".
+func (c *Checker) CheckDirect(ctx context.Context, ip netip.Addr) (res Result, complete bool) {
+	return c.checkDirect(ctx, ip)
+}
+
 // checkDirect looks ip up without the cache and without sharing, within
 // the budget. complete is false when a zone failed or did not answer.
 func (c *Checker) checkDirect(ctx context.Context, ip netip.Addr) (Result, bool) {

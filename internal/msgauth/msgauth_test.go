@@ -567,3 +567,45 @@ func TestDKIMSignedBy(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSPF(t *testing.T) {
+	_, r := startDNS(t,
+		`ours.test. 60 IN TXT "v=spf1 ip4:127.0.0.1 -all"`,
+		`soft.test. 60 IN TXT "v=spf1 ~all"`,
+	)
+	for _, tc := range []struct {
+		ip     netip.Addr
+		domain string
+		want   Result
+	}{
+		{goodIP, "ours.test", ResultPass},
+		{goodIP, "OURS.test.", ResultPass},
+		{badIP, "ours.test", ResultFail},
+		{goodIP, "soft.test", ResultSoftFail},
+		{goodIP, "none.test", ResultNone},
+	} {
+		if got, err := CheckSPF(ctxT(t), r, tc.ip, tc.domain); got != tc.want {
+			t.Errorf("CheckSPF(%s, %s) = %q (%v), want %q", tc.ip, tc.domain, got, err, tc.want)
+		}
+	}
+}
+
+func TestDKIMRecordMatchesKeygen(t *testing.T) {
+	for _, algo := range []string{"rsa", "ed25519"} {
+		path, _, value, err := Keygen("example.test", "sel", algo, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := LoadSigner("example.test", "sel", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DKIMRecord(s.Key)
+		if err != nil || got != value {
+			t.Errorf("%s: DKIMRecord = %q, %v; want Keygen's %q", algo, got, err, value)
+		}
+		if !strings.HasPrefix(got, "v=DKIM1; k="+algo+"; p=") {
+			t.Errorf("%s: DKIMRecord = %q", algo, got)
+		}
+	}
+}

@@ -156,27 +156,25 @@ func Keygen(domain, selector, algo, dir string) (keyPath, txtName, txtValue stri
 		return "", "", "", err
 	}
 	var key crypto.Signer
-	var pub []byte
-	var k string
 	switch algo {
 	case "rsa", "":
 		rk, err := rsa.GenerateKey(rand.Reader, rsaKeyBits)
 		if err != nil {
 			return "", "", "", fmt.Errorf("dkim keygen: %w", err)
 		}
-		key, k = rk, "rsa"
-		if pub, err = x509.MarshalPKIXPublicKey(&rk.PublicKey); err != nil {
-			return "", "", "", fmt.Errorf("dkim keygen: %w", err)
-		}
+		key = rk
 	case "ed25519":
-		epub, ek, err := ed25519.GenerateKey(rand.Reader)
+		_, ek, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return "", "", "", fmt.Errorf("dkim keygen: %w", err)
 		}
-		// RFC 8463: the p= value is the raw 32-byte public key.
-		key, k, pub = ek, "ed25519", epub
+		key = ek
 	default:
 		return "", "", "", fmt.Errorf("dkim keygen: unknown algorithm %q (want rsa or ed25519)", algo)
+	}
+	txtValue, err = DKIMRecord(key)
+	if err != nil {
+		return "", "", "", fmt.Errorf("dkim keygen: %w", err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -190,8 +188,29 @@ func Keygen(domain, selector, algo, dir string) (keyPath, txtName, txtValue stri
 		return "", "", "", fmt.Errorf("dkim keygen: %w", err)
 	}
 	txtName = selector + "._domainkey." + domain + "."
-	txtValue = "v=DKIM1; k=" + k + "; p=" + base64.StdEncoding.EncodeToString(pub)
 	return keyPath, txtName, txtValue, nil
+}
+
+// DKIMRecord returns the value of the DNS TXT record that publishes the
+// public half of key (*rsa.PrivateKey or ed25519.PrivateKey):
+// "v=DKIM1; k=rsa; p=BASE64". For RSA p= is the SubjectPublicKeyInfo
+// (RFC 6376 section 3.6.1), for Ed25519 the raw 32-byte key (RFC 8463).
+func DKIMRecord(key crypto.Signer) (string, error) {
+	var pub []byte
+	var k string
+	switch pk := key.Public().(type) {
+	case *rsa.PublicKey:
+		der, err := x509.MarshalPKIXPublicKey(pk)
+		if err != nil {
+			return "", fmt.Errorf("dkim record: %w", err)
+		}
+		pub, k = der, "rsa"
+	case ed25519.PublicKey:
+		pub, k = pk, "ed25519"
+	default:
+		return "", fmt.Errorf("dkim record: unsupported key type %T", pk)
+	}
+	return "v=DKIM1; k=" + k + "; p=" + base64.StdEncoding.EncodeToString(pub), nil
 }
 
 // writeNew writes data to a new file at path (0600), failing if the path

@@ -225,6 +225,25 @@ func strictest(rs []AuthorResult) (Result, Policy) {
 	return best.DMARC, best.Policy
 }
 
+// CheckSPF evaluates domain's SPF record for mail sent from ip with
+// MAIL FROM postmaster@domain, as a receiver would. It returns the
+// result and, when the evaluation said more than the result (which
+// mechanism failed, a syntax or lookup-limit error), that detail as an
+// error. mamori doctor uses it to check that our own IPs pass.
+func CheckSPF(ctx context.Context, r Resolver, ip netip.Addr, domain string) (Result, error) {
+	domain = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(domain), "."))
+	if !ip.IsValid() || domain == "" {
+		return ResultPermError, errors.New("spf: no address or domain")
+	}
+	res, err := spf.CheckHostWithSender(net.IP(ip.Unmap().AsSlice()), domain, "postmaster@"+domain,
+		spf.WithContext(ctx), spf.WithResolver(spfResolver{r}))
+	switch res {
+	case spf.Pass, spf.Fail, spf.SoftFail, spf.Neutral, spf.None, spf.TempError, spf.PermError:
+		return Result(res), err
+	}
+	return ResultPermError, err
+}
+
 // checkSPF returns the SPF result, the domain checked, and the MAIL FROM
 // domain ("" for the null sender).
 func checkSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, mailFrom string) (result Result, domain, mailFromDomain string) {

@@ -1,5 +1,5 @@
-// Package resolver performs the DNS lookups mamori needs (MX, A/AAAA, TXT)
-// through the name server configured as [dns] resolver.
+// Package resolver performs the DNS lookups mamori needs (MX, A/AAAA, TXT,
+// PTR) through the name server configured as [dns] resolver.
 //
 // Why not net.Resolver: mail routing has to tell apart "this domain does not
 // exist" (NXDOMAIN: bounce), "it exists but has no such record" (no MX: fall
@@ -238,6 +238,28 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
 		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+	}
+	return out, nil
+}
+
+// LookupPTR returns the names the reverse (PTR) records of ip point to,
+// lower case and without the trailing dot, in the order the server gave
+// them. The names are not forward-confirmed: that is the caller's check.
+func (r *Resolver) LookupPTR(ctx context.Context, ip netip.Addr) ([]string, error) {
+	if !ip.IsValid() {
+		return nil, fmt.Errorf("resolver: PTR: invalid address: %w", ErrNotFound)
+	}
+	arpa, err := dns.ReverseAddr(ip.Unmap().WithZone("").String())
+	if err != nil {
+		return nil, fmt.Errorf("resolver: PTR %s: %w: %w", ip, err, ErrNotFound)
+	}
+	rrs, err := r.query(ctx, arpa, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.ToLower(strings.TrimSuffix(rr.(*dns.PTR).Ptr, ".")))
 	}
 	return out, nil
 }

@@ -389,3 +389,27 @@ func ignore(err, target error) error {
 	}
 	return err
 }
+
+func TestLookupPTR(t *testing.T) {
+	_, r := setup(t,
+		"10.2.0.192.in-addr.arpa. 60 IN PTR Mail.Example.test.",
+		"1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. 60 IN PTR v6.example.test.",
+	)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		ip   string
+		want []string
+	}{
+		{"192.0.2.10", []string{"mail.example.test"}},
+		{"::ffff:192.0.2.10", []string{"mail.example.test"}},
+		{"2001:db8::1", []string{"v6.example.test"}},
+	} {
+		got, err := r.LookupPTR(ctx, netip.MustParseAddr(tc.ip))
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("LookupPTR(%s) = %v, %v; want %v", tc.ip, got, err, tc.want)
+		}
+	}
+	if _, err := r.LookupPTR(ctx, netip.MustParseAddr("192.0.2.11")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LookupPTR(no record) err = %v, want ErrNotFound", err)
+	}
+}
