@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os/user"
 	"sync"
 	"time"
 
@@ -59,6 +60,7 @@ const (
 	CheckRelay       = "relay"
 	CheckDNSBL       = "dnsbl"
 	CheckOutbound25  = "outbound25"
+	CheckPrivileges  = "privileges"
 )
 
 // Check is the result of one check on one subject (a domain, an IP, a
@@ -141,6 +143,7 @@ func Run(ctx context.Context, opt Options) (Report, error) {
 		d.checkRelay,
 		d.checkDNSBL,
 		d.checkOutbound25,
+		d.checkPrivileges,
 	}
 	results := make([][]Check, len(groups))
 	var wg sync.WaitGroup
@@ -234,4 +237,27 @@ func worst(a, b Status) Status {
 		return b
 	}
 	return a
+}
+
+// checkPrivileges: serve should not keep root. [server] user unset is a
+// warning (serve then runs as whoever starts it: fine under the systemd
+// unit, which starts it unprivileged); a user that does not exist fails.
+func (d *doctor) checkPrivileges(context.Context) []Check {
+	c := Check{Name: CheckPrivileges, Subject: "[server] user"}
+	name := d.cfg.Server.User
+	if name == "" {
+		c.Status = StatusWarn
+		c.Detail = "not set: started as root, serve keeps root (fine if a service manager starts it as an unprivileged user)"
+		c.Fix = "useradd --system --home-dir " + d.cfg.DataDir + " --shell /usr/sbin/nologin mamori; then in the config: [server] user = \"mamori\""
+		return []Check{c}
+	}
+	if _, err := user.Lookup(name); err != nil {
+		c.Status = StatusFail
+		c.Detail = fmt.Sprintf("user %q does not exist: serve would refuse to start as root", name)
+		c.Fix = "useradd --system --home-dir " + d.cfg.DataDir + " --shell /usr/sbin/nologin " + name
+		return []Check{c}
+	}
+	c.Status = StatusOK
+	c.Detail = fmt.Sprintf("serve drops root to %q after binding its ports", name)
+	return []Check{c}
 }

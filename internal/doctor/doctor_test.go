@@ -163,6 +163,7 @@ func newFixture(t *testing.T) *fixture {
 	c.Listen = config.Listen{}
 	c.Guard.PublicIPs = []string{testIP}
 	c.Guard.DNSBLZones = []string{"bl.test"}
+	c.Server.User = "nobody" // exists on any Linux
 	certPath, keyPath, roots := certs(t, dir, []string{testHost}, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
 	c.TLS = config.TLS{Cert: certPath, Key: keyPath}
 	_, name, value, err := msgauth.Keygen(testDomain, "mamori", "ed25519", filepath.Join(dir, "dkim"))
@@ -274,7 +275,7 @@ func dump(t *testing.T, r Report) {
 func TestCorrectSetupAllOK(t *testing.T) {
 	rep := newFixture(t).run()
 	want := []string{"mx", "a", "ptr", "fcrdns", "spf", "dkim", "dmarc", "mta-sts", "tls-rpt", "certificate",
-		"listeners", "listeners", "listeners", "relay", "dnsbl", "outbound25"}
+		"listeners", "listeners", "listeners", "relay", "dnsbl", "outbound25", "privileges"}
 	var got []string
 	for _, c := range rep.Checks {
 		got = append(got, c.Name)
@@ -301,6 +302,9 @@ func TestEachBrokenRecordFailsItsCheck(t *testing.T) {
 		want     map[string]Status // other statuses to check
 	}{
 		{name: "MX missing", breakIt: func(f *fixture) { f.drop(testDomain + ". 60 IN MX") }, wantFail: []string{"mx"}},
+		{name: "service user missing", breakIt: func(f *fixture) { f.cfg.Server.User = "no-such-user-mamori" }, wantFail: []string{"privileges"}},
+		{name: "service user unset", breakIt: func(f *fixture) { f.cfg.Server.User = "" },
+			want: map[string]Status{"privileges": StatusWarn}},
 		{name: "MX elsewhere", breakIt: func(f *fixture) {
 			f.drop(testDomain + ". 60 IN MX")
 			f.zone = append(f.zone, testDomain+". 60 IN MX 10 mx.elsewhere.test.", "mx.elsewhere.test. 60 IN A 198.51.100.7")
