@@ -85,7 +85,21 @@ func TestServeDropsRoot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in.addUser("alice@priv.test", pw) // offline, as root: the store file is root's until serve takes it
+	// Offline commands run as root become [server] user before they write
+	// data_dir, so what they create stays the server's.
+	in.addUser("alice@priv.test", pw)
+	in.mustCLI("", "dkim", "keygen", "--domain", "priv.test")
+	nobodyUID, _ := strconv.Atoi(nobody.Uid)
+	keys, _ := filepath.Glob(filepath.Join(in.dir, "data", "dkim", "*"))
+	for _, p := range append(keys, filepath.Join(in.dir, "data", "mamori.db")) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := int(fi.Sys().(*syscall.Stat_t).Uid); uid != nobodyUID {
+			t.Errorf("%s written offline by root: owner %d, want nobody", p, uid)
+		}
+	}
 	in.start()
 
 	pid := in.cmd.Process.Pid
@@ -128,7 +142,6 @@ func TestServeDropsRoot(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("messages: %v", msgs)
 	}
-	nobodyUID, _ := strconv.Atoi(nobody.Uid)
 	for _, p := range []string{msgs[0], filepath.Dir(msgs[0]), filepath.Join(in.dir, "data", "mamori.db")} {
 		fi, err := os.Stat(p)
 		if err != nil {

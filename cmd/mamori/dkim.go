@@ -37,6 +37,9 @@ func (e *env) cmdDKIM(args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := asServiceUser(cfg); err != nil {
+		return err
+	}
 	keyPath, name, value, err := msgauth.Keygen(*domain, *selector, *algo, filepath.Join(cfg.DataDir, "dkim"))
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 		if !errors.Is(err, admin.ErrUnreachable) {
 			return nil, nil, nil, err
 		}
+	}
+	if err := asServiceUser(c); err != nil {
+		return nil, nil, nil, err
 	}
 	st, err := store.Open(server.StorePath(c), store.Options{LockTimeout: time.Second})
 	if err != nil {
@@ -428,4 +432,14 @@ func checkAddDelList(cmd, sub string, fs *flag.FlagSet, pos []string) error {
 		return &exitError{2, fmt.Errorf("%s: unknown subcommand %q", cmd, sub)}
 	}
 	return nil
+}
+
+// asServiceUser: run as root, a command that writes data_dir itself (no
+// server to ask) first becomes [server] user, as serve does, so that the
+// files it creates stay readable by the server.
+func asServiceUser(c *config.Config) error {
+	if os.Geteuid() != 0 || c.Server.User == "" {
+		return nil
+	}
+	return server.BecomeServiceUser(c, slog.New(slog.DiscardHandler))
 }

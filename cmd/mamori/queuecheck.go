@@ -58,6 +58,9 @@ func (e *env) cmdQueueCheck(args []string) error {
 	dir := server.QueueDir(c)
 	var rep *queue.Report
 	if *repair {
+		if err := asServiceUser(c); err != nil {
+			return err
+		}
 		rep, err = queue.Repair(dir, time.Now())
 	} else {
 		rep, err = queue.Check(dir)

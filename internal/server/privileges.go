@@ -12,11 +12,12 @@ import (
 	"github.com/mamori-mail/mamori/internal/privdrop"
 )
 
-// becomeServiceUser runs after every port is bound and before any data is
+// BecomeServiceUser runs after every port is bound and before any data is
 // opened: with [server] user it makes data_dir that user's and switches
 // the process to it for good. Without it, running as root is allowed but
-// warned about.
-func becomeServiceUser(c *config.Config, log *slog.Logger) error {
+// warned about. Commands that write data_dir offline call it too, so
+// that nothing they create is root's.
+func BecomeServiceUser(c *config.Config, log *slog.Logger) error {
 	if c.Server.User == "" {
 		if os.Geteuid() == 0 {
 			log.Warn("running as root: set [server] user so that serve drops root after binding its ports")

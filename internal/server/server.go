@@ -168,7 +168,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	if adminL != nil {
 		defer adminL.Close()
 	}
-	if err := becomeServiceUser(c, log); err != nil {
+	if err := BecomeServiceUser(c, log); err != nil {
 		return err
 	}
 	for _, d := range []string{c.DataDir, QueueDir(c), MailDir(c)} {
