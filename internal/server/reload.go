@@ -92,7 +92,7 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 	}
 	keys := loadKeyring(c, r.log.With("stage", "auth"))
 	sc := r.smtpConfig(c, keys)
-	if err := sc.Validate(); err != nil {
+	if _, err := r.smtp.CheckConfig(sc); err != nil {
 		return fail(fmt.Errorf("limits: %w", err))
 	}
 	if err := r.guard.SetConfig(guardConfig(c)); err != nil {
@@ -123,6 +123,7 @@ func needRestart(old, new *config.Config) []string {
 	}
 	diff("hostname", old.Hostname, new.Hostname)
 	diff("data_dir", old.DataDir, new.DataDir)
+	diff("tls (turning TLS on or off)", old.TLS.Cert == "", new.TLS.Cert == "")
 	diff("domains", old.Domains, new.Domains)
 	diff("postmaster", old.Postmaster, new.Postmaster)
 	diff("listen", old.Listen, new.Listen)

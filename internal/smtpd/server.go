@@ -248,15 +248,25 @@ func (s *Server) conf() *Config { return s.cfg.Load() }
 // kept; so are the DNSBL and metrics wiring. An invalid cfg is refused
 // and the old one stays.
 func (s *Server) SetConfig(cfg Config) error {
-	if err := cfg.Validate(); err != nil {
+	c, err := s.CheckConfig(cfg)
+	if err != nil {
 		return err
 	}
-	cfg.fillDefaults()
+	s.cfg.Store(&c)
+	return nil
+}
+
+// CheckConfig returns cfg as SetConfig would put it in force (with the
+// memory budget and wiring kept from New), or why it cannot be.
+func (s *Server) CheckConfig(cfg Config) (Config, error) {
 	old := s.conf()
 	cfg.MaxInflightBytes, cfg.ContentMemory = old.MaxInflightBytes, old.ContentMemory
 	cfg.DNSBL, cfg.Metrics = old.DNSBL, old.Metrics
-	s.cfg.Store(&cfg)
-	return nil
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	cfg.fillDefaults()
+	return cfg, nil
 }
 
 // Validate reports a configuration whose in-flight budget cannot hold
