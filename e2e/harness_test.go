@@ -394,3 +394,17 @@ func (in *instance) cfgEdit(edit func(cfg string) string) {
 }
 
 func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// dkimKeygen makes a DKIM key for domain with mamori dkim keygen and
+// returns its TXT record in zone-file form with a 60 s TTL.
+func (in *instance) dkimKeygen(domain string) string {
+	in.t.Helper()
+	out := in.mustCLI("", "dkim", "keygen", "--domain", domain)
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "._domainkey."+domain+". IN TXT") {
+			return strings.Replace(strings.TrimSpace(l), " IN TXT ", " 60 IN TXT ", 1)
+		}
+	}
+	in.t.Fatalf("keygen printed no TXT record:\n%s", out)
+	return ""
+}

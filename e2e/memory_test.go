@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/smtp"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,21 +15,11 @@ import (
 // procStatusKB reads a "VmXXX:  N kB" line of /proc/PID/status.
 func procStatusKB(t *testing.T, pid int, field string) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := strconv.ParseInt(strings.TrimSuffix(statusField(t, pid, field), " kB"), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return n
 }
 
 // TestInflightMemoryBound: 30 clients send a 25 MB message each at the
