@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/certs"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/delivery"
 	"github.com/mamori-mail/mamori/internal/journal"
@@ -111,14 +112,17 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	}
 	defer q.Close()
 
-	var tlsCfg *tls.Config
-	if c.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-		if err != nil {
-			return fmt.Errorf("tls: %w", err)
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	// Every TLS listener takes its certificate from one manager: the [tls]
+	// pair, or ACME's once issued, renewed and reloaded without a restart.
+	certMgr, err := certs.New(c, log.With("stage", "certs"))
+	if err != nil {
+		return err
 	}
+	defer certMgr.Close()
+	if err := certMgr.Listen(); err != nil {
+		return err
+	}
+	tlsCfg := certMgr.TLSConfig()
 	trusted, err := c.TrustedPrefixes()
 	if err != nil {
 		return err
@@ -317,6 +321,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
+	certMgr.Start(gctx)
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
 	go q.ExpireHeld(gctx, c.Queue.HeldRetention.Duration, func(n int) {
 		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
