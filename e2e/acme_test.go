@@ -459,3 +459,49 @@ func acmeLines(log string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestACMEHTTP01 obtains the certificate with the http-01 challenge
+// instead (port 80's stand-in on loopback). autocert tries tls-alpn-01
+// first; nothing answers on Pebble's TLS port, so that fails and http-01
+// is validated. The challenge listener answers nothing but challenges.
+func TestACMEHTTP01(t *testing.T) {
+	dns, err := testdns.Start(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	httpPort := freePort(t)
+	pb, caFile := startPebble(t, dns.Addr, freePort(t), httpPort) // nothing listens on the TLS port
+
+	const domain = "acme-http.test"
+	host := "mx." + domain
+	if err := dns.Add(host + ". 60 IN A 127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, domain, func(cfg string) string {
+		cfg = setKey(cfg, "acme", "true")
+		cfg = setKey(cfg, "acme_challenge", strconv.Quote("http-01"))
+		cfg = setKey(cfg, "acme_directory", strconv.Quote(pb.directory))
+		cfg = setKey(cfg, "acme_listen", strconv.Quote(fmt.Sprintf("127.0.0.1:%d", httpPort)))
+		return setKey(cfg, "acme_ca", strconv.Quote(caFile))
+	})
+	in.start()
+	pebbleLog := func() string { b, _ := os.ReadFile(pb.log); return string(b) }
+	acmeWait(t, 60*time.Second, "an ACME certificate on port 465", func() bool {
+		p, err := tlsPeer(t, "tls", in.submissions)
+		return err == nil && p.verify(pb.roots, host) == nil
+	}, func() string { return acmeLines(in.log()) + "\n--- pebble:\n" + pebbleLog() })
+	if !strings.Contains(pebbleLog(), "validate w/ HTTP: http://"+host) {
+		t.Errorf("Pebble's log does not show an http-01 validation:\n%s", pebbleLog())
+	}
+	for _, path := range []string{"/", "/.well-known/acme-challenge/not-a-token"} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("challenge listener %s: %s, want 404", path, resp.Status)
+		}
+	}
+}

@@ -496,6 +496,9 @@ func (m *Manager) serveHTTP(ctx context.Context, ln net.Listener) {
 				http.NotFound(w, r)
 				return
 			}
+			// autocert checks the Host header against its whitelist as
+			// it is; on a port other than 80 that includes the port.
+			r.Host = h.name
 			h.iss.Load().http.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
