@@ -80,6 +80,7 @@ type Manager struct {
 	email      string
 	directory  string
 	httpClient *http.Client
+	cacheDir   string // data_dir/acme: certificates and the account key
 	cache      autocert.Cache
 
 	mu      sync.Mutex // guards ln, started, closed
@@ -125,8 +126,8 @@ func defaultOptions() options {
 const maxChallengeConns = 32
 
 // New loads the [tls] cert/key pair, if any, and prepares ACME when
-// [tls] acme = true. It binds nothing (see Listen) and contacts nobody
-// (see Start).
+// [tls] acme = true. It binds nothing (see Listen), writes nothing and
+// contacts nobody (see Start).
 func New(c *config.Config, log *slog.Logger) (*Manager, error) {
 	return newManager(c, log, defaultOptions())
 }
@@ -165,14 +166,10 @@ func (m *Manager) setupACME(c *config.Config) error {
 	if m.directory == "" {
 		m.directory = config.LetsEncryptDirectory
 	}
-	dir := filepath.Join(c.DataDir, "acme")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("acme: certificate directory: %w", err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil { // it holds private keys
-		return fmt.Errorf("acme: certificate directory: %w", err)
-	}
-	m.cache = loggingCache{Cache: autocert.DirCache(dir), m: m}
+	// Created by Start, which runs after privileges are dropped, so the
+	// directory belongs to the user that writes it.
+	m.cacheDir = filepath.Join(c.DataDir, "acme")
+	m.cache = loggingCache{Cache: autocert.DirCache(m.cacheDir), m: m}
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.TLS.ACMECA != "" {
@@ -312,8 +309,9 @@ func (m *Manager) addr() string {
 	return m.ln.Addr().String()
 }
 
-// Start serves ACME challenges, obtains the first certificates in the
-// background and watches renewals; it returns at once. Until a name's
+// Start creates data_dir/acme (mode 0700), serves ACME challenges,
+// obtains the first certificates in the background and watches renewals;
+// it returns at once. It is meant to run after privileges are dropped. Until a name's
 // first certificate is issued the [tls] pair is served for it. Without
 // ACME it does nothing.
 func (m *Manager) Start(ctx context.Context) {
@@ -335,6 +333,11 @@ func (m *Manager) Start(ctx context.Context) {
 	ln := m.ln
 	m.mu.Unlock()
 
+	if err := os.MkdirAll(m.cacheDir, 0o700); err != nil {
+		m.log.Error("acme: certificate directory", "err", err.Error())
+	} else if err := os.Chmod(m.cacheDir, 0o700); err != nil { // it holds private keys
+		m.log.Error("acme: certificate directory", "err", err.Error())
+	}
 	m.log.Info("acme: starting", "names", strings.Join(m.names(), ","), "challenge", m.challenge,
 		"listen", ln.Addr().String(), "directory", m.directory)
 	m.wg.Add(1)
