@@ -138,6 +138,7 @@ func newManager(c *config.Config, log *slog.Logger, opt options) (*Manager, erro
 	if c.TLS.Cert != "" || c.TLS.Key != "" {
 		cert, err := loadPair(c.TLS.Cert, c.TLS.Key)
 		if err != nil {
+			m.stop()
 			return nil, err
 		}
 		m.fallback.Store(cert)
@@ -153,6 +154,7 @@ func newManager(c *config.Config, log *slog.Logger, opt options) (*Manager, erro
 		return m, nil
 	}
 	if err := m.setupACME(c); err != nil {
+		m.stop()
 		return nil, err
 	}
 	return m, nil
@@ -173,7 +175,7 @@ func (m *Manager) setupACME(c *config.Config) error {
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if c.TLS.ACMECA != "" {
-		pem, err := os.ReadFile(c.TLS.ACMECA)
+		caPEM, err := os.ReadFile(c.TLS.ACMECA)
 		if err != nil {
 			return fmt.Errorf("acme: tls.acme_ca: %w", err)
 		}
@@ -181,17 +183,18 @@ func (m *Manager) setupACME(c *config.Config) error {
 		if err != nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM(pem) {
+		if !pool.AppendCertsFromPEM(caPEM) {
 			return fmt.Errorf("acme: tls.acme_ca %s: no PEM certificate in it", c.TLS.ACMECA)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	m.httpClient = &http.Client{Transport: closingTransport{base: tr, ctx: m.ctx}, Timeout: time.Minute}
 
+	names := c.ACMEHosts()
 	m.hosts = map[string]*host{}
-	for _, n := range c.ACMEHosts() {
+	for _, n := range names {
 		h := &host{name: n}
-		h.iss.Store(m.newIssuer(c.ACMEHosts()))
+		h.iss.Store(m.newIssuer(names))
 		m.hosts[n] = h
 		m.order = append(m.order, h)
 	}
@@ -299,7 +302,7 @@ func (m *Manager) Listen() error {
 	return nil
 }
 
-// Addr is where the challenge listener is bound ("" when it is not).
+// addr is where the challenge listener is bound ("" when it is not).
 func (m *Manager) addr() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -311,9 +314,9 @@ func (m *Manager) addr() string {
 
 // Start creates data_dir/acme (mode 0700), serves ACME challenges,
 // obtains the first certificates in the background and watches renewals;
-// it returns at once. It is meant to run after privileges are dropped. Until a name's
-// first certificate is issued the [tls] pair is served for it. Without
-// ACME it does nothing.
+// it returns at once. It is meant to run after privileges are dropped.
+// Until a name's first certificate is issued the [tls] pair is served for
+// it. Without ACME it does nothing.
 func (m *Manager) Start(ctx context.Context) {
 	if m.hosts == nil {
 		return
