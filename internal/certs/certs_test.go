@@ -266,6 +266,36 @@ func TestServesCachedCertificate(t *testing.T) {
 	}
 }
 
+// TestOverdueRenewalIsLogged: a cached certificate past its renewal time
+// whose renewal fails (the CA is unreachable) keeps being served, and the
+// overdue renewal is logged as an error.
+func TestOverdueRenewalIsLogged(t *testing.T) {
+	c, _ := setup(t, true)
+	ca := issue(t, nil, []string{"Test CA"}, time.Now().Add(-100*24*time.Hour), 200*24*time.Hour)
+	old := issue(t, ca, []string{hostname}, time.Now().Add(-80*24*time.Hour), 90*24*time.Hour)
+	dir := filepath.Join(c.DataDir, "acme")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entry := append(append(append([]byte{}, old.key...), old.cert...), ca.cert...)
+	if err := os.WriteFile(filepath.Join(dir, hostname), entry, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	opt := defaultOptions()
+	opt.retryMin, opt.checkEvery = time.Hour, 10*time.Millisecond
+	m, err := newManager(c, slog.New(slog.NewTextHandler(&logs, nil)), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Start(context.Background())
+	waitLog(t, &logs, "renewal is overdue")
+	if got := served(t, m.TLSConfig(), ""); got.Cmp(old.serial) != 0 {
+		t.Errorf("serial %x, want the old certificate's %x until a renewal succeeds", got, old.serial)
+	}
+}
+
 // TestReload: a good pair replaces the served one at the next handshake;
 // a bad file leaves the old one serving and is reported.
 func TestReload(t *testing.T) {
