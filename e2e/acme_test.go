@@ -421,6 +421,16 @@ func TestACMEIssuanceAndRenewal(t *testing.T) {
 		return len(readMaildir(filepath.Join(box, "new")))+len(readMaildir(filepath.Join(box, "cur"))) == 1
 	}, func() string { return in.logTail(10) })
 
+	// /metrics: days left of the ACME certificate (45 s: well under a day)
+	// and of the self-signed pair (years).
+	mx := scrape(t, in)
+	if d, ok := mx[`mamori_tls_certificate_days_left{name="`+host+`",source="acme"}`]; !ok || d <= 0 || d > 1 {
+		t.Errorf("metrics: ACME certificate days left %v (present %v), want a fraction of a day", d, ok)
+	}
+	if d, ok := mx[`mamori_tls_certificate_days_left{name="`+host+`",source="file"}`]; !ok || d < 365 {
+		t.Errorf("metrics: [tls] pair days left %v (present %v), want years", d, ok)
+	}
+
 	log := in.log()
 	for _, want := range []string{"acme certificate issued", "acme certificate renewed", "acme certificate in use"} {
 		if !strings.Contains(log, want) {

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mamori-mail/mamori/internal/config"
 )
 
@@ -256,6 +258,31 @@ func TestServesCachedCertificate(t *testing.T) {
 	for _, sni := range []string{"", "MX.example.test.", "other.example", "imap.example.test"} {
 		if got := served(t, cfg, sni); got.Cmp(acmeCert.serial) != 0 {
 			t.Errorf("sni %q: serial %x, want the ACME certificate's %x (not the pair's %x)", sni, got, acmeCert.serial, p.serial)
+		}
+	}
+	// The metric: days left of both the ACME certificate and the pair.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()+" "+strings.Join(labels, ",")] = s.GetGauge().GetValue()
+		}
+	}
+	for series, want := range map[string]float64{
+		"mamori_tls_certificate_days_left name=" + hostname + ",source=acme": 90 - 1.0/24,
+		"mamori_tls_certificate_days_left name=" + hostname + ",source=file": 1 - 1.0/24,
+	} {
+		if d, ok := got[series]; !ok || d < want-0.01 || d > want+0.01 {
+			t.Errorf("%s = %v (present %v), want %.2f; all: %v", series, d, ok, want, got)
 		}
 	}
 	if !strings.Contains(logs.String(), "acme certificate in use") {

@@ -132,6 +132,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		return fmt.Errorf("dns: %w", err)
 	}
 	mt := metrics.New() // one event path for /metrics and the live view's traffic
+	mt.Registry().MustRegister(certMgr)
 	// The defences run until the very end, after the listeners and
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
