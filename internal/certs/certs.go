@@ -36,6 +36,9 @@
 // And autocert does not log; issuance and renewals are logged from the
 // cache (every new certificate is written there), and a renewal that has
 // not happened well after it was due is logged by a periodic check.
+//
+// The Manager is also a Prometheus collector (metrics.go: days left per
+// certificate), with the client library the rest of mamori's metrics use.
 package certs
 
 import (
