@@ -112,10 +112,63 @@ type Server struct {
 	Group string `toml:"group"`
 }
 
-// TLS names the certificate and key used by STARTTLS and implicit TLS.
+// TLS names the certificate and key used by STARTTLS and implicit TLS,
+// and configures automatic certificates (ACME, see internal/certs).
 type TLS struct {
 	Cert string `toml:"cert"`
 	Key  string `toml:"key"`
+	// ACME obtains and renews certificates for hostname and ACMENames from
+	// an ACME CA (Let's Encrypt by default). Until the first one is issued,
+	// the cert/key pair above is served.
+	ACME          bool     `toml:"acme"`
+	ACMEEmail     string   `toml:"acme_email"`     // contact for the CA account (optional)
+	ACMEDirectory string   `toml:"acme_directory"` // the CA's directory URL
+	ACMENames     []string `toml:"acme_names"`     // names besides hostname
+	// ACMEChallenge is "tls-alpn-01" (on port 443) or "http-01" (on port 80).
+	ACMEChallenge string `toml:"acme_challenge"`
+	// ACMEListen is where the challenge listener binds; empty: ":443" for
+	// tls-alpn-01, ":80" for http-01 (see ChallengeListen).
+	ACMEListen string `toml:"acme_listen"`
+	// ACMECA is a PEM file of extra roots to trust for the directory's
+	// HTTPS (a private or test CA such as Pebble); empty: the system's.
+	ACMECA string `toml:"acme_ca"`
+}
+
+// Let's Encrypt's production directory, the default acme_directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// The ACME challenge types mamori answers.
+const (
+	ChallengeTLSALPN = "tls-alpn-01"
+	ChallengeHTTP    = "http-01"
+)
+
+// ChallengeListen is the address the ACME challenge listener binds:
+// acme_listen, or the port the CA connects to for the challenge type.
+func (t TLS) ChallengeListen() string {
+	switch {
+	case t.ACMEListen != "":
+		return t.ACMEListen
+	case t.ACMEChallenge == ChallengeHTTP:
+		return ":80"
+	default:
+		return ":443"
+	}
+}
+
+// ACMEHosts is hostname followed by acme_names, lower case, without
+// trailing dots or repeats: the names certificates are obtained for.
+func (c *Config) ACMEHosts() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range append([]string{c.Hostname}, c.TLS.ACMENames...) {
+		n = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(n)), ".")
+		if n != "" && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Admin configures the authenticated HTTP admin API.
@@ -364,6 +417,7 @@ func Defaults() Config {
 			MinBackoff:           Duration{time.Minute},
 			MaxBackoff:           Duration{time.Hour},
 		},
+		TLS:     TLS{ACMEDirectory: LetsEncryptDirectory, ACMEChallenge: ChallengeTLSALPN},
 		DNS:     DNS{Timeout: Duration{5 * time.Second}},
 		Log:     Log{Format: "json", Level: "info"},
 		Auth:    Auth{VerifyInbound: true, DMARCReject: true, DKIMSelector: "mamori", Timeout: Duration{4 * time.Second}},
@@ -420,6 +474,7 @@ func (c *Config) resolvePaths(base string) {
 	c.DataDir = abs(c.DataDir)
 	c.TLS.Cert = abs(c.TLS.Cert)
 	c.TLS.Key = abs(c.TLS.Key)
+	c.TLS.ACMECA = abs(c.TLS.ACMECA)
 	c.Admin.TokenFile = abs(c.Admin.TokenFile)
 }
 
@@ -464,11 +519,12 @@ func (c *Config) Validate() error {
 	if c.Listen.SMTP == "" && c.Listen.Submission == "" && c.Listen.Submissions == "" {
 		errs = append(errs, errors.New("listen: no SMTP listener configured"))
 	}
-	if (c.Listen.Submission != "" || c.Listen.Submissions != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
-		errs = append(errs, errors.New("tls: cert and key are required for submission (AUTH is only offered over TLS)"))
+	noTLS := (c.TLS.Cert == "" || c.TLS.Key == "") && !c.TLS.ACME
+	if (c.Listen.Submission != "" || c.Listen.Submissions != "") && noTLS {
+		errs = append(errs, errors.New("tls: cert and key (or acme = true) are required for submission (AUTH is only offered over TLS)"))
 	}
-	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && (c.TLS.Cert == "" || c.TLS.Key == "") {
-		errs = append(errs, errors.New("tls: cert and key are required for IMAP and POP3 (logins are only accepted over TLS)"))
+	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && noTLS {
+		errs = append(errs, errors.New("tls: cert and key (or acme = true) are required for IMAP and POP3 (logins are only accepted over TLS)"))
 	}
 	if err := c.Guard.checkNonNegative(); err != nil {
 		errs = append(errs, err)
@@ -479,6 +535,10 @@ func (c *Config) Validate() error {
 	if c.Server.Group != "" && c.Server.User == "" {
 		errs = append(errs, errors.New("server.group needs server.user"))
 	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls: cert and key go together: set both or neither"))
+	}
+	errs = append(errs, c.validateACME()...)
 	if c.Mailbox.Quota < 0 {
 		errs = append(errs, fmt.Errorf("mailbox.quota %d: want a size in bytes, 0 for none", c.Mailbox.Quota))
 	}
@@ -486,8 +546,8 @@ func (c *Config) Validate() error {
 		if err := checkAdminAddr(c.Listen.Admin, c.Admin.TLS); err != nil {
 			errs = append(errs, err)
 		}
-		if c.Admin.TLS && (c.TLS.Cert == "" || c.TLS.Key == "") {
-			errs = append(errs, errors.New("admin.tls: [tls] cert and key are required to serve the admin listener over HTTPS"))
+		if c.Admin.TLS && noTLS {
+			errs = append(errs, errors.New("admin.tls: [tls] cert and key (or acme = true) are required to serve the admin listener over HTTPS"))
 		}
 		if c.Admin.TokenFile == "" {
 			errs = append(errs, errors.New("admin.token_file is required when listen.admin is set"))

@@ -282,6 +282,17 @@ admin = "{{.Admin}}"             # admin API and dashboard (token), loopback
 [tls]
 cert = "{{.Cert}}"
 key = "{{.Key}}"
+# Automatic certificates (ACME, e.g. Let's Encrypt) for hostname and
+# acme_names, renewed before they expire; the pair above is served until
+# the first one is issued. The CA must reach this host on port 443
+# (tls-alpn-01) or 80 (http-01), and hostname must resolve to it.
+acme = false
+# acme_email = "postmaster@{{.Domain}}"   # the CA's contact for this account
+# acme_directory = "{{.D.TLS.ACMEDirectory}}"
+# acme_names = []                 # more names, e.g. ["imap.{{.Domain}}"]
+# acme_challenge = "{{.D.TLS.ACMEChallenge}}"   # or "http-01"
+# acme_listen = ":443"            # default: ":443" for tls-alpn-01, ":80" for http-01
+# acme_ca = "/path/to/ca.pem"     # extra roots for a private CA's directory
 
 [admin]
 token_file = "{{.TokenFile}}"

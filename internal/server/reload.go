@@ -9,31 +9,12 @@ import (
 	"sync/atomic"
 
 	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/certs"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/msgauth"
 	"github.com/mamori-mail/mamori/internal/smtpd"
 )
-
-// certHolder serves the [tls] pair through GetCertificate, so that every
-// listener picks up a reloaded pair for its next handshake.
-type certHolder struct {
-	cert atomic.Pointer[tls.Certificate]
-}
-
-func (h *certHolder) load(c *config.Config) error {
-	cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-	if err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
-	h.cert.Store(&cert)
-	return nil
-}
-
-func (h *certHolder) tlsConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return h.cert.Load(), nil }}
-}
 
 // keyHolder holds the DKIM keyring in force.
 type keyHolder struct {
@@ -58,7 +39,7 @@ type reloader struct {
 	mu    sync.Mutex
 	cur   *config.Config
 	log   *slog.Logger
-	certs *certHolder
+	certs *certs.Manager
 	keys  *keyHolder
 	guard *guard.Guard
 	smtp  *smtpd.Server
@@ -82,13 +63,10 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 		r.log.Error("reload refused: the old configuration stays in force", "err", err.Error())
 		return admin.ReloadResult{}, err
 	}
-	var cert *tls.Certificate
-	if c.TLS.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
-		if err != nil {
+	if c.TLS.Cert != "" { // checked first, so that a bad pair changes nothing
+		if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
 			return fail(fmt.Errorf("tls: %w", err))
 		}
-		cert = &pair
 	}
 	keys := loadKeyring(c, r.log.With("stage", "auth"))
 	sc := r.smtpConfig(c, keys)
@@ -102,8 +80,9 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 	if err := r.smtp.SetConfig(sc); err != nil {
 		return fail(err)
 	}
-	if cert != nil {
-		r.certs.cert.Store(cert)
+	if err := r.certs.Reload(c); err != nil {
+		// Only if the files changed again since the check above.
+		r.log.Error("reload: tls files", "err", err.Error())
 	}
 	r.keys.k.Store(keys)
 	res := admin.ReloadResult{NeedRestart: needRestart(r.cur, c)}
@@ -123,6 +102,8 @@ func needRestart(old, new *config.Config) []string {
 	}
 	diff("hostname", old.Hostname, new.Hostname)
 	diff("data_dir", old.DataDir, new.DataDir)
+	diff("tls (acme)", []any{old.TLS.ACME, old.TLS.ACMEEmail, old.TLS.ACMEDirectory, old.TLS.ACMENames, old.TLS.ACMEChallenge, old.TLS.ACMEListen, old.TLS.ACMECA},
+		[]any{new.TLS.ACME, new.TLS.ACMEEmail, new.TLS.ACMEDirectory, new.TLS.ACMENames, new.TLS.ACMEChallenge, new.TLS.ACMEListen, new.TLS.ACMECA})
 	diff("tls (turning TLS on or off)", old.TLS.Cert == "", new.TLS.Cert == "")
 	diff("domains", old.Domains, new.Domains)
 	diff("postmaster", old.Postmaster, new.Postmaster)

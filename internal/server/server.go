@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/admin"
+	"github.com/mamori-mail/mamori/internal/certs"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/delivery"
 	"github.com/mamori-mail/mamori/internal/journal"
@@ -88,16 +89,18 @@ type Options struct {
 // finish, and the queue and store are closed.
 func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) error {
 	setMemoryLimit(c, log)
-	// Every listener takes its certificate from certs at each handshake,
-	// so a reload's new pair applies without a restart.
-	certs := &certHolder{}
-	var tlsCfg *tls.Config
-	if c.TLS.Cert != "" {
-		if err := certs.load(c); err != nil {
-			return err
-		}
-		tlsCfg = certs.tlsConfig()
+	// Every TLS listener takes its certificate from one manager: the [tls]
+	// pair, or ACME's once issued, renewed and reloaded without a restart.
+	// Its challenge listener may need a privileged port: bound here.
+	certMgr, err := certs.New(c, log.With("stage", "certs"))
+	if err != nil {
+		return err
 	}
+	defer certMgr.Close()
+	if err := certMgr.Listen(); err != nil {
+		return err
+	}
+	tlsCfg := certMgr.TLSConfig()
 	// Bind everything first so a port conflict fails fast, before any
 	// stage starts working.
 	type lst struct {
@@ -207,6 +210,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		return fmt.Errorf("dns: %w", err)
 	}
 	mt := metrics.New() // one event path for /metrics and the live view's traffic
+	mt.Registry().MustRegister(certMgr)
 	// The defences run until the very end, after the listeners and
 	// delivery have stopped, so their last state is saved.
 	gctx, gcancel := context.WithCancel(context.Background())
@@ -321,7 +325,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			errc <- fmt.Errorf("delivery: %w", err)
 		}
 	}()
-	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certs, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig}
+	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certMgr, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig}
 	go func() {
 		for range opt.Reload {
 			rl.reload()
@@ -352,6 +356,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
+	certMgr.Start(gctx)
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
 	go q.ExpireHeld(gctx, c.Queue.HeldRetention.Duration, func(n int) {
 		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
