@@ -608,7 +608,7 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 func (d *Directory) Flush() error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	err := d.st.Update(func(tx *store.Tx) error {
+	err := d.st.Update(func(tx store.Tx) error {
 		for key, u := range d.users {
 			if u.rec.LastLogin.Equal(u.persistedLogin) {
 				continue
