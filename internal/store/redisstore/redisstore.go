@@ -48,6 +48,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,8 +89,20 @@ type Store struct {
 
 var _ store.KV = (*Store)(nil)
 
+// quietClient routes go-redis's own log lines (a line per failed dial
+// while Redis is down) to slog's debug level: this package reports an
+// outage once, with its context.
+var quietClient sync.Once
+
+type debugLogger struct{}
+
+func (debugLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.Default().DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+}
+
 // Open connects to the Redis server of opt.URL and checks that it answers.
 func Open(ctx context.Context, opt Options) (*Store, error) {
+	quietClient.Do(func() { redis.SetLogger(debugLogger{}) })
 	rdb, cluster, err := newClient(opt.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: %w", err)
