@@ -107,7 +107,8 @@ type Isolation struct {
 	Rule   string         `json:"rule"`
 	Counts map[string]int `json:"counts"`
 	Since  time.Time      `json:"since"`
-	Held   int            `json:"held"` // messages accepted into held since isolation
+	Held   int            `json:"held"`           // messages accepted into held since isolation
+	Node   string         `json:"node,omitempty"` // the node that decided it
 }
 
 // Suspension describes a suspended account.
@@ -115,6 +116,7 @@ type Suspension struct {
 	User  string    `json:"user"`
 	Rule  string    `json:"rule"`
 	Since time.Time `json:"since"`
+	Node  string    `json:"node,omitempty"` // the node that decided it
 }
 
 // Ban is a banned IP or network.
@@ -122,7 +124,8 @@ type Ban struct {
 	CIDR    string    `json:"cidr"`
 	Expires time.Time `json:"expires"`
 	Rule    string    `json:"rule"`
-	Strikes int       `json:"strikes"` // how many times banned (backoff grows with it)
+	Strikes int       `json:"strikes"`        // how many times banned (backoff grows with it)
+	Node    string    `json:"node,omitempty"` // the node that decided it
 }
 
 // Throttle is a login name refused from sources it does not trust,
