@@ -9,12 +9,16 @@ import (
 	"github.com/mamori-mail/mamori/internal/testutil"
 )
 
-// clusterNode is a mamori node of a cluster on Redis r.
-func clusterNode(t *testing.T, r *testutil.Redis, node string) *instance {
+// clusterNode is a mamori node of a cluster on Redis r; edit, if set,
+// changes its config further.
+func clusterNode(t *testing.T, r *testutil.Redis, node string, edit ...func(string) string) *instance {
 	t.Helper()
 	in := newInstance(t, "ours.test", func(cfg string) string {
 		cfg = setKey(cfg, "backend", `"redis"`)
 		cfg = setKey(cfg, "url", strconv.Quote(r.URL))
+		for _, e := range edit {
+			cfg = e(cfg)
+		}
 		return setKey(cfg, "node", strconv.Quote(node))
 	})
 	in.name = node
@@ -149,4 +153,38 @@ func TestCluster(t *testing.T) {
 	}
 	a.alive()
 	b.alive()
+}
+
+// TestClusterRoutesLocalMail: the mailboxes live on node-a; node-b, an MX
+// too, passes local mail to node-a through [delivery.routes], as the README
+// describes.
+func TestClusterRoutesLocalMail(t *testing.T) {
+	requireTool(t, "swaks")
+	r := testutil.StartRedis(t)
+	a := clusterNode(t, r, "node-a")
+	b := clusterNode(t, r, "node-b", func(cfg string) string {
+		return setRoutes(cfg, map[string]string{"ours.test": a.smtp})
+	})
+	a.start()
+	b.start()
+	a.addUser("alice@ours.test", pw)
+	time.Sleep(time.Second)
+	host, port, _ := strings.Cut(b.smtp, ":")
+	if out, code := swaks(t, "--server", host, "--port", port, "--from", "someone@far.test",
+		"--to", "alice@ours.test", "--h-Subject", "via node-b"); code != 0 {
+		t.Fatalf("send to node-b: %s", out)
+	}
+	msgs := a.waitMail("alice@ours.test", 1, 20*time.Second)
+	if !strings.Contains(msgs[0], "via node-b") {
+		t.Fatalf("node-a's mailbox holds %q", msgs[0])
+	}
+	if n := len(readMaildir(b.maildirNew("alice@ours.test"))); n != 0 {
+		t.Fatalf("node-b kept %d messages in its own Maildir", n)
+	}
+	// An unknown local user is refused by node-b itself: it knows the
+	// shared directory.
+	if out, _ := swaks(t, "--server", host, "--port", port, "--from", "someone@far.test",
+		"--to", "nobody@ours.test"); !strings.Contains(replyTo(out, "RCPT TO"), "550") {
+		t.Fatalf("unknown user via node-b: %s", out)
+	}
 }
