@@ -115,9 +115,10 @@ type Directory struct {
 	users     map[string]*userEntry
 	aliases   map[string][]string // "x@dom" or "@dom" → canonical targets
 
-	// offline is set by Follow while the shared store is unreachable:
-	// last logins then stay in memory (Flush writes them) instead of
-	// costing each login a store timeout.
+	// offline is set while the shared store is unreachable (by Follow,
+	// or by a failed last-login write; Follow clears it): last logins then
+	// stay in memory (Flush writes them) instead of costing each login a
+	// store timeout.
 	offline atomic.Bool
 }
 
@@ -702,6 +703,9 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 		return
 	}
 	if err := d.st.Update(func(tx store.Tx) error { return putLogin(tx, key, when) }); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			d.offline.Store(true) // until Follow reaches the store again
+		}
 		slog.Warn("mailbox: cannot record last login", "user", key, "err", err)
 		return
 	}
