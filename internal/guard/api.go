@@ -29,6 +29,11 @@
 // client, its IP and its envelope sender. The sender that trips a rule is
 // isolated: the user if authenticated, else the IP.
 //
+// In a cluster ([store] backend = "redis") the counters stay on each node;
+// the decisions — bans, isolations, suspensions and their lifting — travel
+// to the other nodes through a Replicator (share.go, internal/guard/share)
+// and come back through ApplyShared, off the hot path.
+//
 // Dependencies: the standard library only (net/netip for allocation-free
 // addresses and prefixes as map keys, hash/maphash for recipient hashes,
 // encoding/json for the saved state, log/slog for logs).
