@@ -83,12 +83,12 @@ func (e *env) cmdGuard(args []string) error {
 		esc := termsafe.String
 		fmt.Fprintf(e.stdout, "isolated senders: %d\n", len(snap.Isolated))
 		for _, i := range snap.Isolated {
-			fmt.Fprintf(e.stdout, "  ip=%s user=%s sender=%s rule=%s since=%s held=%d counts=%s\n",
-				esc(dash(i.IP)), esc(dash(i.User)), esc(dash(i.Sender)), esc(i.Rule), i.Since.Format(time.RFC3339), i.Held, fmtCounts(i.Counts))
+			fmt.Fprintf(e.stdout, "  ip=%s user=%s sender=%s rule=%s since=%s held=%d counts=%s node=%s\n",
+				esc(dash(i.IP)), esc(dash(i.User)), esc(dash(i.Sender)), esc(i.Rule), i.Since.Format(time.RFC3339), i.Held, fmtCounts(i.Counts), esc(dash(i.Node)))
 		}
 		fmt.Fprintf(e.stdout, "suspended accounts: %d\n", len(snap.Suspended))
 		for _, s := range snap.Suspended {
-			fmt.Fprintf(e.stdout, "  user=%s rule=%s since=%s\n", esc(s.User), esc(s.Rule), s.Since.Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "  user=%s rule=%s since=%s node=%s\n", esc(s.User), esc(s.Rule), s.Since.Format(time.RFC3339), esc(dash(s.Node)))
 		}
 		fmt.Fprintf(e.stdout, "throttled accounts: %d\n", len(snap.Throttled))
 		for _, th := range snap.Throttled {
@@ -97,7 +97,7 @@ func (e *env) cmdGuard(args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "bans: %d\n", len(snap.Bans))
 		for _, b := range snap.Bans {
-			fmt.Fprintf(e.stdout, "  %s rule=%s expires=%s strikes=%d\n", esc(b.CIDR), esc(b.Rule), b.Expires.Format(time.RFC3339), b.Strikes)
+			fmt.Fprintf(e.stdout, "  %s rule=%s expires=%s strikes=%d node=%s\n", esc(b.CIDR), esc(b.Rule), b.Expires.Format(time.RFC3339), b.Strikes, esc(dash(b.Node)))
 		}
 		return nil
 	case "ban":

@@ -52,11 +52,8 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 	if err := asServiceUser(c); err != nil {
 		return nil, nil, nil, err
 	}
-	st, err := store.Open(server.StorePath(c), store.Options{LockTimeout: time.Second})
+	st, err := openDirectoryStore(c)
 	if err != nil {
-		if errors.Is(err, store.ErrLocked) {
-			return nil, nil, nil, fmt.Errorf("the server seems to be running (its database is locked) but its admin API at %s does not answer", c.Listen.Admin)
-		}
 		return nil, nil, nil, err
 	}
 	dir, err := mailbox.OpenDirectory(st, c.Domains)
@@ -66,6 +63,27 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 	}
 	ms := mailbox.NewStore(server.MailDir(c), mailbox.StoreOptions{})
 	return admin.Local{Dir: dir, Store: ms, DefaultQuota: c.Mailbox.Quota}, nil, func() { ms.Close(); st.Close() }, nil
+}
+
+// openDirectoryStore opens the store the directory lives in: the node's
+// own database, or, clustered ([store] backend = "redis"), the shared one.
+func openDirectoryStore(c *config.Config) (interface {
+	store.KV
+	Close() error
+}, error) {
+	if c.Store.Backend == "redis" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return server.OpenShared(ctx, c, slog.New(slog.DiscardHandler))
+	}
+	st, err := store.Open(server.StorePath(c), store.Options{LockTimeout: time.Second})
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("the server seems to be running (its database is locked) but its admin API at %s does not answer", c.Listen.Admin)
+		}
+		return nil, err
+	}
+	return st, nil
 }
 
 // runningClient loads the config and returns an API client of the running

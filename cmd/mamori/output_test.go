@@ -130,3 +130,36 @@ func TestDialable(t *testing.T) {
 		}
 	}
 }
+
+// TestGuardListShowsNode: in a cluster, guard list names the node that
+// made each decision, plain and --json.
+func TestGuardListShowsNode(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/api/v1/guard", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(guard.Snapshot{
+			Isolated:  []guard.Isolation{{IP: "192.0.2.1", Rule: "rate.msgs_per_minute", Since: time.Now(), Node: "mx-b"}},
+			Suspended: []guard.Suspension{{User: "u@example.test", Rule: "admin", Since: time.Now(), Node: "mx-c"}},
+			Bans:      []guard.Ban{{CIDR: "192.0.2.0/24", Rule: "admin", Expires: time.Now().Add(time.Hour), Node: "mx-a"}},
+		})
+	})
+	cfg := configFor(t, mux)
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"guard", "list"}, []string{"192.0.2.0/24 rule=admin", "node=mx-a", "node=mx-b", "node=mx-c"}},
+		{[]string{"guard", "list", "--json"}, []string{`"node": "mx-a"`, `"node": "mx-b"`, `"node": "mx-c"`, `"cidr": "192.0.2.0/24"`}},
+	}
+	for _, tt := range tests {
+		var out, errb bytes.Buffer
+		if err := run(append(tt.args, "--config", cfg), strings.NewReader(""), &out, &errb); err != nil {
+			t.Fatalf("%v: %v\n%s", tt.args, err, errb.String())
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: output lacks %q:\n%s", tt.args, w, out.String())
+			}
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +51,7 @@ type Config struct {
 	Auth     Auth     `toml:"auth"`
 	Mailbox  Mailbox  `toml:"mailbox"`
 	Server   Server   `toml:"server"`
+	Store    Store    `toml:"store"`
 
 	// Path is the file this config was loaded from (not a TOML key).
 	Path string `toml:"-"`
@@ -110,6 +112,50 @@ type Server struct {
 	// touches any data. Empty: run as whoever started it.
 	User  string `toml:"user"`
 	Group string `toml:"group"`
+}
+
+// Store chooses where the directory (users, domains, aliases) and the
+// guard's decisions (bans, isolations, suspensions) live.
+type Store struct {
+	// Backend is "embedded" (data_dir/mamori.db, this node only) or
+	// "redis" (shared by every node with the same URL: clustered mode).
+	Backend string `toml:"backend"`
+	// URL of the Redis server: redis://, rediss://, redis+sentinel://,
+	// redis+cluster:// (see internal/store/redisstore).
+	URL string `toml:"url"`
+	// Node names this node in the cluster (in guard list, in logs); it
+	// must be unique among the nodes. Default: the machine's host name.
+	Node string `toml:"node"`
+}
+
+// StoreBackends are the values [store] backend takes.
+var StoreBackends = []string{"embedded", "redis"}
+
+// storeSchemes are the URL schemes of [store] url.
+var storeSchemes = []string{"redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
+
+func (s *Store) validate() []error {
+	var errs []error
+	if !slices.Contains(StoreBackends, s.Backend) {
+		errs = append(errs, fmt.Errorf("store.backend %q: want %q or %q", s.Backend, "embedded", "redis"))
+	}
+	if s.Backend == "redis" {
+		scheme, _, ok := strings.Cut(s.URL, "://")
+		switch {
+		case s.URL == "":
+			errs = append(errs, errors.New(`store.url is required with backend = "redis" (e.g. "redis://10.0.0.9:6379/0")`))
+		case !ok || !slices.Contains(storeSchemes, scheme):
+			errs = append(errs, fmt.Errorf("store.url: want a URL starting with one of %s://", strings.Join(storeSchemes, "://, ")))
+		}
+	}
+	if s.Node == "" {
+		errs = append(errs, errors.New("store.node is empty and the host name is unknown: set it"))
+	} else if len(s.Node) > 64 || strings.ContainsFunc(s.Node, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_')
+	}) {
+		errs = append(errs, fmt.Errorf("store.node %q: at most 64 letters, digits, '.', '-' or '_'", s.Node))
+	}
+	return errs
 }
 
 // TLS names the certificate and key used by STARTTLS and implicit TLS,
@@ -420,6 +466,7 @@ func Defaults() Config {
 		TLS:     TLS{ACMEDirectory: LetsEncryptDirectory, ACMEChallenge: ChallengeTLSALPN},
 		DNS:     DNS{Timeout: Duration{5 * time.Second}},
 		Log:     Log{Format: "json", Level: "info"},
+		Store:   Store{Backend: "embedded"},
 		Auth:    Auth{VerifyInbound: true, DMARCReject: true, DKIMSelector: "mamori", Timeout: Duration{4 * time.Second}},
 		Content: Content{Action: "reject", VirusAction: "reject", ClamdFail: "closed", ClamdTimeout: Duration{30 * time.Second}},
 		Guard: Guard{
@@ -539,6 +586,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("tls: cert and key go together: set both or neither"))
 	}
 	errs = append(errs, c.validateACME()...)
+	if c.Store.Node == "" {
+		c.Store.Node, _ = os.Hostname()
+	}
+	errs = append(errs, c.Store.validate()...)
 	if c.Mailbox.Quota < 0 {
 		errs = append(errs, fmt.Errorf("mailbox.quota %d: want a size in bytes, 0 for none", c.Mailbox.Quota))
 	}

@@ -344,6 +344,7 @@ func TestInitWritesDefaults(t *testing.T) {
 		{"guard", [4]any{c.Guard.PregreetDelay, c.Guard.MaxSessionTime, c.Guard.StaleDays, c.Guard.PauseOutboundWhenListed},
 			[4]any{d.Guard.PregreetDelay, d.Guard.MaxSessionTime, d.Guard.StaleDays, d.Guard.PauseOutboundWhenListed}},
 		{"admin", c.Listen.Admin, d.Listen.Admin},
+		{"store", c.Store.Backend, d.Store.Backend},
 	} {
 		if fmt.Sprint(cmp.got) != fmt.Sprint(cmp.want) {
 			t.Errorf("%s: init wrote %v, Defaults has %v", cmp.name, cmp.got, cmp.want)
@@ -422,5 +423,49 @@ func TestMailboxFileMode(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("mode %q: %v, %v; want %v ok=%v", tc.mode, got, err, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestStoreSection(t *testing.T) {
+	base := `hostname = "mx.example.test"
+data_dir = "data"
+domains = ["example.test"]
+[listen]
+smtp = "127.0.0.1:2525"
+admin = ""
+`
+	host, _ := os.Hostname()
+	tests := []struct {
+		name, store string
+		wantErr     string // "" = valid
+		backend     string
+		node        string
+	}{
+		{"default", "", "", "embedded", host},
+		{"redis", "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nnode = \"mx1\"\n", "", "redis", "mx1"},
+		{"sentinel", "[store]\nbackend = \"redis\"\nurl = \"redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster\"\nnode = \"mx-2_a\"\n", "", "redis", "mx-2_a"},
+		{"redis without url", "[store]\nbackend = \"redis\"\n", "store.url is required", "", ""},
+		{"bad scheme", "[store]\nbackend = \"redis\"\nurl = \"http://x:1\"\n", "store.url", "", ""},
+		{"bad backend", "[store]\nbackend = \"etcd\"\n", "store.backend", "", ""},
+		{"bad node", "[store]\nnode = \"mx 1\"\n", "store.node", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "m.toml")
+			os.WriteFile(p, []byte(base+tc.store), 0o600)
+			c, err := Load(p)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Store.Backend != tc.backend || c.Store.Node != tc.node {
+				t.Fatalf("store = %+v, want backend %q node %q", c.Store, tc.backend, tc.node)
+			}
+		})
 	}
 }

@@ -379,6 +379,16 @@ dmarc_reject = {{.D.Auth.DMARCReject}}           # honour p=reject: refuse faili
 dkim_selector = "{{.D.Auth.DKIMSelector}}"      # sign outbound mail with data_dir/dkim/DOMAIN.SELECTOR.key (mamori dkim keygen)
 timeout = "{{.D.Auth.Timeout}}"                # budget for all DNS lookups of one message; then temperror, mail goes on
 
+[store]
+# Where the directory (users, domains, aliases, quotas) and the guard's
+# decisions (bans, isolations, suspensions) live. "embedded": in data_dir,
+# this node only. "redis": shared by every node with the same url
+# (clustered mode, see the README); queue, mailboxes and journal stay on
+# each node.
+backend = "{{.D.Store.Backend}}"
+# url = "redis://10.0.0.9:6379/0"   # or rediss://, redis+sentinel://H:P,H:P/MASTER, redis+cluster://H:P,H:P
+# node = "mx1"                      # this node's name in the cluster, unique; default: the host name
+
 [log]
 format = "{{.D.Log.Format}}"   # or "logfmt"
 level = "{{.D.Log.Level}}"

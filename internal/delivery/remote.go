@@ -68,10 +68,17 @@ func (s *Scheduler) route(addr string) (dest, error) {
 		}
 		return s.hostDest(ip.String(), s.cfg.Port), nil
 	}
-	if s.local != nil && s.local.IsLocalDomain(domain) {
-		return dest{kind: destLocal, key: "local"}, nil
-	}
 	target, ok := matchRoute(s.cfg.Routes, domain)
+	if s.local != nil && s.local.IsLocalDomain(domain) {
+		// Only a route named for exactly this local domain takes its mail
+		// elsewhere: in a cluster, a node without the mailboxes passes
+		// local mail to the node that holds them.
+		t, exact := s.cfg.Routes[domain]
+		if !exact {
+			return dest{kind: destLocal, key: "local"}, nil
+		}
+		target, ok = t, true
+	}
 	if !ok && s.cfg.Relayhost != "" {
 		target, ok = s.cfg.Relayhost, true
 	}

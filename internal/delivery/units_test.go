@@ -181,9 +181,9 @@ func TestBackoff(t *testing.T) {
 func TestRoute(t *testing.T) {
 	s := NewScheduler(Config{
 		Port:      2525,
-		Routes:    map[string]string{"Exact.Test": "10.0.0.1:26", "*.wild.test": "relay.wild.test", "*.deep.wild.test": "[2001:db8::1]:27", "bad.test": "host:port"},
+		Routes:    map[string]string{"Exact.Test": "10.0.0.1:26", "routed.test": "10.0.0.9:25", "*.wild.test": "relay.wild.test", "*.deep.wild.test": "[2001:db8::1]:27", "bad.test": "host:port"},
 		Relayhost: "smarthost.test:587",
-	}, nil, &fakeLocal{domains: map[string]bool{"local.test": true}}, nil, nil)
+	}, nil, &fakeLocal{domains: map[string]bool{"local.test": true, "routed.test": true, "sub.wild.test": true}}, nil, nil)
 
 	tests := []struct {
 		addr    string
@@ -197,6 +197,8 @@ func TestRoute(t *testing.T) {
 		{"u@x.deep.wild.test", destHost, "host:[2001:db8::1]:27", ""},
 		{"u@wild.test", destHost, "host:smarthost.test:587", ""}, // wildcard is subdomains only
 		{"u@local.test", destLocal, "local", ""},
+		{"u@routed.test", destHost, "host:10.0.0.9:25", ""}, // a local domain routed by name (cluster)
+		{"u@sub.wild.test", destLocal, "local", ""},         // a wildcard route never takes a local domain
 		{"u@[192.0.2.5]", destHost, "host:192.0.2.5:2525", ""},
 		{"u@[IPv6:2001:db8::5]", destHost, "host:[2001:db8::5]:2525", ""},
 		{"nodomain", 0, "", "5.1.3"},

@@ -29,6 +29,11 @@
 // client, its IP and its envelope sender. The sender that trips a rule is
 // isolated: the user if authenticated, else the IP.
 //
+// In a cluster ([store] backend = "redis") the counters stay on each node;
+// the decisions — bans, isolations, suspensions and their lifting — travel
+// to the other nodes through a Replicator (share.go, internal/guard/share)
+// and come back through ApplyShared, off the hot path.
+//
 // Dependencies: the standard library only (net/netip for allocation-free
 // addresses and prefixes as map keys, hash/maphash for recipient hashes,
 // encoding/json for the saved state, log/slog for logs).
@@ -107,7 +112,8 @@ type Isolation struct {
 	Rule   string         `json:"rule"`
 	Counts map[string]int `json:"counts"`
 	Since  time.Time      `json:"since"`
-	Held   int            `json:"held"` // messages accepted into held since isolation
+	Held   int            `json:"held"`           // messages accepted into held since isolation
+	Node   string         `json:"node,omitempty"` // the node that decided it
 }
 
 // Suspension describes a suspended account.
@@ -115,6 +121,7 @@ type Suspension struct {
 	User  string    `json:"user"`
 	Rule  string    `json:"rule"`
 	Since time.Time `json:"since"`
+	Node  string    `json:"node,omitempty"` // the node that decided it
 }
 
 // Ban is a banned IP or network.
@@ -122,7 +129,8 @@ type Ban struct {
 	CIDR    string    `json:"cidr"`
 	Expires time.Time `json:"expires"`
 	Rule    string    `json:"rule"`
-	Strikes int       `json:"strikes"` // how many times banned (backoff grows with it)
+	Strikes int       `json:"strikes"`        // how many times banned (backoff grows with it)
+	Node    string    `json:"node,omitempty"` // the node that decided it
 }
 
 // Throttle is a login name refused from sources it does not trust,

@@ -63,6 +63,12 @@ type Config struct {
 	// (rule ""), for metrics. It is called without the guard's lock held,
 	// on the caller's goroutine, and must be cheap.
 	OnDecision func(stage, rule string, v Verdict)
+
+	// Node names this node in its decisions (guard list shows it).
+	Node string
+	// Replicator, when set, takes this node's bans, unbans, isolations,
+	// suspensions and releases to the other nodes of a cluster (share.go).
+	Replicator Replicator
 }
 
 // Fixed parameters of the detectors.
@@ -290,11 +296,13 @@ func (g *Guard) conf() *Config { return &g.pol.Load().cfg }
 // SetConfig puts a new configuration in force (mamori reload): limits,
 // overrides, thresholds and ban times. Senders already tracked get their
 // new limits at once; their counts are kept. What sizes the engine —
-// MaxTracked, SaveInterval — and its hooks (Now, OnDecision) stay as at
-// New. An invalid cfg is refused and the old one stays.
+// MaxTracked, SaveInterval — its hooks (Now, OnDecision) and its place in
+// a cluster (Node, Replicator) stay as at New. An invalid cfg is refused and the old one stays.
 func (g *Guard) SetConfig(cfg Config) error {
 	old := g.conf()
 	cfg.MaxTracked, cfg.SaveInterval, cfg.Now, cfg.OnDecision = old.MaxTracked, old.SaveInterval, old.Now, old.OnDecision
+	cfg.Node, cfg.Replicator = old.Node, old.Replicator
+	cfg.Node, cfg.Replicator = old.Node, old.Replicator
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("guard config: %w", err)
@@ -442,6 +450,7 @@ type event struct {
 	hold     bool // call HoldQueued first
 	holdIP   netip.Addr
 	holdUser string
+	noAlert  bool // a decision of another node: hold only, it alerted
 }
 
 // enqueue hands ev to Run without ever blocking; called with g.mu held.
@@ -475,6 +484,9 @@ func (g *Guard) deliver(ev event) {
 			ev.alert.Counts = map[string]int{}
 		}
 		ev.alert.Counts["queued_held"] = n
+	}
+	if ev.noAlert {
+		return
 	}
 	g.hooks.Alert(ev.alert)
 }

@@ -402,7 +402,7 @@ func (g *Guard) holdMore(iso *Isolation, m *Message, user string, lg *logBuf) De
 // isolate isolates the sender of m: the user if authenticated, else the
 // client IP. It queues the hook calls that hold its queued mail and alert.
 func (g *Guard) isolate(m *Message, user, rule, key string, st *senderStats, counts map[string]int, t time.Time, lg *logBuf) *Isolation {
-	iso := &Isolation{IP: m.IP.String(), Sender: m.From, User: user, Rule: rule, Counts: counts, Since: t}
+	iso := &Isolation{IP: m.IP.String(), Sender: m.From, User: user, Rule: rule, Counts: counts, Since: t, Node: g.conf().Node}
 	ev := event{hold: true}
 	if user != "" {
 		g.isoUser[user] = iso
@@ -417,6 +417,11 @@ func (g *Guard) isolate(m *Message, user, rule, key string, st *senderStats, cou
 		Counts: counts, Subjects: subjects, Rcpts: rcpts, Extra: map[string]string{"key": key},
 		Detail: fmt.Sprintf("%s tripped on the %s key; its new mail is held and its queued mail too", rule, key)}
 	g.enqueue(ev, lg)
+	sh := Shared{Kind: SharedIsolate, Time: t, Rule: rule, Sender: m.From, User: user, Counts: counts}
+	if user == "" {
+		sh.IP = iso.IP
+	}
+	g.share(sh)
 	lg.add(slog.LevelWarn, "guard isolated sender", slog.String("rule", rule), slog.String("key", key),
 		slog.String("ip", iso.IP), slog.String("user", user), slog.String("from", m.From), slog.Any("counts", counts))
 	return iso
@@ -427,15 +432,17 @@ func (g *Guard) suspend(user, rule string, ip netip.Addr, counts map[string]int,
 	if _, ok := g.suspended[user]; ok {
 		return
 	}
-	g.suspended[user] = Suspension{User: user, Rule: rule, Since: t}
+	node := g.conf().Node
+	g.suspended[user] = Suspension{User: user, Rule: rule, Since: t, Node: node}
 	ipStr := ""
 	if ip.IsValid() {
 		ipStr = ip.String()
 	}
 	if g.isoUser[user] == nil {
-		g.isoUser[user] = &Isolation{IP: ipStr, User: user, Rule: rule, Counts: counts, Since: t}
+		g.isoUser[user] = &Isolation{IP: ipStr, User: user, Rule: rule, Counts: counts, Since: t, Node: node}
 	}
 	g.dirty = true
+	g.share(Shared{Kind: SharedSuspend, Time: t, Rule: rule, User: user, IP: ipStr, Counts: counts})
 	g.enqueue(event{hold: true, holdUser: user, alert: Alert{Time: t, Kind: "suspended", IP: ipStr, User: user,
 		Rule: rule, Counts: counts, Subjects: subjects, Rcpts: rcpts,
 		Detail: detail + "; AUTH is refused and the account's mail held"}}, lg)

@@ -51,7 +51,7 @@ func (g *Guard) addBan(prefix netip.Prefix, d time.Duration, rule string, auto b
 	if auto && !exists && g.bans.auto >= maxBans {
 		g.bans.evictAuto()
 	}
-	b := Ban{CIDR: p.String(), Expires: msTime(exp), Rule: rule, Strikes: prev + 1}
+	b := Ban{CIDR: p.String(), Expires: msTime(exp), Rule: rule, Strikes: prev + 1, Node: g.conf().Node}
 	g.bans.put(p, banEntry{ban: b, expires: exp, auto: auto})
 	if _, ok := g.bans.strikes[p]; !ok && len(g.bans.strikes) >= 2*maxBans {
 		for k := range g.bans.strikes {
@@ -61,6 +61,7 @@ func (g *Guard) addBan(prefix netip.Prefix, d time.Duration, rule string, auto b
 	}
 	g.bans.strikes[p] = strike{Count: prev + 1, Expires: exp}
 	g.dirty = true
+	g.share(Shared{Kind: SharedBan, Time: t, Rule: rule, CIDR: b.CIDR, Expires: b.Expires, Strikes: b.Strikes, Auto: auto})
 	ipStr := ""
 	if p.IsSingleIP() {
 		ipStr = p.Addr().String()
@@ -83,15 +84,10 @@ func (g *Guard) Unban(prefix netip.Prefix) bool {
 	t, now := g.clock()
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
-	e, found := g.bans.remove(p)
+	e, found := g.unban(p)
 	active := found && e.expires > now
+	g.share(Shared{Kind: SharedUnban, Time: t, CIDR: p.String()})
 	if found {
-		g.dirty = true
-		if p == hostPrefix(p.Addr()) || p.IsSingleIP() {
-			if st := g.ips.lookup(hostOf(p.Addr())); st != nil {
-				st.authFails = window{} // else the next failure bans it again at once
-			}
-		}
 		lg.add(slog.LevelInfo, "guard unbanned", slog.String("cidr", p.String()), slog.String("rule", e.ban.Rule))
 		if active {
 			g.enqueue(event{alert: Alert{Time: t, Kind: "released", Rule: e.ban.Rule, Detail: "ban of " + p.String() + " lifted by the administrator",
@@ -101,6 +97,21 @@ func (g *Guard) Unban(prefix netip.Prefix) bool {
 	g.mu.Unlock()
 	lg.emit()
 	return active
+}
+
+// unban removes the ban of p (normalised) and forgets the failures that
+// would ban it again at once; called with g.mu held.
+func (g *Guard) unban(p netip.Prefix) (banEntry, bool) {
+	e, found := g.bans.remove(p)
+	if found {
+		g.dirty = true
+		if p == hostPrefix(p.Addr()) || p.IsSingleIP() {
+			if st := g.ips.lookup(hostOf(p.Addr())); st != nil {
+				st.authFails = window{} // else the next failure bans it again at once
+			}
+		}
+	}
+	return e, found
 }
 
 // Banned returns the active ban covering ip, if any.
@@ -121,11 +132,29 @@ func (g *Guard) Release(ipOrUser string) bool {
 	t, now := g.clock()
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
-	var (
-		released bool
-		rule     string
-		alert    = Alert{Time: t, Kind: "released"}
-	)
+	released, rule, alert := g.release(s, now)
+	alert.Time = t
+	sh := Shared{Kind: SharedRelease, Time: t, Rule: rule, IP: alert.IP, User: alert.User}
+	if sh.IP != "" || sh.User != "" {
+		g.share(sh)
+	}
+	if released {
+		g.dirty = true
+		alert.Rule = rule
+		alert.Detail = "released by the administrator; counters reset"
+		g.enqueue(event{alert: alert}, &lg)
+		lg.add(slog.LevelWarn, "guard released", slog.String("rule", rule), slog.String("ip", alert.IP), slog.String("user", alert.User))
+	}
+	g.mu.Unlock()
+	lg.emit()
+	return released
+}
+
+// release clears the isolation of an IP, or the isolation, suspension and
+// login throttle of a user, and resets that sender's counters; called
+// with g.mu held. The alert names the IP or the user.
+func (g *Guard) release(s string, now int64) (released bool, rule string, alert Alert) {
+	alert.Kind = "released"
 	if ip, err := netip.ParseAddr(s); err == nil {
 		ip = normAddr(ip)
 		if iso, ok := g.isoIP[ip]; ok {
@@ -158,14 +187,8 @@ func (g *Guard) Release(ipOrUser string) bool {
 	}
 	if released {
 		g.dirty = true
-		alert.Rule = rule
-		alert.Detail = "released by the administrator; counters reset"
-		g.enqueue(event{alert: alert}, &lg)
-		lg.add(slog.LevelWarn, "guard released", slog.String("rule", rule), slog.String("ip", alert.IP), slog.String("user", alert.User))
 	}
-	g.mu.Unlock()
-	lg.emit()
-	return released
+	return released, rule, alert
 }
 
 // resetIP forgets the counters of an IP and of the envelope senders last

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -94,9 +95,13 @@ type userEntry struct {
 
 // Directory holds users, local domains and aliases. Reads are served from
 // memory; changes are written to the store first and then applied in memory.
-// It is safe for concurrent use.
+// Changes to a user or an alias read the stored record inside the write
+// transaction, so that, with a store shared by several nodes, a change made
+// elsewhere is never overwritten by this node's older copy; Follow keeps the
+// memory in step with changes made by other nodes. It is safe for
+// concurrent use.
 type Directory struct {
-	st *store.Store
+	st store.KV
 
 	// writeMu serialises changes, so that the store write of one change can
 	// run without blocking readers; only holders of writeMu modify the maps,
@@ -109,20 +114,23 @@ type Directory struct {
 	runtime   map[string]domainRecord
 	users     map[string]*userEntry
 	aliases   map[string][]string // "x@dom" or "@dom" → canonical targets
+
+	// offline is set while the shared store is unreachable (by Follow,
+	// or by a failed last-login write; Follow clears it): last logins then
+	// stay in memory (Flush writes them) instead of costing each login a
+	// store timeout.
+	offline atomic.Bool
 }
 
 // OpenDirectory loads the directory from st. staticDomains are the config
 // file's `domains`; they are always local and cannot be deleted at run time.
-func OpenDirectory(st *store.Store, staticDomains []string) (*Directory, error) {
+func OpenDirectory(st store.KV, staticDomains []string) (*Directory, error) {
 	if st == nil {
 		return nil, errors.New("open directory: nil store")
 	}
 	d := &Directory{
 		st:        st,
 		staticSet: make(map[string]bool),
-		runtime:   make(map[string]domainRecord),
-		users:     make(map[string]*userEntry),
-		aliases:   make(map[string][]string),
 	}
 	for _, s := range staticDomains {
 		c, err := CanonicalDomain(s)
@@ -134,38 +142,9 @@ func OpenDirectory(st *store.Store, staticDomains []string) (*Directory, error) 
 			d.static = append(d.static, c)
 		}
 	}
-	err := st.ForEach(bucketDomains, func(k string, v []byte) error {
-		var r domainRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("domain %q: %w", k, err)
-		}
-		d.runtime[k] = r
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open directory: load domains: %w", err)
-	}
-	err = st.ForEach(bucketUsers, func(k string, v []byte) error {
-		var r userRecord
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("user %q: %w", k, err)
-		}
-		d.users[k] = &userEntry{rec: r, persistedLogin: r.LastLogin}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open directory: load users: %w", err)
-	}
-	err = st.ForEach(bucketAliases, func(k string, v []byte) error {
-		var t []string
-		if err := json.Unmarshal(v, &t); err != nil {
-			return fmt.Errorf("alias %q: %w", k, err)
-		}
-		d.aliases[k] = t
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open directory: load aliases: %w", err)
+	var err error
+	if d.runtime, d.users, d.aliases, err = load(st); err != nil {
+		return nil, fmt.Errorf("open directory: %w", err)
 	}
 	for addr := range d.users {
 		if !d.isLocalLocked(domainOf(addr)) {
@@ -174,6 +153,47 @@ func OpenDirectory(st *store.Store, staticDomains []string) (*Directory, error) 
 		}
 	}
 	return d, nil
+}
+
+// load reads the whole directory from st.
+func load(st store.KV) (map[string]domainRecord, map[string]*userEntry, map[string][]string, error) {
+	runtime := make(map[string]domainRecord)
+	users := make(map[string]*userEntry)
+	aliases := make(map[string][]string)
+	err := st.ForEach(bucketDomains, func(k string, v []byte) error {
+		var r domainRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("domain %q: %w", k, err)
+		}
+		runtime[k] = r
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load domains: %w", err)
+	}
+	err = st.ForEach(bucketUsers, func(k string, v []byte) error {
+		var r userRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("user %q: %w", k, err)
+		}
+		users[k] = &userEntry{rec: r, persistedLogin: r.LastLogin}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load users: %w", err)
+	}
+	err = st.ForEach(bucketAliases, func(k string, v []byte) error {
+		var t []string
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("alias %q: %w", k, err)
+		}
+		aliases[k] = t
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("load aliases: %w", err)
+	}
+	return runtime, users, aliases, nil
 }
 
 // isLocalLocked reports whether canonical domain dom is local. The caller
@@ -408,6 +428,45 @@ func (d *Directory) Owns(user, addr string) bool {
 	return slices.Contains(d.expandLocked(a), u)
 }
 
+// getUser reads a user's stored record in tx; nil when there is none.
+func getUser(tx store.Tx, key string) (*userRecord, error) {
+	v, err := tx.Get(bucketUsers, key)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var r userRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("stored user %s: %w", key, err)
+	}
+	return &r, nil
+}
+
+// mergeLogin returns r with the later of its last login and when.
+func mergeLogin(r userRecord, when time.Time) userRecord {
+	if when.After(r.LastLogin) {
+		r.LastLogin = when
+	}
+	return r
+}
+
+// putLogin records a last login in the stored record of key, which keeps
+// every other field as stored (another node may have changed them). A
+// user deleted meanwhile is left deleted.
+func putLogin(tx store.Tx, key string, when time.Time) error {
+	r, err := getUser(tx, key)
+	if err != nil || r == nil {
+		return err
+	}
+	if !when.After(r.LastLogin) {
+		return nil
+	}
+	b, err := json.Marshal(mergeLogin(*r, when))
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return tx.Put(bucketUsers, key, b)
+}
+
 func checkPassword(password string) error {
 	if utf8.RuneCountInString(password) < MinPasswordLen {
 		return fmt.Errorf("at least %d characters needed: %w", MinPasswordLen, ErrWeakPassword)
@@ -415,7 +474,7 @@ func checkPassword(password string) error {
 	return nil
 }
 
-func putJSON(st *store.Store, bucket, key string, v any) error {
+func putJSON(st store.KV, bucket, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", key, err)
@@ -446,7 +505,30 @@ func (d *Directory) AddUser(addr, password string) error {
 		return err
 	}
 	rec := userRecord{Hash: hash, Created: time.Now().UTC().Truncate(time.Second)}
-	if err := putJSON(d.st, bucketUsers, key, rec); err != nil {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("add user %s: %w", key, err)
+	}
+	var refused error
+	err = d.st.Update(func(tx store.Tx) error {
+		refused = nil
+		// Another node may have added it since our cache last heard.
+		for _, bucket := range []string{bucketUsers, bucketAliases} {
+			v, err := tx.Get(bucket, key)
+			if err != nil {
+				return err
+			}
+			if v != nil {
+				refused = fmt.Errorf("add user %s: %w", key, ErrExists)
+				return refused
+			}
+		}
+		return tx.Put(bucketUsers, key, b)
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil {
 		return fmt.Errorf("add user %s: %w", key, err)
 	}
 	d.mu.Lock()
@@ -505,9 +587,33 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 	if !ok {
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
 	}
-	nu := *u
-	change(&nu)
-	if err := putJSON(d.st, bucketUsers, key, nu.rec); err != nil {
+	var nu userEntry
+	var gone bool
+	err = d.st.Update(func(tx store.Tx) error {
+		nu, gone = userEntry{rec: u.rec}, false
+		cur, err := getUser(tx, key)
+		if err != nil {
+			return err
+		}
+		if cur == nil { // deleted by another node meanwhile
+			gone = true
+			return ErrNotFound
+		}
+		nu.rec = mergeLogin(*cur, u.rec.LastLogin)
+		change(&nu)
+		b, err := json.Marshal(nu.rec)
+		if err != nil {
+			return err
+		}
+		return tx.Put(bucketUsers, key, b)
+	})
+	if gone {
+		d.mu.Lock()
+		delete(d.users, key)
+		d.mu.Unlock()
+		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
+	}
+	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	nu.persistedLogin = nu.rec.LastLogin
@@ -593,10 +699,13 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 	d.mu.Lock()
 	u.rec.LastLogin = when
 	d.mu.Unlock()
-	if when.Sub(u.persistedLogin) < loginPersistInterval {
+	if when.Sub(u.persistedLogin) < loginPersistInterval || d.offline.Load() {
 		return
 	}
-	if err := putJSON(d.st, bucketUsers, key, u.rec); err != nil {
+	if err := d.st.Update(func(tx store.Tx) error { return putLogin(tx, key, when) }); err != nil {
+		if errors.Is(err, store.ErrUnavailable) {
+			d.offline.Store(true) // until Follow reaches the store again
+		}
 		slog.Warn("mailbox: cannot record last login", "user", key, "err", err)
 		return
 	}
@@ -608,16 +717,12 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 func (d *Directory) Flush() error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
-	err := d.st.Update(func(tx *store.Tx) error {
+	err := d.st.Update(func(tx store.Tx) error {
 		for key, u := range d.users {
 			if u.rec.LastLogin.Equal(u.persistedLogin) {
 				continue
 			}
-			b, err := json.Marshal(u.rec)
-			if err != nil {
-				return fmt.Errorf("encode %s: %w", key, err)
-			}
-			if err := tx.Put(bucketUsers, key, b); err != nil {
+			if err := putLogin(tx, key, u.rec.LastLogin); err != nil {
 				return err
 			}
 		}
@@ -783,7 +888,32 @@ func (d *Directory) AddAlias(alias string, targets []string) error {
 			merged = append(merged, c)
 		}
 	}
-	if err := putJSON(d.st, bucketAliases, a, merged); err != nil {
+	err = d.st.Update(func(tx store.Tx) error {
+		// Targets another node added meanwhile are kept.
+		v, err := tx.Get(bucketAliases, a)
+		if err != nil {
+			return err
+		}
+		var stored []string
+		if v != nil {
+			if err := json.Unmarshal(v, &stored); err != nil {
+				return fmt.Errorf("stored alias: %w", err)
+			}
+		}
+		all := slices.Clone(stored)
+		for _, t := range merged {
+			if !slices.Contains(all, t) {
+				all = append(all, t)
+			}
+		}
+		b, err := json.Marshal(all)
+		if err != nil {
+			return err
+		}
+		merged = all
+		return tx.Put(bucketAliases, a, b)
+	})
+	if err != nil {
 		return fmt.Errorf("add alias %s: %w", a, err)
 	}
 	d.mu.Lock()

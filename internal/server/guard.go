@@ -125,7 +125,7 @@ type defences struct {
 	paused func() bool
 }
 
-func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, mt *metrics.Metrics, log *slog.Logger) (*defences, error) {
+func startDefences(ctx context.Context, c *config.Config, st *store.Store, cl *cluster, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, mt *metrics.Metrics, log *slog.Logger) (*defences, error) {
 	d := &defences{paused: func() bool { return false }}
 	d.alert = alert.New(alert.Config{
 		Hostname:   c.Hostname,
@@ -137,6 +137,7 @@ func startDefences(ctx context.Context, c *config.Config, st *store.Store, q *qu
 	}, q, log.With("stage", "alert"))
 	gc := guardConfig(c)
 	gc.OnDecision = guardDecisions(mt)
+	cl.guardConfig(&gc)
 	g, err := guard.New(gc, &guardHooks{q: q, alert: d.alert, journal: jrn, metrics: mt, log: log.With("stage", "guard")},
 		storePersister{st}, log.With("stage", "guard"))
 	if err != nil {

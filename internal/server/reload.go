@@ -102,6 +102,7 @@ func needRestart(old, new *config.Config) []string {
 	}
 	diff("hostname", old.Hostname, new.Hostname)
 	diff("data_dir", old.DataDir, new.DataDir)
+	diff("store", old.Store, new.Store)
 	diff("tls (acme)", []any{old.TLS.ACME, old.TLS.ACMEEmail, old.TLS.ACMEDirectory, old.TLS.ACMENames, old.TLS.ACMEChallenge, old.TLS.ACMEListen, old.TLS.ACMECA},
 		[]any{new.TLS.ACME, new.TLS.ACMEEmail, new.TLS.ACMEDirectory, new.TLS.ACMENames, new.TLS.ACMEChallenge, new.TLS.ACMEListen, new.TLS.ACMECA})
 	diff("tls (turning TLS on or off)", old.TLS.Cert == "", new.TLS.Cert == "")

@@ -179,12 +179,17 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
-	st, err := store.Open(StorePath(c), store.Options{LockTimeout: 2 * time.Second})
+	st, err := store.Open(StorePath(c), store.Options{LockTimeout: 2 * time.Second, Node: c.Store.Node})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
-	dir, err := mailbox.OpenDirectory(st, c.Domains)
+	cl, err := openCluster(ctx, c, st, log) // [store]: the directory's store, shared or not
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	dir, err := mailbox.OpenDirectory(cl.dir, c.Domains)
 	if err != nil {
 		return fmt.Errorf("open directory: %w", err)
 	}
@@ -219,10 +224,11 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// DSNs, the guard its alerts.
 	keys := &keyHolder{log: log.With("stage", "auth")}
 	keys.k.Store(loadKeyring(c, keys.log))
-	def, err := startDefences(gctx, c, st, q, res, jrn, keys.signOwn, mt, log)
+	def, err := startDefences(gctx, c, st, cl, q, res, jrn, keys.signOwn, mt, log)
 	if err != nil {
 		return fmt.Errorf("guard: %w", err)
 	}
+	cl.run(gctx, def.guard, dir, log)
 	defer def.alert.Close()
 	defer def.guard.Close()
 	instrument(mt, q, def.guard, res)

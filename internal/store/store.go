@@ -2,11 +2,12 @@
 // guard state, indexes) in one embedded key/value database under data_dir.
 //
 // It exists so that the rest of mamori talks to a tiny, generic surface —
-// named buckets of string keys and byte values, plus atomic multi-key updates —
-// instead of to a particular database. Today the only implementation is the
-// embedded one; a later change puts this surface behind an interface with a
-// Redis implementation for clustered deployments, and callers will not have to
-// change.
+// named buckets of string keys and byte values, atomic multi-key updates and
+// change notifications (the KV interface, kv.go) — instead of to a particular
+// database. Two implementations exist: Store here, embedded in the process
+// (the default, one node), and redisstore.Store in the subpackage, shared by
+// the nodes of a cluster through Redis. Callers keep their own saved formats
+// (their own record types, encoded as they like); the store sees bytes.
 //
 // Dependencies:
 //   - go.etcd.io/bbolt: a pure-Go, single-file, transactional B+tree. It gives
@@ -16,6 +17,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -49,12 +51,16 @@ type Options struct {
 	// Stores may coexist, but none while a writer has it open. The file must
 	// already exist.
 	ReadOnly bool
+	// Node names this process in the changes Watch reports.
+	Node string
 }
 
 // Store is an open database. It is safe for concurrent use.
 type Store struct {
 	db       *bolt.DB
 	readOnly bool
+	node     string
+	watch    watchers
 }
 
 // Open opens (creating it if needed, unless read-only) the database file at
@@ -81,7 +87,7 @@ func Open(path string, opt Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{db: db, readOnly: opt.ReadOnly}, nil
+	return &Store{db: db, readOnly: opt.ReadOnly, node: opt.Node}, nil
 }
 
 // Close releases the database and its file lock.
@@ -100,7 +106,7 @@ func (s *Store) Path() string { return s.db.Path() }
 func (s *Store) Get(bucket, key string) ([]byte, error) {
 	var val []byte
 	err := s.db.View(func(btx *bolt.Tx) error {
-		val = (&Tx{btx: btx}).get(bucket, key)
+		val = (&boltTx{btx: btx}).get(bucket, key)
 		return nil
 	})
 	if err != nil {
@@ -112,12 +118,12 @@ func (s *Store) Get(bucket, key string) ([]byte, error) {
 // Put stores val under key in bucket, creating the bucket if needed. The
 // change is durable when Put returns.
 func (s *Store) Put(bucket, key string, val []byte) error {
-	return s.Update(func(tx *Tx) error { return tx.Put(bucket, key, val) })
+	return s.Update(func(tx Tx) error { return tx.Put(bucket, key, val) })
 }
 
 // Delete removes key from bucket. Deleting a missing key is not an error.
 func (s *Store) Delete(bucket, key string) error {
-	return s.Update(func(tx *Tx) error { return tx.Delete(bucket, key) })
+	return s.Update(func(tx Tx) error { return tx.Delete(bucket, key) })
 }
 
 // ForEach calls fn for every key of bucket in ascending byte order, inside one
@@ -125,30 +131,53 @@ func (s *Store) Delete(bucket, key string) error {
 // bucket has no keys. An error from fn stops the iteration and is returned.
 func (s *Store) ForEach(bucket string, fn func(key string, val []byte) error) error {
 	return s.db.View(func(btx *bolt.Tx) error {
-		return (&Tx{btx: btx}).ForEach(bucket, fn)
+		return (&boltTx{btx: btx}).ForEach(bucket, fn)
 	})
 }
 
 // Update runs fn in one read-write transaction: either every change fn makes
 // is committed durably, or — when fn returns an error or panics — none is.
-// Write transactions are serialised; keep fn short and free of I/O.
-func (s *Store) Update(fn func(tx *Tx) error) error {
+// Write transactions are serialised; keep fn short and free of I/O. Once
+// committed, the changes are reported to Watch's receivers, if any.
+func (s *Store) Update(fn func(tx Tx) error) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	if err := s.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{btx: btx}) }); err != nil {
+	watched := s.watch.active()
+	var changed []Change
+	err := s.db.Update(func(btx *bolt.Tx) error {
+		tx := &boltTx{btx: btx, record: watched}
+		err := fn(tx)
+		changed = tx.changed
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("store: update: %w", err)
+	}
+	if watched {
+		for _, c := range changed {
+			c.Node = s.node
+			s.watch.notify(c)
+		}
 	}
 	return nil
 }
 
-// Tx is a transaction handed to Update's callback. It must not be used after
-// the callback returns.
-type Tx struct {
-	btx *bolt.Tx
+// Watch reports the changes committed by this Store to the given buckets
+// (all when none is named) until ctx ends; see KV.
+func (s *Store) Watch(ctx context.Context, buckets ...string) <-chan Change {
+	return s.watch.add(ctx, buckets)
 }
 
-func (tx *Tx) get(bucket, key string) []byte {
+// boltTx is the Tx handed to Update's callback. It must not be used after
+// the callback returns.
+type boltTx struct {
+	btx     *bolt.Tx
+	record  bool // collect changed for watchers
+	changed []Change
+}
+
+func (tx *boltTx) get(bucket, key string) []byte {
 	b := tx.btx.Bucket([]byte(bucket))
 	if b == nil {
 		return nil
@@ -163,12 +192,12 @@ func (tx *Tx) get(bucket, key string) []byte {
 }
 
 // Get is like Store.Get but sees the transaction's own uncommitted changes.
-func (tx *Tx) Get(bucket, key string) ([]byte, error) {
+func (tx *boltTx) Get(bucket, key string) ([]byte, error) {
 	return tx.get(bucket, key), nil
 }
 
 // Put is like Store.Put within the transaction.
-func (tx *Tx) Put(bucket, key string, val []byte) error {
+func (tx *boltTx) Put(bucket, key string, val []byte) error {
 	b, err := tx.btx.CreateBucketIfNotExists([]byte(bucket))
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", bucket, err)
@@ -181,11 +210,14 @@ func (tx *Tx) Put(bucket, key string, val []byte) error {
 	if err := b.Put([]byte(key), val); err != nil {
 		return fmt.Errorf("put %s/%s: %w", bucket, key, err)
 	}
+	if tx.record {
+		tx.changed = append(tx.changed, Change{Bucket: bucket, Key: key})
+	}
 	return nil
 }
 
 // Delete is like Store.Delete within the transaction.
-func (tx *Tx) Delete(bucket, key string) error {
+func (tx *boltTx) Delete(bucket, key string) error {
 	b := tx.btx.Bucket([]byte(bucket))
 	if b == nil {
 		return nil
@@ -193,12 +225,15 @@ func (tx *Tx) Delete(bucket, key string) error {
 	if err := b.Delete([]byte(key)); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", bucket, key, err)
 	}
+	if tx.record {
+		tx.changed = append(tx.changed, Change{Bucket: bucket, Key: key, Deleted: true})
+	}
 	return nil
 }
 
 // ForEach is like Store.ForEach within the transaction. fn must not modify
 // bucket while iterating over it.
-func (tx *Tx) ForEach(bucket string, fn func(key string, val []byte) error) error {
+func (tx *boltTx) ForEach(bucket string, fn func(key string, val []byte) error) error {
 	b := tx.btx.Bucket([]byte(bucket))
 	if b == nil {
 		return nil

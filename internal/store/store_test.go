@@ -1,7 +1,9 @@
 package store
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -136,7 +138,7 @@ func TestUpdateAtomic(t *testing.T) {
 
 	// A failing transaction leaves nothing behind.
 	boom := errors.New("boom")
-	err := s.Update(func(tx *Tx) error {
+	err := s.Update(func(tx Tx) error {
 		if err := tx.Put("b", "keep", []byte("new")); err != nil {
 			return err
 		}
@@ -160,7 +162,7 @@ func TestUpdateAtomic(t *testing.T) {
 	}
 
 	// A successful one commits every change together.
-	err = s.Update(func(tx *Tx) error {
+	err = s.Update(func(tx Tx) error {
 		if err := tx.Delete("b", "keep"); err != nil {
 			return err
 		}
@@ -280,5 +282,93 @@ func TestReadOnly(t *testing.T) {
 	// A writer cannot open while readers hold the shared lock.
 	if _, err := Open(path, Options{LockTimeout: 100 * time.Millisecond}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("writer Open with readers err = %v, want ErrLocked", err)
+	}
+}
+
+func TestWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{Node: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Put("users", "before", []byte("x")); err != nil { // nobody watches: not recorded
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	users := s.Watch(ctx, "users")
+	all := s.Watch(ctx)
+	if err := s.Put("users", "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("other", "b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("users", "a"); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := s.Update(func(tx Tx) error { tx.Put("users", "rolledback", nil); return boom }); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		ch   <-chan Change
+		want []Change
+	}{
+		{"users", users, []Change{{Bucket: "users", Key: "a", Node: "n1"}, {Bucket: "users", Key: "a", Node: "n1", Deleted: true}}},
+		{"all", all, []Change{{Bucket: "users", Key: "a", Node: "n1"}, {Bucket: "other", Key: "b", Node: "n1"}, {Bucket: "users", Key: "a", Node: "n1", Deleted: true}}},
+	}
+	for _, tt := range tests {
+		for i, w := range tt.want {
+			select {
+			case c := <-tt.ch:
+				if c != w {
+					t.Errorf("%s: change %d = %+v, want %+v", tt.name, i, c, w)
+				}
+			case <-time.After(time.Second):
+				t.Fatalf("%s: change %d not delivered", tt.name, i)
+			}
+		}
+		select {
+		case c := <-tt.ch:
+			t.Errorf("%s: unexpected change %+v", tt.name, c)
+		default:
+		}
+	}
+	cancel()
+	for _, ch := range []<-chan Change{users, all} {
+		select {
+		case _, ok := <-ch:
+			if ok {
+				t.Fatal("change after cancel")
+			}
+		case <-time.After(time.Second):
+			t.Fatal("channel not closed after cancel")
+		}
+	}
+}
+
+func TestWatchSlowReceiverGetsResync(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := s.Watch(ctx, "b")
+	for i := range watchBuffer + 10 {
+		if err := s.Put("b", fmt.Sprint(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range watchBuffer { // drain: the writes beyond the buffer were lost
+		<-ch
+	}
+	if err := s.Put("b", "last", nil); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-ch; !c.Resync {
+		t.Fatalf("after a loss got %+v, want a Resync", c)
+	}
+	if c := <-ch; c.Key != "last" {
+		t.Fatalf("after the Resync got %+v, want key last", c)
 	}
 }

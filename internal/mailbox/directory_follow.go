@@ -1,0 +1,138 @@
+package mailbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Follow keeps the directory's memory in step with a store that other
+// nodes write too (clustered mode): each change they announce is re-read
+// at once, and the whole directory is reloaded every resync interval and
+// after every reconnect, for changes whose announcement was lost. While the
+// store is unreachable the directory keeps serving from memory (logins
+// work; changes fail with an error wrapping [store.ErrUnavailable]). Follow
+// returns when ctx ends. With the embedded store it is not needed: this
+// process makes every change itself.
+func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	changes := d.st.Watch(ctx, bucketUsers, bucketAliases, bucketDomains)
+	t := time.NewTicker(resync)
+	defer t.Stop()
+	failing := false
+	note := func(err error) {
+		d.offline.Store(err != nil && !errors.Is(err, errEmptyStore))
+		switch {
+		case err != nil && !failing:
+			log.Warn("directory: shared store unreachable; serving logins and lookups from memory", "err", err.Error())
+			failing = true
+		case err == nil && failing:
+			log.Info("directory: shared store reachable again; memory reloaded")
+			failing = false
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			if c.Resync {
+				note(d.Reload())
+				continue
+			}
+			note(d.refresh(c.Bucket, c.Key))
+		case <-t.C:
+			note(d.Reload())
+		}
+	}
+}
+
+// Reload reads the whole directory from the store again and puts it in
+// force. Last logins newer in memory than in the store are kept. When the
+// store has lost every user (a Redis restarted without its data) while
+// memory has some, Reload refuses and keeps memory: deletions reach other
+// nodes one by one, through Follow's change notifications, never as an
+// empty store.
+//
+// The store is read before the lock is taken, so that an unreachable store
+// holds up nothing; a change of this node's that lands in between is put
+// back by its own change notification, which Follow handles next.
+func (d *Directory) Reload() error {
+	runtime, users, aliases, err := load(d.st)
+	if err != nil {
+		return fmt.Errorf("reload directory: %w", err)
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	if len(users) == 0 && len(d.users) > 0 {
+		return fmt.Errorf("reload directory: the store has no users but %d are known here: %w", len(d.users), errEmptyStore)
+	}
+	for addr, u := range users {
+		if old := d.users[addr]; old != nil {
+			u.rec = mergeLogin(u.rec, old.rec.LastLogin)
+		}
+	}
+	d.mu.Lock()
+	d.runtime, d.users, d.aliases = runtime, users, aliases
+	d.mu.Unlock()
+	return nil
+}
+
+var errEmptyStore = errors.New("store emptied (lost its data?); keeping the directory in memory")
+
+// refresh re-reads one changed record (outside the locks, as Reload).
+func (d *Directory) refresh(bucket, key string) error {
+	v, err := d.st.Get(bucket, key)
+	if err != nil {
+		return fmt.Errorf("refresh %s %s: %w", bucket, key, err)
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch bucket {
+	case bucketUsers:
+		if v == nil {
+			delete(d.users, key)
+			return nil
+		}
+		var r userRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("refresh user %s: %w", key, err)
+		}
+		u := &userEntry{rec: r, persistedLogin: r.LastLogin}
+		if old := d.users[key]; old != nil {
+			u.rec = mergeLogin(r, old.rec.LastLogin)
+		}
+		d.users[key] = u
+	case bucketAliases:
+		if v == nil {
+			delete(d.aliases, key)
+			return nil
+		}
+		var t []string
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("refresh alias %s: %w", key, err)
+		}
+		d.aliases[key] = t
+	case bucketDomains:
+		if v == nil {
+			delete(d.runtime, key)
+			return nil
+		}
+		var r domainRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("refresh domain %s: %w", key, err)
+		}
+		d.runtime[key] = r
+	}
+	return nil
+}

@@ -1,0 +1,83 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/guard/share"
+	"github.com/mamori-mail/mamori/internal/mailbox"
+	"github.com/mamori-mail/mamori/internal/store"
+	"github.com/mamori-mail/mamori/internal/store/redisstore"
+)
+
+// resyncEvery is how often a clustered node reloads the shared directory
+// and guard decisions whole, for changes whose notification it missed.
+const resyncEvery = 10 * time.Second
+
+// cluster is this node's place among others ([store]): what the directory
+// is kept in, and how the guard's decisions travel. Embedded, it is this
+// node's own database and nothing travels. With Redis, the directory and
+// the guard's decisions are shared; the guard's counters, its saved state,
+// the queue, the Maildirs and the journal stay on the node.
+type cluster struct {
+	node  string
+	dir   store.KV          // the directory's store
+	redis *redisstore.Store // nil: embedded
+	rep   *share.Replicator // nil: embedded
+}
+
+// openCluster opens the shared store the config asks for; st is the
+// node's own database.
+func openCluster(ctx context.Context, c *config.Config, st *store.Store, log *slog.Logger) (*cluster, error) {
+	cl := &cluster{node: c.Store.Node, dir: st}
+	if c.Store.Backend != "redis" {
+		return cl, nil
+	}
+	rs, err := OpenShared(ctx, c, log)
+	if err != nil {
+		return nil, err
+	}
+	cl.redis, cl.dir = rs, rs
+	cl.rep = share.New(rs, c.Store.Node, log.With("stage", "cluster"))
+	log.Info("clustered mode: directory and guard decisions shared", "node", c.Store.Node, "redis", redisstore.Redact(c.Store.URL))
+	return cl, nil
+}
+
+// OpenShared connects to the [store] url of a redis backend (serve, and
+// the CLI when the server is not running).
+func OpenShared(ctx context.Context, c *config.Config, log *slog.Logger) (*redisstore.Store, error) {
+	rs, err := redisstore.Open(ctx, redisstore.Options{URL: c.Store.URL, Node: c.Store.Node, Log: log.With("stage", "cluster")})
+	if err != nil {
+		return nil, fmt.Errorf("open shared store: %w", err)
+	}
+	return rs, nil
+}
+
+// guardConfig names the node in the guard's decisions and, clustered,
+// gives it the replicator.
+func (cl *cluster) guardConfig(gc *guard.Config) {
+	gc.Node = cl.node
+	if cl.rep != nil {
+		gc.Replicator = cl.rep
+	}
+}
+
+// run keeps the directory and the guard in step with the other nodes
+// until ctx ends; embedded, there is nothing to do.
+func (cl *cluster) run(ctx context.Context, g *guard.Guard, dir *mailbox.Directory, log *slog.Logger) {
+	if cl.redis == nil {
+		return
+	}
+	go dir.Follow(ctx, resyncEvery, log.With("stage", "cluster"))
+	go cl.rep.Run(ctx, g, resyncEvery)
+}
+
+func (cl *cluster) close() {
+	if cl.redis != nil {
+		cl.redis.Close()
+	}
+}

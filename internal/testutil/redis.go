@@ -1,0 +1,132 @@
+package testutil
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Redis is a redis-server of a test's own: loopback only, a free port, its
+// data (an append-only file, fsynced on every write, so a restart keeps it)
+// in a temporary directory. No system service is used.
+type Redis struct {
+	Addr string // 127.0.0.1:PORT
+	URL  string // redis://127.0.0.1:PORT
+
+	t   testing.TB
+	bin string
+	dir string
+	cmd *exec.Cmd
+}
+
+// StartRedis starts a redis-server for t and stops it when t ends. Without
+// redis-server on PATH the test is skipped, or fails when
+// MAMORI_REQUIRE_TOOLS is set (CI).
+func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("MAMORI_REQUIRE_TOOLS") != "" {
+			t.Fatalf("redis-server is required (MAMORI_REQUIRE_TOOLS set) but not installed")
+		}
+		t.Skip("redis-server not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir()}
+	r.Start()
+	t.Cleanup(r.Kill)
+	return r
+}
+
+// Start (re)starts the server on the same port and data directory and
+// waits until it answers PING.
+func (r *Redis) Start() {
+	r.t.Helper()
+	if r.cmd != nil {
+		r.t.Fatal("redis-server already running")
+	}
+	_, port, _ := net.SplitHostPort(r.Addr)
+	cmd := exec.Command(r.bin,
+		"--bind", "127.0.0.1", "--port", port, "--dir", r.dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--daemonize", "no", "--protected-mode", "yes",
+		"--logfile", filepath.Join(r.dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := r.ping()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+			r.Kill()
+			r.t.Fatalf("redis-server on %s does not answer: %v\n%s", r.Addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill stops the server at once (SIGKILL), as a crash would. Calling it
+// on a stopped server does nothing.
+func (r *Redis) Kill() {
+	if r.cmd == nil {
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Do sends one command and returns its reply line (a test convenience for
+// commands with a one-line reply: PING, DBSIZE, FLUSHALL…).
+func (r *Redis) Do(args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if strings.HasPrefix(line, "-") {
+		return "", fmt.Errorf("redis: %s", line[1:])
+	}
+	return strings.TrimLeft(line, "+:"), nil
+}
+
+func (r *Redis) ping() error {
+	s, err := r.Do("PING")
+	if err != nil {
+		return err
+	}
+	if s != "PONG" {
+		return fmt.Errorf("PING answered %q", s)
+	}
+	return nil
+}
