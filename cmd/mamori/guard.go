@@ -81,6 +81,13 @@ func (e *env) cmdGuard(args []string) error {
 		}
 		// Senders, users and rule details come from outside: escaped.
 		esc := termsafe.String
+		if sh := snap.Shared; sh != nil {
+			if sh.Up {
+				fmt.Fprintf(e.stdout, "shared counters: up since %s (rate limits count cluster-wide)\n", sh.Since.Format(time.RFC3339))
+			} else {
+				fmt.Fprintf(e.stdout, "shared counters: DOWN since %s: this node limits on its own counts (%s)\n", sh.Since.Format(time.RFC3339), esc(sh.Err))
+			}
+		}
 		fmt.Fprintf(e.stdout, "isolated senders: %d\n", len(snap.Isolated))
 		for _, i := range snap.Isolated {
 			fmt.Fprintf(e.stdout, "  ip=%s user=%s sender=%s rule=%s since=%s held=%d counts=%s node=%s\n",

@@ -148,6 +148,8 @@ type Snapshot struct {
 	Suspended []Suspension `json:"suspended"`
 	Bans      []Ban        `json:"bans"`
 	Throttled []Throttle   `json:"throttled,omitempty"` // at most maxListedThrottles, most recent first
+	// Shared is the state of cluster-wide counting; nil on one node.
+	Shared *SharedStatus `json:"shared,omitempty"`
 }
 
 // Hooks are how the guard acts outside itself. All are called without the

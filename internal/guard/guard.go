@@ -69,6 +69,10 @@ type Config struct {
 	// Replicator, when set, takes this node's bans, unbans, isolations,
 	// suspensions and releases to the other nodes of a cluster (share.go).
 	Replicator Replicator
+	// Counters, when set, keeps local senders' rate windows cluster-wide
+	// (counters.go); CountersTimeout bounds one call, default 200 ms.
+	Counters        Counters
+	CountersTimeout time.Duration
 }
 
 // Fixed parameters of the detectors.
@@ -137,6 +141,9 @@ func orFloat(v, d float64) float64 {
 func (c Config) withDefaults() Config {
 	c.Local = c.Local.orElse(Limits{MsgsPerMinute: 30, RcptsPerMinute: 100, RcptsPerHour: 300, RcptsPerDay: 1000, NewRcptsPerMinute: 60})
 	c.HoldCap = orInt(c.HoldCap, 2000)
+	if c.CountersTimeout <= 0 {
+		c.CountersTimeout = defaultCountersTimeout
+	}
 	c.UnknownRcptRatio = orFloat(c.UnknownRcptRatio, 0.5)
 	c.InboundMsgsPerMinute = orInt(c.InboundMsgsPerMinute, 60)
 	c.InboundRcptsPerMinute = orInt(c.InboundRcptsPerMinute, 200)
@@ -181,11 +188,12 @@ type prefixLimits struct {
 
 // Guard is the engine. All methods are safe for concurrent use.
 type Guard struct {
-	pol   atomic.Pointer[policy] // limits in force; replaced whole by SetConfig
-	log   *slog.Logger
-	hooks Hooks
-	store Persister
-	seed  maphash.Seed
+	pol    atomic.Pointer[policy] // limits in force; replaced whole by SetConfig
+	shared sharedState            // health of the shared counters (clustered)
+	log    *slog.Logger
+	hooks  Hooks
+	store  Persister
+	seed   maphash.Seed
 
 	events chan event
 
@@ -302,6 +310,7 @@ func (g *Guard) SetConfig(cfg Config) error {
 	old := g.conf()
 	cfg.MaxTracked, cfg.SaveInterval, cfg.Now, cfg.OnDecision = old.MaxTracked, old.SaveInterval, old.Now, old.OnDecision
 	cfg.Node, cfg.Replicator = old.Node, old.Replicator
+	cfg.Counters, cfg.CountersTimeout = old.Counters, old.CountersTimeout
 	cfg.Node, cfg.Replicator = old.Node, old.Replicator
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {

@@ -37,6 +37,7 @@ type senderStats struct {
 	nrcpt    int
 	last     int64      // ms of the last activity
 	ip       netip.Addr // last client IP, so releasing an IP also resets its envelope senders
+	lastNew  int        // first-time recipients of the last message (for shared counting)
 }
 
 // tally is a snapshot of a key's counters after a message.
@@ -212,10 +213,15 @@ func (g *Guard) Message(m Message) Decision {
 	lg := logBuf{log: g.log}
 	g.mu.Lock()
 	var d Decision
+	var share *pendingShare
+	user := normUser(m.User)
 	if m.Local() {
-		user := normUser(m.User)
-		d = g.localMessage(&m, user, normUser(m.From), t, now, &lg)
+		from := normUser(m.From)
+		d = g.localMessage(&m, user, from, t, now, &lg)
 		g.active.local(m.IP, user, m.Trusted, now)
+		if d.Verdict == Accept && g.conf().Counters != nil {
+			share = g.shareOf(&m, user, from)
+		}
 	} else {
 		g.active.outside(hostOf(m.IP), now)
 		st := g.ips.get(hostOf(m.IP))
@@ -239,6 +245,11 @@ func (g *Guard) Message(m Message) Decision {
 	}
 	g.mu.Unlock()
 	lg.emit()
+	if share != nil {
+		if sd, ok := g.sharedMessage(&m, user, share); ok {
+			d = sd
+		}
+	}
 	g.observe("data", d)
 	return d
 }
@@ -326,6 +337,7 @@ func (g *Guard) count(st *senderStats, m *Message, now int64) (string, tally) {
 		st.rcpts[st.nrcpt%sampleCount] = r
 		st.nrcpt++
 	}
+	st.lastNew = newN
 	st.subjects[st.nsubj%sampleCount] = m.Subject
 	st.nsubj++
 	st.last = now
@@ -343,18 +355,10 @@ func (g *Guard) count(st *senderStats, m *Message, now int64) (string, tally) {
 		st.w[wContent10].add(now, tenMinMS, 1)
 	}
 	c := g.tallyOf(st, now)
-	l := st.limits
+	if rule := rateRule(c, st.limits); rule != "" {
+		return rule, c
+	}
 	switch {
-	case c.msgsMin > l.MsgsPerMinute:
-		return "rate.msgs_per_minute", c
-	case c.rcptsMin > l.RcptsPerMinute:
-		return "rate.rcpts_per_minute", c
-	case c.rcptsHour > l.RcptsPerHour:
-		return "rate.rcpts_per_hour", c
-	case c.rcptsDay > l.RcptsPerDay:
-		return "rate.rcpts_per_day", c
-	case c.newMin > l.NewRcptsPerMinute:
-		return "burst.new_rcpts", c
 	case c.rcpts10 >= unknownMinRcpts && float64(c.bad10) > g.conf().UnknownRcptRatio*float64(c.rcpts10):
 		return "unknown_rcpts", c
 	case c.hdrFrom > g.conf().HeaderFromMismatches:

@@ -247,6 +247,9 @@ func (g *Guard) Snapshot() Snapshot {
 	_, now := g.clock()
 	g.mu.Lock()
 	s := Snapshot{Isolated: []Isolation{}, Suspended: []Suspension{}, Bans: []Ban{}}
+	if st, ok := g.SharedStatus(); ok {
+		s.Shared = &st
+	}
 	for _, iso := range g.isoIP {
 		s.Isolated = append(s.Isolated, copyIso(iso))
 	}

@@ -526,6 +526,23 @@ func (m *Metrics) WatchGuard(fn GuardState) {
 	m.state.mu.Unlock()
 }
 
+// WatchSharedCounters exports mamori_cluster_shared_counters_up: 1 while
+// the guard counts cluster-wide, 0 while the shared store does not answer
+// and the node limits on its own counts. Only called in clustered mode.
+func (m *Metrics) WatchSharedCounters(up func() bool) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mamori_cluster_shared_counters_up",
+		Help: "1 while rate limits count cluster-wide through the shared store, 0 while this node limits on its own counts."},
+		func() float64 {
+			if up() {
+				return 1
+			}
+			return 0
+		}))
+}
+
 // stateCollector reads the queue and the guard when scraped.
 type stateCollector struct {
 	mu    sync.Mutex

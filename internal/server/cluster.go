@@ -63,6 +63,7 @@ func (cl *cluster) guardConfig(gc *guard.Config) {
 	gc.Node = cl.node
 	if cl.rep != nil {
 		gc.Replicator = cl.rep
+		gc.Counters = share.NewCounters(cl.redis)
 	}
 }
 

@@ -24,6 +24,9 @@ func instrument(mt *metrics.Metrics, q *queue.Queue, g *guard.Guard, res *resolv
 		}
 		return msgs, bytes
 	})
+	if _, ok := g.SharedStatus(); ok {
+		mt.WatchSharedCounters(func() bool { s, _ := g.SharedStatus(); return s.Up })
+	}
 	mt.WatchGuard(func() (isolated, suspended, bans, throttled int) {
 		s := g.Snapshot()
 		return len(s.Isolated), len(s.Suspended), len(s.Bans), len(s.Throttled)

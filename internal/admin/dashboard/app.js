@@ -123,12 +123,24 @@
     if (changed("rates", traffic.slice(-2))) drawRates(traffic, now);
     if (changed("chart", traffic)) drawChart(traffic);
     const g = live.guard || {};
+    if (changed("shared", g.shared)) drawShared(g.shared);
     if (changed("isolated", [g.isolated, g.suspended])) drawIsolated(g.isolated || [], g.suspended || [], now);
     if (changed("top_ips", live.top_ips)) drawTop($("top-ips"), live.top_ips || [], "IP");
     if (changed("top_users", live.top_users)) drawTop($("top-users"), live.top_users || [], "User");
     if (changed("bans", [g.bans, live.guard_totals])) drawBans(g.bans || [], (live.guard_totals || {}).bans || 0, now);
     if (changed("alerts", live.alerts)) drawAlerts(live.alerts || []);
     if (changed("queue", [live.queue, live.sessions])) drawQueue(live.queue || {}, live.sessions || {});
+  }
+
+  // Clustered mode: say so when the shared store does not answer and this
+  // node limits on its own counts.
+  function drawShared(sh) {
+    const p = $("cluster");
+    p.hidden = !sh || sh.up;
+    if (!p.hidden) {
+      p.textContent = "Shared store down since " + clock(sh.since) +
+        ": this node limits on its own counts until it is back" + (sh.error ? " (" + sh.error + ")" : "") + ".";
+    }
   }
 
   // The rate over the last 60 s: the current minute so far plus the share
