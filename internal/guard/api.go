@@ -29,10 +29,13 @@
 // client, its IP and its envelope sender. The sender that trips a rule is
 // isolated: the user if authenticated, else the IP.
 //
-// In a cluster ([store] backend = "redis") the counters stay on each node;
-// the decisions — bans, isolations, suspensions and their lifting — travel
-// to the other nodes through a Replicator (share.go, internal/guard/share)
-// and come back through ApplyShared, off the hot path.
+// In a cluster ([store] backend = "redis") the decisions — bans,
+// isolations, suspensions and their lifting — travel to the other nodes
+// through a Replicator (share.go, internal/guard/share) and come back
+// through ApplyShared, off the hot path. Local senders' rate windows are
+// also counted cluster-wide through Counters (counters.go): one round trip
+// after the local decision, never under the lock, local limits when the
+// shared store does not answer.
 //
 // Dependencies: the standard library only (net/netip for allocation-free
 // addresses and prefixes as map keys, hash/maphash for recipient hashes,
