@@ -19,16 +19,30 @@ type Redis struct {
 	Addr string // 127.0.0.1:PORT
 	URL  string // redis://127.0.0.1:PORT
 
-	t   testing.TB
-	bin string
-	dir string
-	cmd *exec.Cmd
+	t     testing.TB
+	bin   string
+	dir   string
+	cmd   *exec.Cmd
+	fsync string
 }
 
 // StartRedis starts a redis-server for t and stops it when t ends. Without
 // redis-server on PATH the test is skipped, or fails when
 // MAMORI_REQUIRE_TOOLS is set (CI).
 func StartRedis(t testing.TB) *Redis {
+	t.Helper()
+	return startRedis(t, "always")
+}
+
+// StartRedisEverySec is StartRedis with Redis's default durability
+// (appendfsync everysec), as a production server runs: for benchmarks.
+// Writes of the last second may be lost when it is killed.
+func StartRedisEverySec(t testing.TB) *Redis {
+	t.Helper()
+	return startRedis(t, "everysec")
+}
+
+func startRedis(t testing.TB, fsync string) *Redis {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +57,7 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir()}
+	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir(), fsync: fsync}
 	r.Start()
 	t.Cleanup(r.Kill)
 	return r
@@ -59,7 +73,7 @@ func (r *Redis) Start() {
 	_, port, _ := net.SplitHostPort(r.Addr)
 	cmd := exec.Command(r.bin,
 		"--bind", "127.0.0.1", "--port", port, "--dir", r.dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--save", "", "--appendonly", "yes", "--appendfsync", r.fsync,
 		"--daemonize", "no", "--protected-mode", "yes",
 		"--logfile", filepath.Join(r.dir, "redis.log"))
 	if err := cmd.Start(); err != nil {

@@ -116,3 +116,47 @@ func TestCountersRedisDown(t *testing.T) {
 		t.Errorf("status after Redis came back: %+v", st)
 	}
 }
+
+// BenchmarkMessageDecision: one local sender's end-of-DATA decision, on
+// one node (embedded) and with the rate windows counted in Redis (a real
+// redis-server on loopback, appendfsync everysec as Redis ships): the
+// hot-path cost of clustered mode. Run:
+// go test -run '^$' -bench MessageDecision ./internal/guard/share
+func BenchmarkMessageDecision(b *testing.B) {
+	lots := guard.Limits{MsgsPerMinute: 1 << 30, RcptsPerMinute: 1 << 30, RcptsPerHour: 1 << 30, RcptsPerDay: 1 << 30, NewRcptsPerMinute: 1 << 30}
+	m := guard.Message{
+		Sender: guard.Sender{IP: netip.MustParseAddr("10.0.0.5"), Trusted: true, From: "pc@corp.test"},
+		Rcpts:  []string{"someone@far.test"},
+	}
+	run := func(b *testing.B, g *guard.Guard) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if d := g.Message(m); d.Verdict != guard.Accept {
+				b.Fatalf("%+v", d)
+			}
+		}
+	}
+	b.Run("embedded", func(b *testing.B) {
+		g, err := guard.New(guard.Config{Local: lots}, nil, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, g)
+	})
+	b.Run("redis", func(b *testing.B) {
+		r := testutil.StartRedisEverySec(b)
+		kv, err := redisstore.Open(context.Background(), redisstore.Options{URL: r.URL, Node: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer kv.Close()
+		g, err := guard.New(guard.Config{Local: lots, Counters: NewCounters(kv)}, nil, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, g)
+		if st, _ := g.SharedStatus(); !st.Up {
+			b.Fatalf("shared counters down during the benchmark: %+v", st)
+		}
+	})
+}
