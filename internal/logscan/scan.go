@@ -52,6 +52,9 @@ type Options struct {
 	MaxKeys    int
 	Workers    int // parser goroutines (default GOMAXPROCS)
 	Thresholds Thresholds
+	// LocalDomains are domains of this server, added to those the log
+	// shows receiving local delivery (for the open-relay finding).
+	LocalDomains []string
 }
 
 const chunkSize = 256 << 10
@@ -131,6 +134,7 @@ func Scan(ins []Input, o Options) (*Report, error) {
 	}()
 	for c := range ordered {
 		p := <-c.events
+		agg.yearFix = c.format != FormatExim && c.format != FormatMamori
 		for i := range p.events {
 			agg.add(&p.events[i])
 		}
