@@ -252,23 +252,29 @@ func parseChunk(f Format, data []byte, st *stamp, evs []Event) parsed {
 		line := s[:i]
 		s = s[i+1:]
 		p.lines++
-		var ev Event
-		switch f {
-		case FormatMamori:
-			ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
-		case FormatSendmail:
-			p.events = st.appendSendmail(p.events, line) // a to= line may list many recipients
-			continue
-		case FormatExim:
-			ev = st.parseExim(line)
-		default:
-			ev = st.parsePostfix(line)
-		}
-		if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
-			p.events = append(p.events, ev)
-		}
+		p.events = st.appendLine(f, p.events, line)
 	}
 	return p
+}
+
+// appendLine appends the events of one line of format f to evs; their
+// strings point into line.
+func (st *stamp) appendLine(f Format, evs []Event, line string) []Event {
+	var ev Event
+	switch f {
+	case FormatMamori:
+		ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
+	case FormatSendmail:
+		return st.appendSendmail(evs, line) // a to= line may list many recipients
+	case FormatExim:
+		ev = st.parseExim(line)
+	default:
+		ev = st.parsePostfix(line)
+	}
+	if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
+		evs = append(evs, ev)
+	}
+	return evs
 }
 
 // Detect guesses the format from the first lines of a log: lines that
