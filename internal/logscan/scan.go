@@ -55,6 +55,23 @@ type Options struct {
 	// LocalDomains are domains of this server, added to those the log
 	// shows receiving local delivery (for the open-relay finding).
 	LocalDomains []string
+	// Progress, when set, is called from the reading goroutine with the
+	// bytes just read from a file (as stored: compressed for gzip).
+	Progress func(n int)
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r  io.Reader
+	fn func(int)
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(n)
+	}
+	return n, err
 }
 
 const chunkSize = 256 << 10
@@ -90,10 +107,14 @@ func ScanFiles(paths []string, stdin io.Reader, o Options) (*Report, error) {
 		}
 		f, err := os.Open(p)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("logscan: %w", err)
 		}
 		closers = append(closers, f)
-		ins = append(ins, Input{p, f})
+		var r io.Reader = f
+		if o.Progress != nil {
+			r = progressReader{f, o.Progress}
+		}
+		ins = append(ins, Input{p, r})
 	}
 	return Scan(ins, o)
 }
