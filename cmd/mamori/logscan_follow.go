@@ -49,9 +49,9 @@ func (e *env) followLog(path string, o logscan.Options, t followTargets) error {
 		if relay == "" && c.Listen.SMTP != "" {
 			relay = dialable(c.Listen.SMTP) // see drill.go
 		}
-		if len(c.Domains) > 0 {
-			cfg.From = "postmaster@" + c.Domains[0]
-		}
+		// From stays postmaster@HOSTNAME: mail from outside the server
+		// (this is a client of it) in the name of a local domain must be
+		// DKIM-signed, and the keys are the server's.
 		o.LocalDomains = append(o.LocalDomains, c.Domains...)
 	}
 	var enq alert.Enqueuer
