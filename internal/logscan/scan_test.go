@@ -274,10 +274,15 @@ func FuzzParsePostfix(f *testing.F) {
 	f.Add([]byte("May  4 09:00:01 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <x>: Relay access denied; from=<> to=<x> proto=ESMTP helo=<x>"))
 	f.Add([]byte("May  4 09:00:01 mx postfix/qmgr[3]: 4ABCDEF01: from=<a@b>, size=12, nrcpt=3 (queue active)"))
 	f.Add([]byte("May  4 09:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: x"))
+	f.Add([]byte("May  4 09:00:01 mx postfix/smtp[1]: 4ABCDEF01: to=<b@x>, relay=127.0.0.1[127.0.0.1]:10024, status=sent (250 2.0.0 Ok: queued as 4BBBBBB02)"))
+	f.Add([]byte("May  4 09:00:01 mx postfix/cleanup[1]: 4ABCDEF01: warning: header Subject: hi from pc[10.0.0.5]; from=<a@b> to=<c@d> proto=ESMTP helo=<pc>"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev := Clock{Year: 2026}.ParsePostfix(b)
 		if ev.Kind == KindNone && ev != (Event{}) {
 			t.Fatalf("KindNone with fields: %+v", ev)
+		}
+		if ev.Kind == KindRcpt && ev.Text != "" && (ev.Dest != DestFilter || !isQueueID(ev.Text)) {
+			t.Fatalf("a re-injection link that is not a queue id from a filter: %+v", ev)
 		}
 	})
 }
