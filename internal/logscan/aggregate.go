@@ -148,6 +148,8 @@ type aggregator struct {
 	// Syslog times have no year: yearFix is set for chunks of such
 	// formats, and a jump back by more than half a year (December to
 	// January) adds a year to the rest; shift is the years added.
+	follow bool // fed by Follow: keys remember their last event
+
 	yearFix bool
 	shift   int
 	lastT   int64
@@ -356,7 +358,7 @@ func (a *aggregator) add(ev *Event) {
 	case KindClient:
 		m := a.msg(ev.QueueID)
 		m.client, m.user = a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
-		a.touch(ev.Time, m.client, m.user)
+		a.touch(ev.Time, m.client, m.user, nil)
 	case KindSubject:
 		if m := a.open[ev.QueueID]; m != nil && m.subject == "" {
 			m.subject = strings.Clone(ev.Text[:min(len(ev.Text), 200)])
@@ -376,10 +378,13 @@ func (a *aggregator) add(ev *Event) {
 		for _, c := range a.counters(ev.Time, from, client) {
 			c.Rejects++
 		}
-		a.touch(ev.Time, from, client)
+		a.touch(ev.Time, from, client, nil)
 		a.det.reject(ev)
+		// A sender's rotating IPs count accepted mail only (refused mail
+		// did no harm, and one forged spam sender is refused from many
+		// IPs every day); a HELO's count refusals too (Postfix logs the
+		// HELO only there).
 		if client.ipClass() != ipLoopback {
-			a.det.rotating(ev.Time, a.ipsOf(from), keyOf(from), "address", keyOf(client))
 			a.det.rotating(ev.Time, a.det.helo(ev.Helo), ev.Helo, "helo", keyOf(client))
 		}
 		if ev.From == "<>" && ev.To != "" && !ev.Relay {
@@ -388,15 +393,19 @@ func (a *aggregator) add(ev *Event) {
 	case KindAuthFail:
 		if c := a.keyStat(a.clients, "clients", ev.Client); c != nil {
 			c.authFailures++
-			a.touch(ev.Time, c)
+			a.touch(ev.Time, c, nil, nil)
 		}
 		a.det.authFail(ev)
 	}
 }
 
-// touch notes the time of the last event of keys.
-func (a *aggregator) touch(t int64, keys ...*stat) {
-	for _, k := range keys {
+// touch notes the time of the last event of keys, for Follow to forget
+// idle ones (a scan keeps every key: it costs nothing there).
+func (a *aggregator) touch(t int64, k1, k2, k3 *stat) {
+	if !a.follow {
+		return
+	}
+	for _, k := range [...]*stat{k1, k2, k3} {
 		if k != nil && t > k.last {
 			k.last = t
 		}

@@ -311,3 +311,29 @@ func TestSinceDropsUntimed(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchmarkMixNoFinding: the benchmark's busy mix (5,000 users, hour
+// after hour) is a normal day too, at a scale where a threshold set too
+// low would fire (one forged spam sender refused from 250 IPs, say).
+func TestBenchmarkMixNoFinding(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100 MB of log")
+	}
+	var buf bytes.Buffer
+	g := loggen.New(1, day)
+	for h := range 24 {
+		at := day.Add(time.Duration(h) * time.Hour)
+		g.Hour(at, 5000, 20)
+		if _, err := g.WriteBefore(&buf, at.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.Flush(&buf); err != nil {
+		t.Fatal(err)
+	}
+	r := scanBytes(t, buf.Bytes())
+	checkCounts(t, g, r)
+	if len(r.Findings) != 0 {
+		t.Errorf("the benchmark's normal mix raised findings: %+v", r.Findings)
+	}
+}

@@ -57,6 +57,7 @@ func Follow(ctx context.Context, path string, o FollowOptions, alert func(Findin
 	}
 	fl := &follower{path: path, o: o, log: log, alert: alert, agg: newAggregator(o.Options),
 		st: o.Clock.stamp(), alerted: map[fkey]int64{}, buf: make([]byte, 0, followChunk+maxLine)}
+	fl.agg.follow = true
 	defer fl.close()
 	tick := time.NewTicker(o.Poll)
 	defer tick.Stop()

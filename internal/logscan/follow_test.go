@@ -145,6 +145,7 @@ func TestFollow(t *testing.T) {
 // back after it was forgotten, and the follower's tables shrink.
 func TestFollowPrune(t *testing.T) {
 	fl := &follower{o: FollowOptions{Retention: time.Hour}, agg: newAggregator(opts), st: opts.Clock.stamp(), alerted: map[fkey]int64{}}
+	fl.agg.follow = true
 	var got []Finding
 	fl.alert = func(f Finding) { got = append(got, f) }
 	feed := func(g *loggen.Log) {

@@ -84,6 +84,10 @@ func (d *detectors) rotating(t int64, w *ipWindow, subject, typ, ip string) {
 	if w == nil || ip == "" {
 		return
 	}
+	if len(w.ips) == 1 && w.ips[0].ip == ip && w.f == nil {
+		w.ips[0].t = max(w.ips[0].t, t) // the usual case: one sender, one IP
+		return
+	}
 	n := w.add(ip, t, int64(d.th.Window/time.Second), 2*d.th.RotatingIPs)
 	f := live(w.f)
 	if f == nil && n < d.th.RotatingIPs {

@@ -198,9 +198,11 @@ func (st *stamp) parsePostfix(line string) Event {
 			return Event{}
 		}
 		ev.Kind = KindRcpt
-		ev.To = lower(angle(field(body, "to=")))
-		ev.Dest = postfixDest(daemon, field(body, "relay="))
-		ev.Forward = strings.Contains(body, " orig_to=")
+		to := field(body, "to=")
+		ev.To = lower(angle(to))
+		rest := body[len("to=")+len(to):] // ", [orig_to=<...>, ]relay=..."
+		ev.Forward = strings.HasPrefix(rest, ", orig_to=")
+		ev.Dest = postfixDest(daemon, field(rest, "relay="))
 		if ev.Dest == DestFilter && ev.Status == StatusSent {
 			ev.Text = queuedAs(body)
 		}
