@@ -235,6 +235,9 @@ func TestMamoriLog(t *testing.T) {
 	if len(r.Clients) != 2 || r.Clients[1].AuthFailures != 1 || r.Clients[0].Recipients != 2 {
 		t.Errorf("clients %+v", r.Clients)
 	}
+	if ev := ParseMamori([]byte(strings.SplitN(log, "\n", 4)[2])); ev.Dest != DestLocal || ev.To != "carol@corp.test" {
+		t.Errorf("a local delivery: %+v", ev)
+	}
 }
 
 func TestParsePostfix(t *testing.T) {
