@@ -1,27 +1,65 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/mamori-mail/mamori/internal/logscan"
 	"github.com/mamori-mail/mamori/internal/termsafe"
 )
 
+// domainList is a repeatable --local-domain.
+type domainList []string
+
+func (d *domainList) String() string { return strings.Join(*d, ",") }
+func (d *domainList) Set(v string) error {
+	v = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(v), "."))
+	if v == "" || strings.ContainsAny(v, "@ \t") || len(v) > 253 {
+		return fmt.Errorf("not a domain: %q", v)
+	}
+	*d = append(*d, v)
+	return nil
+}
+
 func (e *env) cmdLogscan(args []string) error {
 	fs := flag.NewFlagSet("logscan", flag.ContinueOnError)
 	format := fs.String("format", "auto", "log format: auto, postfix, sendmail, exim or mamori")
 	asJSON := fs.Bool("json", false, "JSON report")
+	htmlOut := fs.String("html", "", "also write the report as one self-contained HTML page to this file")
 	since := fs.String("since", "", "only lines at or after this time (RFC 3339, 2006-01-02 15:04 or 2006-01-02; local time)")
 	until := fs.String("until", "", "only lines before this time")
 	year := fs.Int("year", 0, "year of syslog timestamps, which have none (default: this year)")
-	top := fs.Int("top", 10, "rows per table in the text report")
+	top := fs.Int("top", 10, "rows per table in the text and HTML reports")
+	var locals domainList
+	fs.Var(&locals, "local-domain", "a domain of this server (repeatable; added to those the log shows receiving local delivery)")
+	var th logscan.Thresholds
+	fs.DurationVar(&th.Window, "window", 10*time.Minute, "detection window (whole minutes)")
+	fs.IntVar(&th.BurstMessages, "worm-msgs", 50, "worm: messages per window from one IP or sender")
+	fs.IntVar(&th.BurstRecipients, "worm-rcpts", 150, "worm: recipients per window from one IP or sender")
+	fs.IntVar(&th.RelayDenied, "relay-denied", 20, "relay-denied: refusals per window from one IP")
+	fs.IntVar(&th.AuthFailures, "auth-failures", 10, "auth-bruteforce: failed logins per window from one IP")
+	fs.IntVar(&th.Backscatter, "backscatter", 50, "backscatter: null-sender recipients per window for one local domain")
+	fs.IntVar(&th.RotatingIPs, "rotating-ips", 20, "rotating-ips: distinct client IPs per window for one sender or HELO")
+	fs.IntVar(&th.RelayOut, "relay-out", 5, "open-relay: outside-to-outside recipients per window from one IP")
+	fs.IntVar(&th.RateFactor, "rate-factor", 10, "rate-change: a sender's hour against its hourly average (and at least 30 messages)")
+	follow := fs.Bool("follow", false, "tail one live log (like tail -F) and raise findings as alerts")
+	cfgPath := fs.String("config", "", "--follow: mamori.toml for the webhook, postmaster and SMTP listener")
+	webhook := fs.String("webhook", "", "--follow: POST alerts as JSON to this URL")
+	postmasterAddr := fs.String("postmaster", "", "--follow: mail alerts to this address (through --smtp)")
+	smtpAddr := fs.String("smtp", "", "--follow: HOST:PORT of the SMTP server for alert mail")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -29,9 +67,13 @@ func (e *env) cmdLogscan(args []string) error {
 	if len(pos) == 0 {
 		return &exitError{2, errors.New("logscan: want FILE... (- for stdin)")}
 	}
-	o := logscan.Options{Format: logscan.Format(*format), Clock: logscan.Clock{Year: *year, Loc: time.Local}}
+	o := logscan.Options{Format: logscan.Format(*format), Clock: logscan.Clock{Year: *year, Loc: time.Local},
+		Thresholds: th, LocalDomains: locals}
 	if !slices.Contains(logscan.Formats, o.Format) {
 		return &exitError{2, fmt.Errorf("logscan: --format %q: want auto, postfix, sendmail, exim or mamori", *format)}
+	}
+	if th.Window < time.Minute || th.Window > 24*time.Hour {
+		return &exitError{2, fmt.Errorf("logscan: --window %v: want 1m to 24h", th.Window)}
 	}
 	for _, f := range []struct {
 		s string
@@ -44,14 +86,135 @@ func (e *env) cmdLogscan(args []string) error {
 			return &exitError{2, fmt.Errorf("logscan: %w", err)}
 		}
 	}
+	if *follow {
+		if len(pos) != 1 || pos[0] == "-" || *asJSON || *htmlOut != "" || *since != "" || *until != "" {
+			return &exitError{2, errors.New("logscan --follow: want one FILE, without --json, --html, --since or --until")}
+		}
+		return e.followLog(pos[0], o, followTargets{config: *cfgPath, webhook: *webhook, postmaster: *postmasterAddr, smtp: *smtpAddr})
+	}
+	if *cfgPath != "" || *webhook != "" || *postmasterAddr != "" || *smtpAddr != "" {
+		return &exitError{2, errors.New("logscan: --config, --webhook, --postmaster and --smtp go with --follow")}
+	}
+	stopProgress := e.scanProgress(pos, &o)
 	rep, err := logscan.ScanFiles(pos, e.stdin, o)
+	stopProgress()
 	if err != nil {
 		return err
 	}
+	if *htmlOut != "" {
+		if err := writeHTMLFile(*htmlOut, rep, *top, time.Local); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
-		return printJSON(e.stdout, rep)
+		return writeLogscanJSON(e.stdout, rep)
 	}
 	return e.writeSafe(func(w io.Writer) error { writeLogscan(w, rep, *top); return nil })
+}
+
+// scanProgress shows bytes read against the files' total size on stderr,
+// only when stderr is a terminal; the returned func stops it and clears
+// the line.
+func (e *env) scanProgress(paths []string, o *logscan.Options) func() {
+	f, ok := e.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return func() {}
+	}
+	var total int64
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			total += st.Size()
+		}
+	}
+	var read atomic.Int64
+	o.Progress = func(n int) { read.Add(int64(n)) }
+	return runProgress(f, read.Load, total, 100*time.Millisecond)
+}
+
+// runProgress redraws the progress line on w every interval (10 times a
+// second: no faster, whatever the read rate) until stop, which clears it.
+func runProgress(w io.Writer, read func() int64, total int64, every time.Duration) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				fmt.Fprint(w, "\r\x1b[K")
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "\r\x1b[K%s", progressLine(read(), total))
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
+
+// progressLine is "logscan: 1.2 GB of 4.0 GB (30%)" (no total: stdin).
+func progressLine(read, total int64) string {
+	if total <= 0 {
+		return "logscan: " + fmtBytes(read) + " read"
+	}
+	return fmt.Sprintf("logscan: %s of %s (%d%%)", fmtBytes(read), fmtBytes(total), min(100, read*100/total))
+}
+
+// writeLogscanJSON streams the report as JSON, one row a line, so that a
+// report of 200,000 senders is not held twice more in memory as text.
+func writeLogscanJSON(w io.Writer, r *logscan.Report) error {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	put := func(v any) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err) // the report's types always encode
+		}
+		bw.Write(termsafe.JSON(b))
+	}
+	field := func(name string, v any, comma bool) {
+		fmt.Fprintf(bw, "  %q: ", name)
+		put(v)
+		if comma {
+			bw.WriteString(",")
+		}
+		bw.WriteString("\n")
+	}
+	list := func(name string, n int, row func(i int) any, comma bool) {
+		fmt.Fprintf(bw, "  %q: [", name)
+		for i := range n {
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			bw.WriteString("\n    ")
+			put(row(i))
+		}
+		if n > 0 {
+			bw.WriteString("\n  ")
+		}
+		bw.WriteString("]")
+		if comma {
+			bw.WriteString(",")
+		}
+		bw.WriteString("\n")
+	}
+	bw.WriteString("{\n")
+	field("files", r.Files, true)
+	field("lines", r.Lines, true)
+	field("totals", r.Totals, true)
+	field("orphan_lines", r.Orphans, true)
+	if len(r.Warnings) > 0 {
+		field("warnings", r.Warnings, true)
+	}
+	list("findings", len(r.Findings), func(i int) any { return r.Findings[i] }, true)
+	list("senders", len(r.Senders), func(i int) any { return r.Senders[i] }, true)
+	list("clients", len(r.Clients), func(i int) any { return r.Clients[i] }, true)
+	list("users", len(r.Users), func(i int) any { return r.Users[i] }, true)
+	list("hours", len(r.Hours), func(i int) any { return r.Hours[i] }, false)
+	bw.WriteString("}\n")
+	return bw.Flush()
 }
 
 func parseWhen(s string) (time.Time, error) {
@@ -66,6 +229,7 @@ func parseWhen(s string) (time.Time, error) {
 // writeLogscan writes the text report: findings first, then the top
 // tables. Addresses come from senders: every key goes through termsafe.
 func writeLogscan(w io.Writer, r *logscan.Report, top int) {
+	loc := time.Local
 	t := r.Totals
 	fmt.Fprintf(w, "%d lines in %d files: %d messages, %d recipients, %d rejects, %d deferrals, %d bounces, %s\n",
 		r.Lines, len(r.Files), t.Messages, t.Recipients, t.Rejects, t.Deferrals, t.Bounces, fmtBytes(t.Bytes))
@@ -78,19 +242,10 @@ func writeLogscan(w io.Writer, r *logscan.Report, top int) {
 	}
 	for _, f := range r.Findings {
 		ev := f.Evidence
-		var n []string
-		for _, c := range []struct {
-			k string
-			v int
-		}{{"messages", ev.Messages}, {"recipients", ev.Recipients}, {"rejects", ev.Rejects}, {"auth failures", ev.AuthFailures}} {
-			if c.v > 0 {
-				n = append(n, fmt.Sprintf("%d %s", c.v, c.k))
-			}
-		}
-		fmt.Fprintf(w, "  %-6s %-15s %s %s: %s (peak %d per %s), %s – %s\n", strings.ToUpper(f.Severity), f.Kind, f.SubjectType,
-			termsafe.String(f.Subject), strings.Join(n, ", "), ev.Peak, ev.Window,
-			ev.First.Local().Format("Jan _2 15:04"), ev.Last.Local().Format("15:04"))
-		if s := append(ev.SampleRecipients, ev.SampleUsers...); len(s) > 0 {
+		fmt.Fprintf(w, "  %-6s %-15s %s %s: %s, %s – %s\n", strings.ToUpper(f.Severity), f.Kind, f.SubjectType,
+			termsafe.String(f.Subject), findingCounts(f),
+			ev.First.In(loc).Format("Jan _2 15:04"), ev.Last.In(loc).Format("15:04"))
+		if s := findingSamples(f); len(s) > 0 {
 			fmt.Fprintf(w, "         e.g. %s\n", termsafe.String(strings.Join(s, ", ")))
 		}
 	}
@@ -108,6 +263,43 @@ func writeLogscan(w io.Writer, r *logscan.Report, top int) {
 	table("CLIENTS", "ip", len(r.Clients), top, func(i int) (string, logscan.Counts) { return r.Clients[i].IP, r.Clients[i].Counts })
 	table("USERS", "user", len(r.Users), top, func(i int) (string, logscan.Counts) { return r.Users[i].User, r.Users[i].Counts })
 	table("HOURS", "hour", len(r.Hours), len(r.Hours), func(i int) (string, logscan.Counts) {
-		return r.Hours[i].Hour.Local().Format("Jan _2 15:00"), r.Hours[i].Counts
+		return r.Hours[i].Hour.In(loc).Format("Jan _2 15:00"), r.Hours[i].Counts
 	})
+}
+
+// findingCounts is the evidence of a finding in words: "312 messages,
+// 640 recipients (peak 120 per 10m0s)".
+func findingCounts(f logscan.Finding) string {
+	ev := f.Evidence
+	var n []string
+	for _, c := range []struct {
+		k string
+		v int
+	}{{"messages", ev.Messages}, {"recipients", ev.Recipients}, {"rejects", ev.Rejects},
+		{"auth failures", ev.AuthFailures}, {"distinct IPs", ev.DistinctIPs}} {
+		if c.v > 0 {
+			n = append(n, fmt.Sprintf("%d %s", c.v, c.k))
+		}
+	}
+	s := strings.Join(n, ", ")
+	if ev.BaselinePerHour > 0 {
+		s += fmt.Sprintf(" in one hour against %.1f an hour before", ev.BaselinePerHour)
+	} else {
+		s += fmt.Sprintf(" (peak %d per %s)", ev.Peak, ev.Window)
+	}
+	return s
+}
+
+// findingSamples lists a finding's samples: recipients, senders, IPs,
+// subjects (quoted) and users.
+func findingSamples(f logscan.Finding) []string {
+	ev := f.Evidence
+	var s []string
+	s = append(s, ev.SampleRecipients...)
+	s = append(s, ev.SampleSenders...)
+	s = append(s, ev.SampleIPs...)
+	for _, x := range ev.SampleSubjects {
+		s = append(s, strconv.Quote(x))
+	}
+	return append(s, ev.SampleUsers...)
 }

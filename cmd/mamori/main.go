@@ -43,7 +43,11 @@ Usage:
   mamori top --config FILE [--once [--json]]   (live view: q quits; --once for scripts)
   mamori incident export --since DUR|TIME [--sender A] [--client-ip IP|CIDR] --out FILE.tar.gz --config FILE
   mamori dkim keygen --domain D [--selector mamori] [--algo rsa|ed25519] --config FILE
-  mamori logscan [--format auto|postfix|mamori] [--json] [--since T] [--until T] [--year Y] FILE...|-
+  mamori logscan [--format auto|postfix|sendmail|exim|mamori] [--json] [--html FILE] [--since T] [--until T]
+                 [--year Y] [--top N] [--local-domain D]... [--window DUR] [--worm-msgs N] [--worm-rcpts N]
+                 [--relay-denied N] [--auth-failures N] [--relay-out N] [--backscatter N] [--rotating-ips N]
+                 [--rate-factor N] FILE...|-
+  mamori logscan --follow [--config FILE] [--webhook URL] [--postmaster ADDR --smtp HOST:PORT] [thresholds] FILE
   mamori relaytest HOST:PORT [--json] [--domain D] [--user U]
   mamori doctor --config FILE [--json] [--probe-domain D] [--probe HOST:PORT]
                (checks DNS, certificate, listeners, relay, DNSBLs, port 25; exit 1 on a failure)

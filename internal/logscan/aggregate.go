@@ -3,6 +3,7 @@ package logscan
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -64,7 +65,39 @@ type stat struct {
 	key          string
 	burst        *burst // nil until the key's first message
 	overflow     bool   // the Overflow counters: many keys, never one subject
-	authFailures int    // clients only
+	class        ipClass
+	authFailures int   // clients only
+	last         int64 // time of the key's last event (follow mode forgets idle keys)
+}
+
+// ipClass sorts client IPs for the detectors: a loopback client is a
+// content filter re-injecting or local software, never a worm's subject;
+// only a public client can be an outsider using us as a relay.
+type ipClass uint8
+
+const (
+	ipUnknown ipClass = iota
+	ipPublic
+	ipPrivate
+	ipLoopback
+)
+
+func (s *stat) ipClass() ipClass {
+	if s == nil || s.overflow {
+		return ipUnknown
+	}
+	if s.class == ipUnknown {
+		s.class = ipPublic
+		if a, err := netip.ParseAddr(s.key); err == nil {
+			switch a = a.Unmap(); {
+			case a.IsLoopback():
+				s.class = ipLoopback
+			case a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified():
+				s.class = ipPrivate
+			}
+		}
+	}
+	return s.class
 }
 
 // open is a queue id whose lines may still come.
@@ -78,6 +111,15 @@ type open struct {
 	rcpts       []string            // distinct recipients seen, for the counting rule
 	rcptSet     map[string]struct{} // the same, once there are many (a list message)
 	prev, next  *open               // the age list, oldest first
+
+	// What counting the message added, so that it can be taken back when
+	// the message turns out to be a content filter's re-injection.
+	t, size  int64
+	rcptsIn  int // recipients counted
+	reinject bool
+	// The first hop of a re-injected message: who really sent it.
+	origClient, origUser *stat
+	subject              string // a logged Subject header, if any
 }
 
 type aggregator struct {
@@ -96,7 +138,31 @@ type aggregator struct {
 	hourKey int64 // the last hour looked up, and its counters
 	hourC   *Counts
 	det     detectors
+
+	// Local domains: given (Options.LocalDomains) and those seen receiving
+	// local delivery. Until one is known, outside-to-outside candidates
+	// wait in pending (bounded).
+	local   map[string]bool
+	pending []relayCandidate
+
+	// Syslog times have no year: yearFix is set for chunks of such
+	// formats, and a jump back by more than half a year (December to
+	// January) adds a year to the rest; shift is the years added.
+	follow bool // fed by Follow: keys remember their last event
+
+	yearFix bool
+	shift   int
+	lastT   int64
+	loc     *time.Location
 }
+
+type relayCandidate struct {
+	t                     int64
+	client, from, to, sub string // client: the aggregator's copy; the rest are copies too
+}
+
+// maxLocalDomains bounds the local domains learned from a log.
+const maxLocalDomains = 10000
 
 func newAggregator(o Options) *aggregator {
 	if o.MaxOpen <= 0 {
@@ -109,6 +175,14 @@ func newAggregator(o Options) *aggregator {
 		senders: map[string]*stat{}, clients: map[string]*stat{},
 		users: map[string]*stat{}, hours: map[int64]*Counts{}, hourKey: -1}
 	a.det = newDetectors(a.th, o.MaxKeys)
+	a.local = map[string]bool{}
+	for _, d := range o.LocalDomains {
+		a.local[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+	}
+	a.loc = o.Clock.Loc
+	if a.loc == nil {
+		a.loc = time.UTC
+	}
 	if !o.Since.IsZero() {
 		a.since = o.Since.Unix()
 	}
@@ -249,74 +323,295 @@ func (a *aggregator) burstOf(s *stat) *burst {
 	return s.burst
 }
 
+// fixTime gives a syslog time the year it really has: past a jump back by
+// more than half a year (a log that crosses New Year's Eve without years),
+// the rest of the log is a year later.
+func (a *aggregator) fixTime(t int64) int64 {
+	if a.shift != 0 {
+		t = time.Unix(t, 0).In(a.loc).AddDate(a.shift, 0, 0).Unix()
+	}
+	if a.lastT == 0 && a.o.Clock.Year == 0 && t > time.Now().Unix()+2*86400 {
+		// The year was guessed as this one, and the log starts in the
+		// future: it is last year's (a December log read in January).
+		a.shift = -1
+		t = time.Unix(t, 0).In(a.loc).AddDate(-1, 0, 0).Unix()
+	}
+	if a.lastT != 0 && t < a.lastT-183*86400 {
+		a.shift++
+		t = time.Unix(t, 0).In(a.loc).AddDate(1, 0, 0).Unix()
+	}
+	a.lastT = max(a.lastT, t)
+	return t
+}
+
 func (a *aggregator) add(ev *Event) {
-	if ev.Time != 0 && (a.since != 0 && ev.Time < a.since || a.until != 0 && ev.Time >= a.until) {
-		return
+	if ev.Time != 0 && a.yearFix {
+		ev.Time = a.fixTime(ev.Time)
+	}
+	if a.since != 0 || a.until != 0 {
+		// A line without a time cannot be shown to be in the range.
+		if ev.Time == 0 || a.since != 0 && ev.Time < a.since || a.until != 0 && ev.Time >= a.until {
+			return
+		}
 	}
 	switch ev.Kind {
 	case KindClient:
 		m := a.msg(ev.QueueID)
 		m.client, m.user = a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
+		a.touch(ev.Time, m.client, m.user, nil)
+	case KindSubject:
+		if m := a.open[ev.QueueID]; m != nil && m.subject == "" {
+			m.subject = strings.Clone(ev.Text[:min(len(ev.Text), 200)])
+		} else if m == nil {
+			a.msg(ev.QueueID).subject = strings.Clone(ev.Text[:min(len(ev.Text), 200)])
+		}
 	case KindFrom, KindQueued:
-		m := a.msg(ev.QueueID)
-		if ev.Kind == KindQueued {
-			// Sendmail logs the SASL user on a line of its own before from=.
-			if ev.Client != "" {
-				m.client = a.keyStat(a.clients, "clients", ev.Client)
-			}
-			if ev.User != "" {
-				m.user = a.keyStat(a.users, "users", ev.User)
-			}
-		}
-		m.from = a.keyStat(a.senders, "senders", ev.From)
-		if m.counted {
-			return // qmgr logs from= again when a deferred message is retried
-		}
-		m.counted, m.nrcpt = true, ev.Nrcpt
-		for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
-			c.Messages++
-			c.Bytes += ev.Size
-		}
-		a.det.message(ev.Time, a.burstOf(m.client), keyOf(m.client), a.burstOf(m.from), keyOf(m.from), ev.Nrcpt)
+		a.message(ev)
 	case KindRcpt:
-		m := a.open[ev.QueueID]
-		if m == nil {
-			if ev.From == "" { // Postfix: the message is not in the logs read
-				a.rep.Orphans++
-				for _, c := range a.counters(ev.Time) {
-					a.rcpt(c, ev.Status, true)
-				}
-				return
-			}
-			m = a.msg(ev.QueueID) // mamori lines carry the message's keys
-			m.from, m.client, m.user = a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
-		}
-		first := m.addRcpt(ev.To)
-		for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
-			a.rcpt(c, ev.Status, first)
-		}
-		a.det.recipient(a.burstOf(m.client), a.burstOf(m.from), ev.To)
-		if ev.Status != StatusDeferred {
-			m.done++
-			if m.nrcpt > 0 && m.done >= m.nrcpt && ev.From != "" {
-				a.drop(m) // mamori logs no "removed"
-			}
-		}
+		a.recipient(ev)
 	case KindRemoved:
 		if m := a.open[ev.QueueID]; m != nil {
 			a.drop(m)
 		}
 	case KindReject:
-		for _, c := range a.counters(ev.Time, a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client)) {
+		from, client := a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client)
+		for _, c := range a.counters(ev.Time, from, client) {
 			c.Rejects++
 		}
+		a.touch(ev.Time, from, client, nil)
 		a.det.reject(ev)
+		// A sender's rotating IPs count accepted mail only (refused mail
+		// did no harm, and one forged spam sender is refused from many
+		// IPs every day); a HELO's count refusals too (Postfix logs the
+		// HELO only there).
+		if client.ipClass() != ipLoopback {
+			a.det.rotating(ev.Time, a.det.helo(ev.Helo), ev.Helo, "helo", keyOf(client))
+		}
+		if ev.From == "<>" && ev.To != "" && !ev.Relay {
+			a.det.backscatter(ev.Time, domainOf(ev.To), ev.To, true)
+		}
 	case KindAuthFail:
 		if c := a.keyStat(a.clients, "clients", ev.Client); c != nil {
 			c.authFailures++
+			a.touch(ev.Time, c, nil, nil)
 		}
 		a.det.authFail(ev)
 	}
+}
+
+// touch notes the time of the last event of keys, for Follow to forget
+// idle ones (a scan keeps every key: it costs nothing there).
+func (a *aggregator) touch(t int64, k1, k2, k3 *stat) {
+	if !a.follow {
+		return
+	}
+	for _, k := range [...]*stat{k1, k2, k3} {
+		if k != nil && t > k.last {
+			k.last = t
+		}
+	}
+}
+
+// ipsOf returns the rotating-IP window of a sender (nil for none).
+func (a *aggregator) ipsOf(s *stat) *ipWindow {
+	if b := a.burstOf(s); b != nil {
+		return &b.ips
+	}
+	return nil
+}
+
+// message counts a message entering the queue (Postfix qmgr from=,
+// Sendmail from=, Exim <=, mamori queued) once per queue id.
+func (a *aggregator) message(ev *Event) {
+	m := a.msg(ev.QueueID)
+	if ev.Kind == KindQueued {
+		// Sendmail logs the SASL user on a line of its own before from=.
+		if ev.Client != "" {
+			m.client = a.keyStat(a.clients, "clients", ev.Client)
+		}
+		if ev.User != "" {
+			m.user = a.keyStat(a.users, "users", ev.User)
+		}
+		if ev.Text != "" && m.subject == "" {
+			m.subject = strings.Clone(ev.Text[:min(len(ev.Text), 200)])
+		}
+	}
+	m.from = a.keyStat(a.senders, "senders", ev.From)
+	if m.counted {
+		return // qmgr logs from= again when a deferred message is retried
+	}
+	m.counted, m.nrcpt = true, ev.Nrcpt
+	if m.reinject {
+		return // a content filter's re-injection of a message counted at its first hop
+	}
+	m.t, m.size = ev.Time, ev.Size
+	for _, c := range a.counters(ev.Time, m.from, m.client, m.user) {
+		c.Messages++
+		c.Bytes += ev.Size
+	}
+	a.touch(ev.Time, m.from, m.client, m.user)
+	cb := a.burstOf(m.client)
+	if m.client.ipClass() == ipLoopback {
+		cb = nil // a content filter or local software: not one sender
+	}
+	fb := a.burstOf(m.from)
+	a.det.message(ev.Time, cb, keyOf(m.client), fb, keyOf(m.from), ev.Nrcpt)
+	a.det.rate(ev.Time, fb, keyOf(m.from))
+	if m.client.ipClass() != ipLoopback {
+		a.det.rotating(ev.Time, a.ipsOf(m.from), keyOf(m.from), "address", keyOf(m.client))
+		if ev.Helo != "" {
+			a.det.rotating(ev.Time, a.det.helo(ev.Helo), ev.Helo, "helo", keyOf(m.client))
+		}
+	}
+	if m.subject != "" {
+		a.det.subject(cb, fb, m.subject)
+	}
+}
+
+// uncount takes back what counting m added: m is a content filter's
+// re-injection of a message counted at its first hop.
+func (a *aggregator) uncount(m *open) {
+	for _, c := range a.counters(m.t, m.from, m.client, m.user) {
+		c.Messages--
+		c.Bytes -= m.size
+		c.Recipients -= m.rcptsIn
+	}
+	a.det.unmessage(m.t, nil, a.burstOf(m.from), m.nrcpt)
+	m.rcptsIn = 0
+}
+
+// reinjected marks queue id qid as the copy a content filter handed back
+// of orig's message: it is not counted (again), and its recipients are
+// judged by orig's client for the relay finding.
+func (a *aggregator) reinjected(qid string, orig *open) {
+	r := a.msg(qid)
+	if r.reinject || r == orig {
+		return
+	}
+	r.reinject = true
+	r.origClient, r.origUser = orig.client, orig.user
+	if orig.origClient != nil {
+		r.origClient, r.origUser = orig.origClient, orig.origUser // a second filter
+	}
+	if r.subject == "" {
+		r.subject = orig.subject
+	}
+	if r.counted {
+		a.uncount(r)
+	}
+}
+
+func (a *aggregator) recipient(ev *Event) {
+	m := a.open[ev.QueueID]
+	if m == nil {
+		if ev.From == "" { // Postfix: the message is not in the logs read
+			a.rep.Orphans++
+			for _, c := range a.counters(ev.Time) {
+				a.rcpt(c, ev.Status, true)
+			}
+			return
+		}
+		m = a.msg(ev.QueueID) // mamori lines carry the message's keys
+		m.from, m.client, m.user = a.keyStat(a.senders, "senders", ev.From), a.keyStat(a.clients, "clients", ev.Client), a.keyStat(a.users, "users", ev.User)
+	}
+	first := m.addRcpt(ev.To) && !m.reinject
+	if first {
+		m.rcptsIn++
+	}
+	client, user := m.client, m.user
+	if m.reinject {
+		// The outcome of a re-injected copy is its first hop's client's.
+		client, user = m.origClient, m.origUser
+	}
+	for _, c := range a.counters(ev.Time, m.from, client, user) {
+		a.rcpt(c, ev.Status, first)
+	}
+	if !m.reinject {
+		cb := a.burstOf(m.client)
+		if m.client.ipClass() == ipLoopback {
+			cb = nil
+		}
+		a.det.recipient(cb, a.burstOf(m.from), ev.To)
+	}
+	switch ev.Dest {
+	case DestFilter:
+		if ev.Text != "" {
+			a.reinjected(ev.Text, m)
+		}
+	case DestLocal:
+		if d := domainOf(ev.To); d != "" && !a.local[d] && len(a.local) < maxLocalDomains {
+			a.local[strings.Clone(d)] = true
+			if len(a.pending) > 0 {
+				a.replay()
+			}
+		}
+		if m.from != nil && m.from.key == "<>" && client.ipClass() == ipPublic {
+			a.det.backscatter(ev.Time, domainOf(ev.To), ev.To, false)
+		}
+	case DestRemote:
+		if !ev.Forward && ev.Status != StatusNone {
+			a.relayOut(ev.Time, m, ev.To)
+		}
+	}
+	if ev.Status != StatusDeferred {
+		m.done++
+		if m.nrcpt > 0 && m.done >= m.nrcpt && ev.From != "" {
+			a.drop(m) // mamori logs no "removed"
+		}
+	}
+}
+
+// relayOut checks a recipient sent to another host: from an
+// unauthenticated public client, from a foreign sender to a foreign
+// domain, it is mail relayed from outside to outside.
+func (a *aggregator) relayOut(t int64, m *open, to string) {
+	client, user := m.client, m.user
+	if m.reinject {
+		client, user = m.origClient, m.origUser
+	}
+	if user != nil || client.ipClass() != ipPublic || m.from == nil {
+		return
+	}
+	c := relayCandidate{t: t, client: client.key, from: m.from.key, to: to, sub: m.subject}
+	if len(a.local) == 0 {
+		// Nothing says yet which domains are ours: wait for the first
+		// local delivery (or the end of the log).
+		if len(a.pending) < 1000 {
+			c.from, c.to = strings.Clone(c.from), strings.Clone(c.to)
+			a.pending = append(a.pending, c)
+		}
+		return
+	}
+	a.judge(c)
+}
+
+func (a *aggregator) judge(c relayCandidate) {
+	if a.local[domainOf(c.to)] || c.from != "<>" && a.local[domainOf(c.from)] {
+		return
+	}
+	a.det.relayed(c.t, c.client, c.from, c.to, c.sub)
+}
+
+// replay judges the waiting outside-to-outside candidates once local
+// domains are known.
+func (a *aggregator) replay() {
+	p := a.pending
+	a.pending = nil
+	if len(a.local) == 0 {
+		return // the end of a log without a local delivery: nothing to judge by
+	}
+	for _, c := range p {
+		a.judge(c)
+	}
+}
+
+// domainOf returns the lowercased domain of an address ("" without one).
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.TrimSuffix(addr[i+1:], ".")
 }
 
 func (a *aggregator) rcpt(c *Counts, s Status, first bool) {
@@ -342,22 +637,31 @@ func sortRows[T any](rows []T, counts func(T) Counts, key func(T) string) {
 
 func (a *aggregator) report() *Report {
 	r := &a.rep
+	// A key whose only message was taken back (a content filter's
+	// re-injection from 127.0.0.1) has nothing to show.
 	for k, c := range a.senders {
-		r.Senders = append(r.Senders, SenderRow{k, c.Counts})
+		if c.Counts != (Counts{}) {
+			r.Senders = append(r.Senders, SenderRow{k, c.Counts})
+		}
 	}
 	sortRows(r.Senders, func(x SenderRow) Counts { return x.Counts }, func(x SenderRow) string { return x.Address })
 	for k, c := range a.clients {
-		r.Clients = append(r.Clients, ClientRow{k, c.authFailures, c.Counts})
+		if c.Counts != (Counts{}) || c.authFailures != 0 {
+			r.Clients = append(r.Clients, ClientRow{k, c.authFailures, c.Counts})
+		}
 	}
 	sortRows(r.Clients, func(x ClientRow) Counts { return x.Counts }, func(x ClientRow) string { return x.IP })
 	for k, c := range a.users {
-		r.Users = append(r.Users, UserRow{k, c.Counts})
+		if c.Counts != (Counts{}) {
+			r.Users = append(r.Users, UserRow{k, c.Counts})
+		}
 	}
 	sortRows(r.Users, func(x UserRow) Counts { return x.Counts }, func(x UserRow) string { return x.User })
 	for k, c := range a.hours {
 		r.Hours = append(r.Hours, HourRow{time.Unix(k, 0).UTC(), *c})
 	}
 	slices.SortFunc(r.Hours, func(x, y HourRow) int { return x.Hour.Compare(y.Hour) })
+	a.replay()
 	r.Findings = a.det.findings()
 	if r.Findings == nil {
 		r.Findings = []Finding{}

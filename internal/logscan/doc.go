@@ -33,5 +33,18 @@
 //
 // Counting rule: a message counts once per queue id; a recipient once per
 // distinct recipient that was delivered or attempted (a deferral followed
-// by a delivery is one recipient, one deferral).
+// by a delivery is one recipient, one deferral). A message a content
+// filter on the loopback interface hands back under a second queue id
+// ("queued as X" from a 127.0.0.1 relay, as amavis does) counts once, at
+// its first hop: the copy is taken back if it was counted already, and its
+// deliveries count for the first hop's client.
+//
+// Findings (detect.go, patterns.go) are raised by fixed thresholds per
+// window (Thresholds), each with a bounded state per subject: worm bursts,
+// relay-denied storms, %-hacks, brute-force AUTH, mail relayed from outside
+// to outside (local domains learned from local deliveries, or given),
+// backscatter floods per local domain, rotating IPs per sender or HELO,
+// and a sender's hour against its own hourly average. Follow (follow.go)
+// feeds the same aggregator from a live file, like tail -F, and passes
+// each new finding on as it appears.
 package logscan

@@ -15,6 +15,7 @@ const (
 	KindRemoved        // the queue id is done
 	KindReject         // a refusal before queueing (Postfix NOQUEUE reject, mamori "rejected")
 	KindAuthFail       // a failed SMTP AUTH or login
+	KindSubject        // a logged Subject header (Postfix header_checks WARN/INFO): Text
 )
 
 // Status is the outcome of a delivery attempt.
@@ -26,6 +27,19 @@ const (
 	StatusSent
 	StatusDeferred
 	StatusBounced
+)
+
+// Dest is where a delivery attempt went.
+type Dest uint8
+
+// Delivery destinations. DestFilter is a content filter on the loopback
+// interface (amavis, a milter-less spam filter): not a delivery, the
+// message comes back with a second queue id.
+const (
+	DestUnknown Dest = iota
+	DestLocal        // local, virtual, LMTP or a delivery agent (dovecot, maildrop)
+	DestRemote       // SMTP to another host
+	DestFilter       // SMTP to 127.0.0.1 / ::1
 )
 
 // Event is one parsed log line. Unset fields are zero. Time is Unix
@@ -41,6 +55,12 @@ type Event struct {
 	To      string // recipient, lowercased
 	Size    int64
 	Nrcpt   int
+	Helo    string // the client's HELO name, where the line has it
 	Relay   bool   // KindReject: the refusal was "Relay access denied"
-	Text    string // message-id, or the reject reason
+	Dest    Dest   // KindRcpt: where the attempt went
+	Forward bool   // KindRcpt: the recipient is a forward of a local one (orig_to=)
+	// Text is the message-id, the reject reason, the subject (KindSubject),
+	// or for a KindRcpt handed to a loopback content filter the queue id it
+	// came back as (the reinjected copy, which is not counted again).
+	Text string
 }

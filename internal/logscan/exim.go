@@ -96,6 +96,16 @@ func (st *stamp) parseExim(line string) Event {
 				if ev.To == "" {
 					return Event{}
 				}
+				if tr := eximValue(body, "T="); tr != "" {
+					ev.Dest = DestLocal
+					if strings.Contains(tr, "smtp") {
+						ev.Dest = DestRemote
+					}
+				}
+				// "=> b@far.example (alias@here) <alias@here> R=...": a redirect.
+				head, _, _ := strings.Cut(body[3:], " R=")
+				addr, more, _ := strings.Cut(head, " ")
+				ev.Forward = strings.IndexByte(addr, '@') >= 0 && strings.Contains(more, "<")
 				return ev
 			}
 		}
@@ -118,6 +128,7 @@ func (st *stamp) parseExim(line string) Event {
 		ev.Kind = KindReject
 		head, reason := strings.TrimRight(body[:i], " "), body[i+len("rejected "):]
 		ev.Client = eximIP(eximValue(head, "H="))
+		ev.Helo = eximHelo(eximValue(head, "H="))
 		if f := eximValue(head, "F="); f != "" {
 			ev.From = sender(angle(f))
 		}
@@ -147,6 +158,10 @@ func eximArrival(ev Event, s string) Event {
 	}
 	ev.From = sender(from)
 	ev.Client = eximIP(eximValue(rest, "H="))
+	ev.Helo = eximHelo(eximValue(rest, "H="))
+	if t := eximValue(rest, "T="); len(t) >= 2 && t[0] == '"' && t[len(t)-1] == '"' {
+		ev.Text = t[1 : len(t)-1] // log_selector +subject
+	}
 	if a := eximValue(rest, "A="); a != "" {
 		if _, u, ok := strings.Cut(a, ":"); ok {
 			ev.User = u
@@ -196,6 +211,20 @@ func eximValue(s, key string) string {
 		}
 		i = j + 1
 	}
+}
+
+// eximHelo returns the HELO name of "host (helo) [1.2.3.4]:25" (the part in
+// parentheses) or of "host [1.2.3.4]" (the host, which then said that).
+func eximHelo(s string) string {
+	if i := strings.IndexByte(s, '('); i >= 0 {
+		if j := strings.IndexByte(s[i:], ')'); j > 0 {
+			return lower(s[i+1 : i+j])
+		}
+	}
+	if h, _, ok := strings.Cut(s, " "); ok && !strings.HasPrefix(h, "[") {
+		return lower(h)
+	}
+	return ""
 }
 
 // eximIP returns the IP of "host (helo) [1.2.3.4]:25" or "[2001:db8::1]":

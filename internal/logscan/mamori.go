@@ -16,6 +16,7 @@ type mamoriLine struct {
 	User     string    `json:"user"`
 	From     *string   `json:"from"`
 	Rcpt     string    `json:"rcpt"`
+	Relay    string    `json:"relay"`
 	Rcpts    int       `json:"rcpts"`
 	Size     int64     `json:"size"`
 	Stage    string    `json:"stage"`
@@ -45,6 +46,12 @@ func ParseMamori(line []byte) Event {
 	case "delivered", "deferred", "bounced":
 		ev.Kind, ev.From, ev.To = KindRcpt, from, strings.ToLower(l.Rcpt)
 		ev.Status = map[string]Status{"delivered": StatusSent, "deferred": StatusDeferred, "bounced": StatusBounced}[l.Msg]
+		switch {
+		case l.Relay == "local":
+			ev.Dest = DestLocal
+		case l.Relay != "":
+			ev.Dest = DestRemote
+		}
 	case "rejected":
 		ev.Kind, ev.Text = KindReject, l.Reason
 		ev.Relay = strings.Contains(l.Reason, "Relay access denied")

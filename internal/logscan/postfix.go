@@ -140,7 +140,7 @@ func (c Clock) ParsePostfix(line []byte) Event {
 
 // own copies the event's strings out of the line they point into.
 func (ev *Event) own() {
-	for _, p := range [...]*string{&ev.QueueID, &ev.Client, &ev.User, &ev.From, &ev.To, &ev.Text} {
+	for _, p := range [...]*string{&ev.QueueID, &ev.Client, &ev.User, &ev.From, &ev.To, &ev.Helo, &ev.Text} {
 		*p = strings.Clone(*p)
 	}
 }
@@ -198,7 +198,24 @@ func (st *stamp) parsePostfix(line string) Event {
 			return Event{}
 		}
 		ev.Kind = KindRcpt
-		ev.To = lower(angle(field(body, "to=")))
+		to := field(body, "to=")
+		ev.To = lower(angle(to))
+		rest := body[len("to=")+len(to):] // ", [orig_to=<...>, ]relay=..."
+		ev.Forward = strings.HasPrefix(rest, ", orig_to=")
+		ev.Dest = postfixDest(daemon, field(rest, "relay="))
+		if ev.Dest == DestFilter && ev.Status == StatusSent {
+			ev.Text = queuedAs(body)
+		}
+	case strings.HasPrefix(body, "warning: header Subject: ") || strings.HasPrefix(body, "info: header Subject: "):
+		// header_checks WARN/INFO: "header Subject: Hi there from pc[10.0.0.5]; from=<a> to=<b> proto=ESMTP helo=<pc>"
+		s := body[strings.Index(body, "Subject: ")+len("Subject: "):]
+		if i := strings.LastIndex(s, "; from="); i >= 0 {
+			s = s[:i]
+		}
+		if i := strings.LastIndex(s, " from "); i >= 0 {
+			s = s[:i]
+		}
+		ev.Kind, ev.Text = KindSubject, s
 	default:
 		return Event{}
 	}
@@ -246,7 +263,41 @@ func parseNoqueue(ev Event, s string) Event {
 	}
 	ev.Text = reason
 	ev.Relay = strings.Contains(reason, "Relay access denied")
+	ev.Helo = angle(field(rest, "helo="))
 	return ev
+}
+
+// postfixDest tells where a Postfix delivery agent sent a recipient: the
+// local, virtual and lmtp agents (and pipe to a local delivery agent)
+// deliver here; smtp to a loopback address is a content filter.
+func postfixDest(daemon, relay string) Dest {
+	switch {
+	case daemon == "local" || daemon == "virtual" || relay == "local" || relay == "virtual":
+		return DestLocal
+	case strings.Contains(relay, "[127.") || strings.Contains(relay, "[::1]") || strings.HasPrefix(relay, "localhost["):
+		return DestFilter
+	case daemon == "lmtp" || strings.Contains(relay, "private/") || relay == "dovecot" || relay == "maildrop" || relay == "cyrus":
+		return DestLocal
+	case daemon == "smtp" || daemon == "relay":
+		return DestRemote
+	}
+	return DestUnknown
+}
+
+// queuedAs returns X of "... status=sent (250 2.0.0 Ok: queued as X)".
+func queuedAs(body string) string {
+	i := strings.LastIndex(body, "queued as ")
+	if i < 0 {
+		return ""
+	}
+	id := body[i+len("queued as "):]
+	if j := strings.IndexAny(id, ") ,;"); j >= 0 {
+		id = id[:j]
+	}
+	if !isQueueID(id) {
+		return ""
+	}
+	return id
 }
 
 // field returns the value of "key" in "a=1, key=v, b=2" or "key=v b=2".

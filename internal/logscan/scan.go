@@ -52,6 +52,26 @@ type Options struct {
 	MaxKeys    int
 	Workers    int // parser goroutines (default GOMAXPROCS)
 	Thresholds Thresholds
+	// LocalDomains are domains of this server, added to those the log
+	// shows receiving local delivery (for the open-relay finding).
+	LocalDomains []string
+	// Progress, when set, is called from the reading goroutine with the
+	// bytes just read from a file (as stored: compressed for gzip).
+	Progress func(n int)
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r  io.Reader
+	fn func(int)
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(n)
+	}
+	return n, err
 }
 
 const chunkSize = 256 << 10
@@ -87,10 +107,14 @@ func ScanFiles(paths []string, stdin io.Reader, o Options) (*Report, error) {
 		}
 		f, err := os.Open(p)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("logscan: %w", err)
 		}
 		closers = append(closers, f)
-		ins = append(ins, Input{p, f})
+		var r io.Reader = f
+		if o.Progress != nil {
+			r = progressReader{f, o.Progress}
+		}
+		ins = append(ins, Input{p, r})
 	}
 	return Scan(ins, o)
 }
@@ -131,6 +155,7 @@ func Scan(ins []Input, o Options) (*Report, error) {
 	}()
 	for c := range ordered {
 		p := <-c.events
+		agg.yearFix = c.format != FormatExim && c.format != FormatMamori
 		for i := range p.events {
 			agg.add(&p.events[i])
 		}
@@ -248,23 +273,29 @@ func parseChunk(f Format, data []byte, st *stamp, evs []Event) parsed {
 		line := s[:i]
 		s = s[i+1:]
 		p.lines++
-		var ev Event
-		switch f {
-		case FormatMamori:
-			ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
-		case FormatSendmail:
-			p.events = st.appendSendmail(p.events, line) // a to= line may list many recipients
-			continue
-		case FormatExim:
-			ev = st.parseExim(line)
-		default:
-			ev = st.parsePostfix(line)
-		}
-		if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
-			p.events = append(p.events, ev)
-		}
+		p.events = st.appendLine(f, p.events, line)
 	}
 	return p
+}
+
+// appendLine appends the events of one line of format f to evs; their
+// strings point into line.
+func (st *stamp) appendLine(f Format, evs []Event, line string) []Event {
+	var ev Event
+	switch f {
+	case FormatMamori:
+		ev = ParseMamori(unsafe.Slice(unsafe.StringData(line), len(line)))
+	case FormatSendmail:
+		return st.appendSendmail(evs, line) // a to= line may list many recipients
+	case FormatExim:
+		ev = st.parseExim(line)
+	default:
+		ev = st.parsePostfix(line)
+	}
+	if ev.Kind != KindNone && ev.Kind != KindMessageID { // the aggregator has no use for message-ids
+		evs = append(evs, ev)
+	}
+	return evs
 }
 
 // Detect guesses the format from the first lines of a log: lines that

@@ -235,6 +235,9 @@ func TestMamoriLog(t *testing.T) {
 	if len(r.Clients) != 2 || r.Clients[1].AuthFailures != 1 || r.Clients[0].Recipients != 2 {
 		t.Errorf("clients %+v", r.Clients)
 	}
+	if ev := ParseMamori([]byte(strings.SplitN(log, "\n", 4)[2])); ev.Dest != DestLocal || ev.To != "carol@corp.test" {
+		t.Errorf("a local delivery: %+v", ev)
+	}
 }
 
 func TestParsePostfix(t *testing.T) {
@@ -249,9 +252,9 @@ func TestParsePostfix(t *testing.T) {
 		{"2026-05-04T09:00:01.123+00:00 mx postfix/qmgr[3]: 3Zx9yq1Gz4z9sWh: from=<A@B.example>, size=12, nrcpt=3 (queue active)",
 			Event{Kind: KindFrom, Time: t0, QueueID: "3Zx9yq1Gz4z9sWh", From: "a@b.example", Size: 12, Nrcpt: 3}},
 		{"May  4 09:00:01 mx postfix/lmtp[1]: 4ABCDEF01: to=<u@x>, orig_to=<v@x>, relay=x[private/dovecot-lmtp], status=sent (ok)",
-			Event{Kind: KindRcpt, Status: StatusSent, Time: t0, QueueID: "4ABCDEF01", To: "u@x"}},
+			Event{Kind: KindRcpt, Status: StatusSent, Time: t0, QueueID: "4ABCDEF01", To: "u@x", Dest: DestLocal, Forward: true}},
 		{"May  4 09:00:01 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from a[2001:db8::1]: 554 5.7.1 <@a.example:u@b.example>: Relay access denied; from=<> to=<@a.example:u@b.example> proto=ESMTP helo=<x>",
-			Event{Kind: KindReject, Time: t0, Client: "2001:db8::1", From: "<>", To: "@a.example:u@b.example", Relay: true, Text: "554 5.7.1 <@a.example:u@b.example>: Relay access denied"}},
+			Event{Kind: KindReject, Time: t0, Client: "2001:db8::1", Helo: "x", From: "<>", To: "@a.example:u@b.example", Relay: true, Text: "554 5.7.1 <@a.example:u@b.example>: Relay access denied"}},
 		{"May  4 09:00:01 mx postfix/smtpd[1]: disconnect from a[1.2.3.4]", Event{}},
 		{"May  4 09:00:01 mx sendmail[1]: 4ABCDEF01: to=<u@x>, status=sent", Event{}},
 		{"May  4 09:00", Event{}},
@@ -274,10 +277,15 @@ func FuzzParsePostfix(f *testing.F) {
 	f.Add([]byte("May  4 09:00:01 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from a[1.2.3.4]: 554 5.7.1 <x>: Relay access denied; from=<> to=<x> proto=ESMTP helo=<x>"))
 	f.Add([]byte("May  4 09:00:01 mx postfix/qmgr[3]: 4ABCDEF01: from=<a@b>, size=12, nrcpt=3 (queue active)"))
 	f.Add([]byte("May  4 09:00:01 mx postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN authentication failed: x"))
+	f.Add([]byte("May  4 09:00:01 mx postfix/smtp[1]: 4ABCDEF01: to=<b@x>, relay=127.0.0.1[127.0.0.1]:10024, status=sent (250 2.0.0 Ok: queued as 4BBBBBB02)"))
+	f.Add([]byte("May  4 09:00:01 mx postfix/cleanup[1]: 4ABCDEF01: warning: header Subject: hi from pc[10.0.0.5]; from=<a@b> to=<c@d> proto=ESMTP helo=<pc>"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev := Clock{Year: 2026}.ParsePostfix(b)
 		if ev.Kind == KindNone && ev != (Event{}) {
 			t.Fatalf("KindNone with fields: %+v", ev)
+		}
+		if ev.Kind == KindRcpt && ev.Text != "" && (ev.Dest != DestFilter || !isQueueID(ev.Text)) {
+			t.Fatalf("a re-injection link that is not a queue id from a filter: %+v", ev)
 		}
 	})
 }

@@ -58,6 +58,12 @@ func (st *stamp) appendSendmail(evs []Event, line string) []Event {
 			return evs
 		}
 		ev.Kind = KindRcpt
+		switch m := field(body, "mailer="); {
+		case m == "local" || m == "cyrus" || m == "lmtp" || m == "prog":
+			ev.Dest = DestLocal
+		case m == "esmtp" || m == "smtp" || m == "relay" || m == "smtp8" || m == "dsmtp":
+			ev.Dest = DestRemote
+		}
 		list := sendmailValue(body, "to=")
 		for n := 0; list != "" && n < maxRcptsPerLine; n++ {
 			var to string
