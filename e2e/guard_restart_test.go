@@ -51,7 +51,9 @@ func TestGuardStateSurvivesRestart(t *testing.T) {
 	if m := readMaildir(in.maildirNew("pc@ours.test")); len(m) != n {
 		t.Errorf("isolated sender's mail delivered after restart (%d → %d)", n, len(m))
 	}
-	if c := in.queueCount("--state", "held", "--client-ip", "127.0.0.78"); c < 3 {
+	// At least the message over the limit before the restart (more when the
+	// burst did not straddle a minute boundary) and the one after it.
+	if c := in.queueCount("--state", "held", "--client-ip", "127.0.0.78"); c < 2 {
 		t.Errorf("held count %d, want the over-limit messages held", c)
 	}
 }

@@ -77,6 +77,10 @@ func (e *env) cmdGuard(args []string) error {
 			return err
 		}
 		if *asJSON {
+			// The contract's shape: isolated, suspended and bans (and
+			// throttled) are arrays; the shared-counter status is in the
+			// plain output, the API and the dashboard.
+			snap.Shared = nil
 			return printJSON(e.stdout, snap)
 		}
 		// Senders, users and rule details come from outside: escaped.

@@ -67,7 +67,7 @@ const defaultCountersTimeout = 200 * time.Millisecond
 // SharedStatus says whether shared counting works.
 type SharedStatus struct {
 	Up    bool      `json:"up"`
-	Since time.Time `json:"since"` // when it last went up or down
+	Since time.Time `json:"since,omitzero"` // when it last went up or down
 	Err   string    `json:"error,omitempty"`
 }
 
