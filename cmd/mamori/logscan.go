@@ -244,7 +244,7 @@ func writeLogscan(w io.Writer, r *logscan.Report, top int) {
 		ev := f.Evidence
 		fmt.Fprintf(w, "  %-6s %-15s %s %s: %s, %s – %s\n", strings.ToUpper(f.Severity), f.Kind, f.SubjectType,
 			termsafe.String(f.Subject), findingCounts(f),
-			ev.First.In(loc).Format("Jan _2 15:04"), ev.Last.In(loc).Format("15:04"))
+			ev.First.In(loc).Format("Jan _2 15:04"), spanEnd(ev.First.In(loc), ev.Last.In(loc), "Jan _2 15:04"))
 		if s := findingSamples(f); len(s) > 0 {
 			fmt.Fprintf(w, "         e.g. %s\n", termsafe.String(strings.Join(s, ", ")))
 		}
@@ -302,4 +302,15 @@ func findingSamples(f logscan.Finding) []string {
 		s = append(s, strconv.Quote(x))
 	}
 	return append(s, ev.SampleUsers...)
+}
+
+// spanEnd formats the end of a time span: the time alone on the start's
+// day, else with the date in layout.
+func spanEnd(first, last time.Time, layout string) string {
+	y1, m1, d1 := first.Date()
+	y2, m2, d2 := last.Date()
+	if y1 == y2 && m1 == m2 && d1 == d2 {
+		return last.Format("15:04")
+	}
+	return last.Format(layout)
 }

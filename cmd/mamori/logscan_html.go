@@ -83,7 +83,7 @@ func buildHTML(r *logscan.Report, top int, loc *time.Location) htmlReport {
 	for _, f := range r.Findings {
 		hf := htmlFinding{Severity: f.Severity, Kind: f.Kind, SubjectType: f.SubjectType, Subject: f.Subject,
 			Counts: findingCounts(f), Samples: findingSamples(f),
-			When: f.Evidence.First.In(loc).Format("2006-01-02 15:04") + " – " + f.Evidence.Last.In(loc).Format("15:04")}
+			When: f.Evidence.First.In(loc).Format("2006-01-02 15:04") + " – " + spanEnd(f.Evidence.First.In(loc), f.Evidence.Last.In(loc), "2006-01-02 15:04")}
 		h.Findings = append(h.Findings, hf)
 	}
 	for _, c := range []struct {

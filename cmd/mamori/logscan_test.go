@@ -242,3 +242,18 @@ func TestProgressThrottled(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestSpanEnd(t *testing.T) {
+	day := time.Date(2026, 3, 2, 13, 51, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		last time.Time
+		want string
+	}{
+		{day.Add(time.Hour), "14:51"},
+		{day.Add(18 * time.Hour), "Mar  3 07:51"},
+	} {
+		if got := spanEnd(day, tc.last, "Jan _2 15:04"); got != tc.want {
+			t.Errorf("spanEnd(%v) = %q, want %q", tc.last, got, tc.want)
+		}
+	}
+}
