@@ -11,6 +11,8 @@ import (
 // TestDoctorUsageErrorsExit2: usage and config errors exit 2, so a script
 // can tell them from a failed check (1).
 func TestDoctorUsageErrorsExit2(t *testing.T) {
+	// Without --config: never the host's /etc/mamori/mamori.toml.
+	t.Setenv("MAMORI_CONFIG", filepath.Join(t.TempDir(), "none.toml"))
 	for _, args := range [][]string{
 		{"doctor"},
 		{"doctor", "--config", filepath.Join(t.TempDir(), "missing.toml")},

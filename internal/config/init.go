@@ -117,6 +117,14 @@ func Init(o InitOptions) (InitResult, error) {
 		if svc, err = user.Lookup(o.User); err != nil {
 			return InitResult{}, fmt.Errorf("init: --user: %w (create it first, e.g. useradd --system mamori)", err)
 		}
+		// init gives the user the data folder and its group the config
+		// folder: only folders init makes (or empty ones), never an
+		// existing tree such as /var/lib or /etc.
+		for _, d := range []string{dir, dataDir} {
+			if ents, err := os.ReadDir(d); err == nil && len(ents) > 0 {
+				return InitResult{}, fmt.Errorf("init: --user: %s exists and is not empty; name a new folder", d)
+			}
+		}
 	}
 	tlsDir := filepath.Join(dir, "tls")
 	for _, d := range []string{dir, dataDir, tlsDir, filepath.Join(dataDir, "mail"), filepath.Join(dataDir, "queue")} {

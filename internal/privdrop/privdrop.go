@@ -56,6 +56,9 @@ func Lookup(userName, groupName string, extra ...string) (Identity, error) {
 	if id.UID == 0 {
 		return Identity{}, fmt.Errorf("user %q is root: name an unprivileged user", userName)
 	}
+	if id.GID == 0 {
+		return Identity{}, fmt.Errorf("group of %q is root (gid 0): name an unprivileged group", userName)
+	}
 	ids, err := u.GroupIds()
 	if err != nil {
 		ids = nil // no supplementary groups known: run with the primary one only
@@ -69,6 +72,9 @@ func Lookup(userName, groupName string, extra ...string) (Identity, error) {
 		g, err := LookupGroup(name)
 		if err != nil {
 			return Identity{}, err
+		}
+		if g == 0 {
+			return Identity{}, fmt.Errorf("group %q is root (gid 0): name an unprivileged group", name)
 		}
 		id.Groups = append(id.Groups, g)
 	}
@@ -136,17 +142,30 @@ func Drop(id Identity) error {
 // already its, so that data a root-run command or an older root-run
 // server created stays usable after the switch. skip, when it returns
 // true for a directory already owned by id, keeps the walk out of it (the
-// mail tree is large and owned at creation). Symlinks are not followed.
+// mail tree is large and owned at creation).
+//
+// The walk runs as root over a tree the service user can write to, so it
+// goes through an os.Root: no path — even a directory swapped for a
+// symlink between listing and opening it — can lead it outside dir, and
+// symlinks themselves are never followed.
 func Own(dir string, id Identity, skip func(path string) bool) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			return err
 		}
-		fi, err := d.Info()
+		fi, err := root.Lstat(p)
 		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 			return err
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
@@ -154,8 +173,8 @@ func Own(dir string, id Identity, skip func(path string) bool) error {
 			return nil
 		}
 		if int(st.Uid) == id.UID {
-			if d.IsDir() && p != dir && skip != nil && skip(p) {
-				return filepath.SkipDir
+			if fi.IsDir() && p != "." && skip != nil && skip(filepath.Join(dir, p)) {
+				return fs.SkipDir
 			}
 			return nil
 		}
@@ -163,8 +182,8 @@ func Own(dir string, id Identity, skip func(path string) bool) error {
 		if gid == 0 {
 			gid = id.GID
 		}
-		if err := os.Lchown(p, id.UID, gid); err != nil {
-			return fmt.Errorf("chown %s: %w", p, err)
+		if err := root.Lchown(p, id.UID, gid); err != nil {
+			return fmt.Errorf("chown %s: %w", filepath.Join(dir, p), err)
 		}
 		return nil
 	})

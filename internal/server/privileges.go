@@ -12,6 +12,13 @@ import (
 	"github.com/mamori-mail/mamori/internal/privdrop"
 )
 
+func mailboxGroups(c *config.Config) []string {
+	if c.Mailbox.Group != "" {
+		return []string{c.Mailbox.Group}
+	}
+	return nil
+}
+
 // BecomeServiceUser runs after every port is bound and before any data is
 // opened: with [server] user it makes data_dir that user's and switches
 // the process to it for good. Without it, running as root is allowed but
@@ -24,11 +31,7 @@ func BecomeServiceUser(c *config.Config, log *slog.Logger) error {
 		}
 		return nil
 	}
-	var extra []string
-	if c.Mailbox.Group != "" {
-		extra = append(extra, c.Mailbox.Group)
-	}
-	id, err := privdrop.Lookup(c.Server.User, c.Server.Group, extra...)
+	id, err := privdrop.Lookup(c.Server.User, c.Server.Group, mailboxGroups(c)...)
 	if err != nil {
 		return fmt.Errorf("server.user: %w", err)
 	}

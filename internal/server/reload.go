@@ -63,9 +63,14 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 		r.log.Error("reload refused: the old configuration stays in force", "err", err.Error())
 		return admin.ReloadResult{}, err
 	}
-	if c.TLS.Cert != "" { // checked first, so that a bad pair changes nothing
+	// The TLS pair is checked first. One that cannot be read (a key only
+	// root may read, after the switch to [server] user) keeps the pair in
+	// force and is reported; the rest of the reload still applies.
+	tlsOK := true
+	if c.TLS.Cert != "" {
 		if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
-			return fail(fmt.Errorf("tls: %w", err))
+			tlsOK = false
+			r.log.Warn("reload: the TLS pair cannot be read, the one in force stays (make the key readable by the service user's group)", "err", err.Error())
 		}
 	}
 	keys := loadKeyring(c, r.log.With("stage", "auth"))
@@ -80,9 +85,11 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 	if err := r.smtp.SetConfig(sc); err != nil {
 		return fail(err)
 	}
-	if err := r.certs.Reload(c); err != nil {
-		// Only if the files changed again since the check above.
-		r.log.Error("reload: tls files", "err", err.Error())
+	if tlsOK {
+		if err := r.certs.Reload(c); err != nil {
+			// Only if the files changed again since the check above.
+			r.log.Error("reload: tls files", "err", err.Error())
+		}
 	}
 	r.keys.k.Store(keys)
 	res := admin.ReloadResult{NeedRestart: needRestart(r.cur, c)}
@@ -117,6 +124,8 @@ func needRestart(old, new *config.Config) []string {
 	diff("dns", old.DNS, new.DNS)
 	diff("log", old.Log, new.Log)
 	diff("limits.max_inflight_bytes", old.Limits.MaxInflight, new.Limits.MaxInflight)
+	diff("guard.max_session_time", old.Guard.MaxSessionTime, new.Guard.MaxSessionTime)
+	diff("relay.trusted_networks (IMAP and POP3; SMTP applied)", old.Relay, new.Relay)
 	og, ng := old.Guard, new.Guard
 	diff("guard (dnsbl, public_ips, webhook, notify, stale accounts)",
 		[]any{og.DNSBLZones, og.DNSBLBudget, og.PublicIPs, og.CheckInterval, og.PauseOutboundWhenListed, og.Webhook, og.Notify, og.StaleDays, og.DisableStale},

@@ -185,10 +185,10 @@ func (s *Server) handleConn(c *Conn) error {
 	}()
 
 	if tlsConn, ok := c.conn.(*tls.Conn); ok {
-		if d := s.ReadTimeout; d != 0 {
+		if d := c.lim.ReadTimeout; d != 0 { // mamori patch 2
 			c.conn.SetReadDeadline(time.Now().Add(d))
 		}
-		if d := s.WriteTimeout; d != 0 {
+		if d := c.lim.WriteTimeout; d != 0 {
 			c.conn.SetWriteDeadline(time.Now().Add(d))
 		}
 		if err := tlsConn.Handshake(); err != nil {
