@@ -52,9 +52,10 @@ type SharedCounts [NShared]WindowState
 // Counters keeps local senders' rate windows in a store every node adds
 // to (internal/guard/share on Redis).
 type Counters interface {
-	// Count adds each key's increments at now (ms) and returns each key's
+	// Count adds each key's increments and returns the store's time (Unix
+	// ms: one clock for every node, whatever theirs say) and each key's
 	// windows, cluster-wide, in the order of adds.
-	Count(ctx context.Context, now int64, adds []CountAdd) ([]SharedCounts, error)
+	Count(ctx context.Context, adds []CountAdd) (now int64, _ []SharedCounts, err error)
 }
 
 // sharedRetry is how long a node limits on its own after the shared
@@ -142,7 +143,7 @@ func (g *Guard) sharedMessage(m *Message, user string, p *pendingShare) (Decisio
 	}
 	timeout := g.conf().CountersTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	res, err := c.Count(ctx, now, p.adds)
+	sharedNow, res, err := c.Count(ctx, p.adds)
 	cancel()
 	if err == nil && len(res) != len(p.adds) {
 		err = errShortCount
@@ -162,7 +163,7 @@ func (g *Guard) sharedMessage(m *Message, user string, p *pendingShare) (Decisio
 	} else {
 		for j, st := range p.sts {
 			tl := g.tallyOf(st, now)
-			tl.merge(&res[j], now)
+			tl.merge(&res[j], sharedNow)
 			if rule := rateRule(tl, st.limits); rule != "" {
 				counts := tl.counts()
 				counts["cluster_wide"] = 1

@@ -12,19 +12,21 @@ import (
 // memCounters is an in-process stand-in for the shared store, with the
 // same two-bucket windows; down makes it fail like an unreachable Redis.
 type memCounters struct {
+	now   func() int64 // the store's clock
 	mu    sync.Mutex
 	w     map[string]*[NShared]window
 	down  bool
 	calls int
 }
 
-func (c *memCounters) Count(_ context.Context, now int64, adds []CountAdd) ([]SharedCounts, error) {
+func (c *memCounters) Count(_ context.Context, adds []CountAdd) (int64, []SharedCounts, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
 	if c.down {
-		return nil, errors.New("connection refused")
+		return 0, nil, errors.New("connection refused")
 	}
+	now := c.now()
 	if c.w == nil {
 		c.w = map[string]*[NShared]window{}
 	}
@@ -41,7 +43,7 @@ func (c *memCounters) Count(_ context.Context, now int64, adds []CountAdd) ([]Sh
 			out[i][j] = WindowState{Idx: ws[j].Idx, Cur: ws[j].Cur, Prev: ws[j].Prev}
 		}
 	}
-	return out, nil
+	return now, out, nil
 }
 
 // TestSharedCountingAcrossNodes: a sender alternating between two nodes
@@ -52,6 +54,7 @@ func TestSharedCountingAcrossNodes(t *testing.T) {
 	cfg := Config{Local: Limits{MsgsPerMinute: 10}, Counters: shared}
 	a, clkA, _ := newTestGuard(t, cfg, nil)
 	b, clkB, _ := newTestGuard(t, cfg, nil)
+	shared.now = func() int64 { return clkA.Now().UnixMilli() }
 	rcpt := rcptList("r", 1)
 	nodes := []*Guard{a, b}
 	for i := 0; i < 10; i++ {
@@ -77,6 +80,7 @@ func TestSharedCountingAcrossNodes(t *testing.T) {
 func TestSharedCountingStoreDown(t *testing.T) {
 	shared := &memCounters{down: true}
 	g, clk, _ := newTestGuard(t, Config{Local: Limits{MsgsPerMinute: 5}, Counters: shared}, nil)
+	shared.now = func() int64 { return clk.Now().UnixMilli() }
 	rcpt := rcptList("r", 1)
 	for i := 0; i < 5; i++ {
 		clk.Advance(100 * time.Millisecond)

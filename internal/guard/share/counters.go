@@ -18,16 +18,16 @@ type Counters struct{ rs *redisstore.Store }
 func NewCounters(rs *redisstore.Store) *Counters { return &Counters{rs: rs} }
 
 // Count implements guard.Counters.
-func (c *Counters) Count(ctx context.Context, now int64, adds []guard.CountAdd) ([]guard.SharedCounts, error) {
+func (c *Counters) Count(ctx context.Context, adds []guard.CountAdd) (int64, []guard.SharedCounts, error) {
 	keys := make([]string, len(adds))
 	incs := make([][]int64, len(adds))
 	for i, a := range adds {
 		keys[i] = a.Key
 		incs[i] = []int64{int64(a.Msgs), int64(a.Msgs), int64(a.Rcpts), int64(a.Rcpts), int64(a.Rcpts), int64(a.New)}
 	}
-	ws, err := c.rs.AddWindows(ctx, now, guard.SharedWidths[:], keys, incs)
+	now, ws, err := c.rs.AddWindows(ctx, guard.SharedWidths[:], keys, incs)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	out := make([]guard.SharedCounts, len(ws))
 	for i, kw := range ws {
@@ -35,7 +35,7 @@ func (c *Counters) Count(ctx context.Context, now int64, adds []guard.CountAdd) 
 			out[i][j] = guard.WindowState{Idx: kw[j].Idx, Cur: clamp(kw[j].Cur), Prev: clamp(kw[j].Prev)}
 		}
 	}
-	return out, nil
+	return now, out, nil
 }
 
 func clamp(v int64) uint32 { return uint32(min(max(v, 0), math.MaxUint32)) }

@@ -366,6 +366,13 @@ func (r *Replicator) resync(g Guard) error {
 		}
 	}
 	others := func(node string) bool { return node != "" && node != r.node }
+	if len(recs) == 0 && len(expired) == 0 && heldFromOthers(before, others) {
+		// Every shared decision gone at once is a Redis that lost its
+		// data, not the other nodes lifting all of theirs: keep them in
+		// force here (a release made meanwhile arrives as a change).
+		r.log.Error("guard: the shared store holds no decisions but other nodes' decisions are in force here; keeping them (did Redis lose its data?)")
+		return nil
+	}
 	for _, b := range before.Bans {
 		if others(b.Node) && !have[BucketBans+"\x00"+b.CIDR] && b.Expires.After(now) {
 			g.ApplyShared(guard.Shared{Kind: guard.SharedUnban, CIDR: b.CIDR, Node: b.Node})
@@ -404,4 +411,24 @@ func (r *Replicator) resync(g Guard) error {
 		}
 	}
 	return nil
+}
+
+// heldFromOthers says whether snap holds a decision another node made.
+func heldFromOthers(snap guard.Snapshot, others func(string) bool) bool {
+	for _, b := range snap.Bans {
+		if others(b.Node) {
+			return true
+		}
+	}
+	for _, i := range snap.Isolated {
+		if others(i.Node) {
+			return true
+		}
+	}
+	for _, x := range snap.Suspended {
+		if others(x.Node) {
+			return true
+		}
+	}
+	return false
 }

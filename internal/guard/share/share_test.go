@@ -121,3 +121,39 @@ func TestDecisionsAfterReconnect(t *testing.T) {
 		t.Fatalf("a still has %d pending", n)
 	}
 }
+
+// TestEmptiedStoreKeepsDecisions: a Redis that comes back without its
+// data does not lift, on the other nodes, the bans and suspensions one
+// node made.
+func TestEmptiedStoreKeepsDecisions(t *testing.T) {
+	r := testutil.StartRedis(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startNode(t, ctx, r, "a"), startNode(t, ctx, r, "b")
+	time.Sleep(100 * time.Millisecond)
+	a.g.Ban(netip.MustParsePrefix("203.0.113.9/32"), time.Hour, "")
+	a.g.Suspend("hijacked@corp.test", "admin")
+	eventually(t, 3*time.Second, "ban reaches b", func() bool { return banNode(b.g, "203.0.113.9/32") == "a" })
+
+	kv, err := redisstore.Open(ctx, redisstore.Options{URL: r.URL, Node: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.FlushForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kv.Close()
+	r.Kill()
+	r.Start() // both nodes reconnect and resync against an empty store
+	time.Sleep(3 * time.Second)
+	if banNode(b.g, "203.0.113.9/32") != "a" {
+		t.Error("b lifted a's ban when Redis came back empty")
+	}
+	suspended := false
+	for _, s := range b.g.Snapshot().Suspended {
+		suspended = suspended || s.User == "hijacked@corp.test"
+	}
+	if !suspended {
+		t.Error("b lifted a's suspension when Redis came back empty")
+	}
+}

@@ -528,18 +528,18 @@ func newClient(raw string) (rdb redis.UniversalClient, cluster bool, err error) 
 	case "":
 		o, err := redis.ParseURL(raw)
 		if err != nil {
-			return nil, false, fmt.Errorf("store url %s: %w", Redact(raw), err)
+			return nil, false, fmt.Errorf("store url %s: %s", Redact(raw), parseProblem(err))
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		return redis.NewClient(o), false, nil
 	case "sentinel":
 		u, err := multiHost(base, rest, true)
 		if err != nil {
-			return nil, false, fmt.Errorf("store url %s: %w", Redact(raw), err)
+			return nil, false, fmt.Errorf("store url %s: %s", Redact(raw), parseProblem(err))
 		}
 		o, err := redis.ParseFailoverURL(u)
 		if err != nil {
-			return nil, false, fmt.Errorf("store url %s: %w", Redact(raw), err)
+			return nil, false, fmt.Errorf("store url %s: %s", Redact(raw), parseProblem(err))
 		}
 		if o.Password == "" { // one password for Sentinel and Redis, the usual setup
 			o.Username, o.Password = o.SentinelUsername, o.SentinelPassword
@@ -549,11 +549,11 @@ func newClient(raw string) (rdb redis.UniversalClient, cluster bool, err error) 
 	case "cluster":
 		u, err := multiHost(base, rest, false)
 		if err != nil {
-			return nil, false, fmt.Errorf("store url %s: %w", Redact(raw), err)
+			return nil, false, fmt.Errorf("store url %s: %s", Redact(raw), parseProblem(err))
 		}
 		o, err := redis.ParseClusterURL(u)
 		if err != nil {
-			return nil, false, fmt.Errorf("store url %s: %w", Redact(raw), err)
+			return nil, false, fmt.Errorf("store url %s: %s", Redact(raw), parseProblem(err))
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.MaxRetries, &o.ContextTimeoutEnabled)
 		return redis.NewClusterClient(o), true, nil
@@ -629,21 +629,32 @@ func multiHost(base, rest string, sentinel bool) (string, error) {
 }
 
 // Redact returns raw with any password replaced, for logs and errors.
+// The user information ends at the last '@' before the host, so a
+// password holding '/', '@' or ':' is masked whole.
 func Redact(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return "(unparsable url)"
 	}
-	authority, tail, hasTail := strings.Cut(rest, "/")
-	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-		user, _, hasPass := strings.Cut(authority[:at], ":")
-		if hasPass {
-			authority = user + ":xxxxx" + authority[at:]
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		userinfo, host := rest[:at], rest[at:]
+		if user, _, hasPass := strings.Cut(userinfo, ":"); hasPass {
+			return scheme + "://" + user + ":xxxxx" + host
 		}
 	}
-	out := scheme + "://" + authority
-	if hasTail {
-		out += "/" + tail
+	return raw
+}
+
+// parseProblem is a URL parser's complaint without the URL it quotes
+// (which may hold a password).
+func parseProblem(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + " URL: " + ue.Err.Error()
 	}
-	return out
+	msg := err.Error()
+	if i := strings.Index(msg, "://"); i >= 0 {
+		return "invalid URL"
+	}
+	return msg
 }
