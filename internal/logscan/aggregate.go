@@ -149,6 +149,8 @@ type aggregator struct {
 	// formats, and a jump back by more than half a year (December to
 	// January) adds a year to the rest; shift is the years added.
 	follow bool // fed by Follow: keys remember their last event
+	latest int64            // follow: the latest key event seen
+	swept  map[string]int64 // follow: when each full table was last swept
 
 	yearFix bool
 	shift   int
@@ -205,6 +207,9 @@ func (a *aggregator) keyStat(m map[string]*stat, what, k string) *stat {
 	}
 	s := m[k]
 	if s == nil {
+		if len(m) >= a.o.MaxKeys {
+			a.sweep(m, what)
+		}
 		if len(m) >= a.o.MaxKeys {
 			if s = m[Overflow]; s == nil {
 				s = &stat{key: Overflow, overflow: true}
@@ -323,25 +328,53 @@ func (a *aggregator) burstOf(s *stat) *burst {
 	return s.burst
 }
 
-// fixTime gives a syslog time the year it really has: past a jump back by
-// more than half a year (a log that crosses New Year's Eve without years),
-// the rest of the log is a year later.
-func (a *aggregator) fixTime(t int64) int64 {
-	if a.shift != 0 {
-		t = time.Unix(t, 0).In(a.loc).AddDate(a.shift, 0, 0).Unix()
+// fixTime gives a syslog time the year it really has. Lines carry no
+// year: each gets the year, of the one in force and the ones before and
+// after it, that puts it nearest the latest time seen, and a line that
+// lands in the next year moves the year in force on (a log that crosses
+// New Year's Eve). Out-of-order lines around the turn of the year and
+// hostile ones that alternate December and January cannot push the year
+// on more than once per real crossing.
+func (a *aggregator) fixTime(raw int64) int64 {
+	at := func(k int) int64 {
+		if k == 0 {
+			return raw
+		}
+		return time.Unix(raw, 0).In(a.loc).AddDate(k, 0, 0).Unix()
 	}
-	if a.lastT == 0 && a.o.Clock.Year == 0 && t > time.Now().Unix()+2*86400 {
-		// The year was guessed as this one, and the log starts in the
-		// future: it is last year's (a December log read in January).
-		a.shift = -1
-		t = time.Unix(t, 0).In(a.loc).AddDate(-1, 0, 0).Unix()
+	if a.lastT == 0 {
+		if a.o.Clock.Year == 0 && raw > time.Now().Unix()+2*86400 {
+			// The year was guessed as this one, and the log starts in
+			// the future: it is last year's (a December log read in
+			// January).
+			a.shift = -1
+		}
+		a.lastT = at(a.shift)
+		return a.lastT
 	}
-	if a.lastT != 0 && t < a.lastT-183*86400 {
-		a.shift++
-		t = time.Unix(t, 0).In(a.loc).AddDate(1, 0, 0).Unix()
+	t := at(a.shift)
+	const halfYear = 183 * 86400
+	if t < a.lastT-halfYear || t > a.lastT+halfYear {
+		best, bestK := t, a.shift
+		for _, k := range [2]int{a.shift - 1, a.shift + 1} {
+			if c := at(k); absDiff(c, a.lastT) < absDiff(best, a.lastT) {
+				best, bestK = c, k
+			}
+		}
+		if bestK > a.shift {
+			a.shift = bestK
+		}
+		t = best
 	}
 	a.lastT = max(a.lastT, t)
 	return t
+}
+
+func absDiff(a, b int64) int64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
 }
 
 func (a *aggregator) add(ev *Event) {
@@ -408,6 +441,29 @@ func (a *aggregator) touch(t int64, k1, k2, k3 *stat) {
 	for _, k := range [...]*stat{k1, k2, k3} {
 		if k != nil && t > k.last {
 			k.last = t
+		}
+	}
+	if t > a.latest && t <= time.Now().Add(5*time.Minute).Unix() {
+		a.latest = t
+	}
+}
+
+// sweep makes room in a full table while following: keys idle for two
+// detection windows are forgotten (a worm or a relay storm is never
+// idle), at most once a minute of log time per table. A scan never
+// sweeps: it reports every key it can hold.
+func (a *aggregator) sweep(m map[string]*stat, what string) {
+	if !a.follow || a.latest == 0 || a.swept[what] > a.latest-60 {
+		return
+	}
+	if a.swept == nil {
+		a.swept = map[string]int64{}
+	}
+	a.swept[what] = a.latest
+	cut := a.latest - 2*int64(a.th.Window/time.Second)
+	for k, s := range m {
+		if s.last < cut && !s.overflow {
+			delete(m, k)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package logscan
 
 import (
+	"fmt"
 	"bytes"
 	"compress/gzip"
 	"os"
@@ -335,5 +336,27 @@ func TestBenchmarkMixNoFinding(t *testing.T) {
 	checkCounts(t, g, r)
 	if len(r.Findings) != 0 {
 		t.Errorf("the benchmark's normal mix raised findings: %+v", r.Findings)
+	}
+}
+
+// TestYearAlternating: lines that alternate between December 31 and
+// January 1 (out of order around New Year's Eve, or hostile) take the
+// year once: two years of hours, not one more per pair of lines.
+func TestYearAlternating(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(&b, "Dec 31 23:59:%02d mx1 postfix/qmgr[3]: D%07X: from=<a@corp.test>, size=10, nrcpt=1 (queue active)\n", i%60, i)
+		fmt.Fprintf(&b, "Jan  1 00:00:%02d mx1 postfix/qmgr[3]: J%07X: from=<a@corp.test>, size=10, nrcpt=1 (queue active)\n", i%60, i)
+	}
+	r, err := Scan([]Input{{"maillog", strings.NewReader(b.String())}}, Options{Clock: Clock{Year: 2026}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Hours) != 2 || r.Hours[0].Hour.Year() != 2026 || r.Hours[1].Hour.Year() != 2027 {
+		var hs []string
+		for _, h := range r.Hours[:min(len(r.Hours), 5)] {
+			hs = append(hs, h.Hour.String())
+		}
+		t.Fatalf("%d hours (first %v), want Dec 31 2026 23:00 and Jan 1 2027 00:00", len(r.Hours), hs)
 	}
 }

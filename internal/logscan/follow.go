@@ -104,20 +104,21 @@ func Follow(ctx context.Context, path string, o FollowOptions, alert func(Findin
 }
 
 type follower struct {
-	path    string
-	o       FollowOptions
-	log     *slog.Logger
-	alert   func(Finding)
-	agg     *aggregator
-	st      *stamp
-	f       *os.File
-	fi      os.FileInfo // of f, for os.SameFile
-	off     int64
-	format  Format
-	buf     []byte // bytes read, from the start of a line
-	evs     []Event
-	now     int64 // the latest line's time
-	alerted map[fkey]int64
+	path     string
+	o        FollowOptions
+	log      *slog.Logger
+	alert    func(Finding)
+	agg      *aggregator
+	st       *stamp
+	f        *os.File
+	fi       os.FileInfo // of f, for os.SameFile
+	off      int64
+	format   Format
+	buf      []byte // bytes read, from the start of a line
+	skipping bool   // dropping the rest of an over-long line
+	evs      []Event
+	now      int64 // the latest line's time
+	alerted  map[fkey]int64
 }
 
 func (fl *follower) close() {
@@ -188,13 +189,25 @@ func (fl *follower) reopenIfMoved() error {
 func (fl *follower) drain() error {
 	for {
 		if len(fl.buf) >= maxLine {
-			fl.buf = append(fl.buf[:maxLine-1], '\n') // keep a line's head
+			// Keep an over-long line's head and drop the rest of it up
+			// to its newline, as the batch scan does: its tail is never
+			// read as lines of its own.
+			fl.buf = append(fl.buf[:maxLine-1], '\n')
 			fl.lines()
+			fl.skipping = true
 		}
 		start := len(fl.buf)
 		n, err := fl.f.Read(fl.buf[start : start+min(followChunk, cap(fl.buf)-start)])
 		fl.buf = fl.buf[:start+n]
 		fl.off += int64(n)
+		if fl.skipping && n > 0 {
+			if i := bytes.IndexByte(fl.buf[start:], '\n'); i >= 0 {
+				fl.buf = fl.buf[:start+copy(fl.buf[start:], fl.buf[start+i+1:])]
+				fl.skipping = false
+			} else {
+				fl.buf = fl.buf[:start]
+			}
+		}
 		if n > 0 {
 			fl.lines()
 		}
@@ -235,9 +248,14 @@ func (fl *follower) lines() {
 		s = s[i+1:]
 	}
 	fl.agg.yearFix = fl.format != FormatExim && fl.format != FormatMamori
+	// A line dated in the future (a wrong clock at boot, a forged line)
+	// must not become "now": every prune would then forget everything.
+	horizon := time.Now().Add(5 * time.Minute).Unix()
 	for i := range evs {
 		fl.agg.add(&evs[i])
-		fl.now = max(fl.now, evs[i].Time)
+		if evs[i].Time <= horizon {
+			fl.now = max(fl.now, evs[i].Time)
+		}
 	}
 	clear(evs) // the events point into buf
 	fl.evs = evs

@@ -172,3 +172,67 @@ func TestFollowPrune(t *testing.T) {
 		t.Errorf("second episode: %+v", got)
 	}
 }
+
+// TestFollowHostileLines: the tail of an over-long line is dropped, not
+// read as a line of its own (it could forge one), and a line dated in the
+// future does not become the follower's "now".
+func TestFollowHostileLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mamori.log")
+	forged := `{"time":"2026-05-04T09:00:00Z","msg":"queued","queue_id":"qF","client_ip":"10.6.6.6","from":"f@corp.test","rcpts":1,"size":9}`
+	good := `{"time":"2026-05-04T09:00:01Z","msg":"queued","queue_id":"qG","client_ip":"10.0.0.7","from":"g@corp.test","rcpts":1,"size":9}`
+	future := `{"time":"2099-01-01T00:00:00Z","msg":"queued","queue_id":"qZ","client_ip":"10.0.0.8","from":"z@corp.test","rcpts":1,"size":9}`
+	content := good + "\n" + strings.Repeat("X", maxLine+100) + forged + "\n" + good + "\n" + future + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fl := &follower{path: path, f: f, o: FollowOptions{Retention: time.Hour}, agg: newAggregator(opts), st: opts.Clock.stamp(),
+		alerted: map[fkey]int64{}, buf: make([]byte, 0, followChunk+maxLine)}
+	fl.agg.follow = true
+	fl.alert = func(Finding) {}
+	if err := fl.drain(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fl.agg.clients["10.6.6.6"]; ok {
+		t.Error("the tail of an over-long line was read as a line")
+	}
+	if _, ok := fl.agg.clients["10.0.0.7"]; !ok {
+		t.Error("the lines around the over-long one were lost")
+	}
+	if want := time.Date(2026, 5, 4, 9, 0, 1, 0, time.UTC).Unix(); fl.now != want {
+		t.Errorf("now = %v, want the last plausible line's time", time.Unix(fl.now, 0).UTC())
+	}
+}
+
+// TestFollowFullTables: with the key tables full of a normal hour's
+// senders and clients, a worm an hour later is still seen (idle keys make
+// room), where it used to vanish into "(other)".
+func TestFollowFullTables(t *testing.T) {
+	o := opts
+	o.MaxKeys = 50
+	g := loggen.New(5, day)
+	g.Hour(day.Add(9*time.Hour), 150, 20)
+	w := loggen.New(6, day)
+	w.Worm("10.0.9.99", day.Add(10*time.Hour), 5*time.Minute, 300)
+	path := filepath.Join(t.TempDir(), "maillog")
+	os.WriteFile(path, nil, 0o600)
+	a := &alerts{ch: make(chan Finding, 100000)}
+	ready := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		done <- Follow(ctx, path, FollowOptions{Options: o, Poll: 20 * time.Millisecond, Ready: func() { close(ready) }}, a.add)
+	}()
+	<-ready
+	appendLines(t, path, append(g.Lines(), w.Lines()...))
+	a.wait(t, KindWorm)
+	cancel()
+	<-done
+	if n := a.count(KindWorm, "10.0.9.99"); n != 1 {
+		t.Errorf("%d worm alerts for 10.0.9.99, want 1", n)
+	}
+}
