@@ -148,7 +148,7 @@ type aggregator struct {
 	// Syslog times have no year: yearFix is set for chunks of such
 	// formats, and a jump back by more than half a year (December to
 	// January) adds a year to the rest; shift is the years added.
-	follow bool // fed by Follow: keys remember their last event
+	follow bool             // fed by Follow: keys remember their last event
 	latest int64            // follow: the latest key event seen
 	swept  map[string]int64 // follow: when each full table was last swept
 

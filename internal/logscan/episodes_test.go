@@ -1,9 +1,9 @@
 package logscan
 
 import (
-	"fmt"
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
