@@ -75,6 +75,12 @@ func (d *Directory) Reload() error {
 	if len(users) == 0 && len(d.users) > 0 {
 		return fmt.Errorf("reload directory: the store has no users but %d are known here: %w", len(d.users), errEmptyStore)
 	}
+	// Deletions reach this node one by one, as change notices; a reload
+	// that would drop most users at once is a store that lost its data
+	// (and has had a user or two added since), not an administrator.
+	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) {
+		return fmt.Errorf("reload directory: the store lacks %d of the %d users known here: %w", gone, len(d.users), errEmptyStore)
+	}
 	for addr, u := range users {
 		if old := d.users[addr]; old != nil {
 			u.rec = mergeLogin(u.rec, old.rec.LastLogin)
@@ -135,4 +141,15 @@ func (d *Directory) refresh(bucket, key string) error {
 		d.runtime[key] = r
 	}
 	return nil
+}
+
+// countKnown counts the users of known that users still has.
+func countKnown[U any](users, known map[string]U) int {
+	n := 0
+	for k := range known {
+		if _, ok := users[k]; ok {
+			n++
+		}
+	}
+	return n
 }

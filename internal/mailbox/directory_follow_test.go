@@ -148,3 +148,29 @@ func TestReloadKeepsMemoryWhenStoreEmptied(t *testing.T) {
 		t.Fatalf("login after the store emptied: %v", err)
 	}
 }
+
+// TestReloadAfterStoreLostData: a Redis that lost its data, then got one
+// user added, does not make the other nodes forget every other user.
+func TestReloadAfterStoreLostData(t *testing.T) {
+	r := testutil.StartRedis(t)
+	a, b := clusterDirs(t, r)
+	users := []string{"u1@example.test", "u2@example.test", "u3@example.test", "u4@example.test", "u5@example.test"}
+	for _, u := range users {
+		if err := a.AddUser(u, "correct horse battery"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	r.Do("FLUSHALL")
+	if err := a.AddUser("new@example.test", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reload(); !errors.Is(err, errEmptyStore) {
+		t.Errorf("reload of a store that lost 5 of 5 users: %v", err)
+	}
+	if err := b.Authenticate("u1@example.test", "correct horse battery"); err != nil {
+		t.Errorf("u1 forgotten on b after the store lost its data: %v", err)
+	}
+}
