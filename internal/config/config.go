@@ -573,6 +573,19 @@ func (c *Config) Validate() error {
 	if (c.Listen.IMAP != "" || c.Listen.IMAPS != "" || c.Listen.POP3 != "" || c.Listen.POP3S != "") && noTLS {
 		errs = append(errs, errors.New("tls: cert and key (or acme = true) are required for IMAP and POP3 (logins are only accepted over TLS)"))
 	}
+	// Route keys are domains: matched in lower case, without a final dot
+	// ("Example.org" would otherwise never match).
+	if len(c.Delivery.Routes) > 0 {
+		routes := make(map[string]string, len(c.Delivery.Routes))
+		for k, v := range c.Delivery.Routes {
+			nk := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(k)), ".")
+			if _, dup := routes[nk]; dup {
+				errs = append(errs, fmt.Errorf("delivery.routes: %q listed twice", nk))
+			}
+			routes[nk] = v
+		}
+		c.Delivery.Routes = routes
+	}
 	if err := c.Guard.checkNonNegative(); err != nil {
 		errs = append(errs, err)
 	}

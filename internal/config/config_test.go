@@ -469,3 +469,20 @@ admin = ""
 		})
 	}
 }
+
+func TestRouteKeysCanonical(t *testing.T) {
+	c := Defaults()
+	c.Hostname, c.DataDir, c.Domains = "mx.example.org", "/tmp/x", []string{"example.org"}
+	c.Listen.SMTP, c.Listen.Admin = "127.0.0.1:25", ""
+	c.Delivery.Routes = map[string]string{"Example.ORG.": "mx1.example.org:25"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Delivery.Routes["example.org"] != "mx1.example.org:25" {
+		t.Errorf("routes after validation: %v", c.Delivery.Routes)
+	}
+	c.Delivery.Routes = map[string]string{"a.test": "x:25", "A.test": "y:25"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("duplicate route keys: %v", err)
+	}
+}

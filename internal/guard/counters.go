@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,41 @@ type Counters interface {
 // store failed, before it asks the store again.
 const sharedRetry = 2 * time.Second
 
+// slowStrikes is how many answers in a row over half CountersTimeout
+// make the store count as down.
+const slowStrikes = 3
+
+// ProbeShared keeps SharedStatus true without local traffic: every
+// interval it calls ping (a PING of the shared store) and marks the store
+// down or back. It returns when ctx ends; without Counters it returns at
+// once.
+func (g *Guard) ProbeShared(ctx context.Context, ping func(context.Context) error, every time.Duration) {
+	if g.conf().Counters == nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, g.conf().CountersTimeout)
+		err := ping(pctx)
+		cancel()
+		_, now := g.clock()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			g.sharedFailed(now, err)
+		case g.shared.down.Load():
+			g.sharedOK(now)
+		}
+	}
+}
+
 // defaultCountersTimeout bounds one round trip to the shared store.
 const defaultCountersTimeout = 200 * time.Millisecond
 
@@ -77,6 +113,7 @@ type sharedState struct {
 	down    atomic.Bool
 	since   atomic.Int64 // ms
 	retryAt atomic.Int64 // ms; while down, no call before this
+	slow    atomic.Int32 // answers in a row that took over half the timeout
 	err     atomic.Pointer[string]
 }
 
@@ -138,12 +175,19 @@ func (g *Guard) shareOf(m *Message, user, from string) *pendingShare {
 func (g *Guard) sharedMessage(m *Message, user string, p *pendingShare) (Decision, bool) {
 	c := g.conf().Counters
 	t, now := g.clock()
-	if g.shared.down.Load() && now < g.shared.retryAt.Load() {
-		return Decision{}, false
+	if g.shared.down.Load() {
+		// While down, one message at a time tries the store again, once
+		// per sharedRetry; the others go on with the local decision.
+		r := g.shared.retryAt.Load()
+		if now < r || !g.shared.retryAt.CompareAndSwap(r, now+sharedRetry.Milliseconds()) {
+			return Decision{}, false
+		}
 	}
 	timeout := g.conf().CountersTimeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	start := time.Now()
 	sharedNow, res, err := c.Count(ctx, p.adds)
+	took := time.Since(start)
 	cancel()
 	if err == nil && len(res) != len(p.adds) {
 		err = errShortCount
@@ -152,7 +196,17 @@ func (g *Guard) sharedMessage(m *Message, user string, p *pendingShare) (Decisio
 		g.sharedFailed(now, err)
 		return Decision{}, false
 	}
-	g.sharedOK(now)
+	if took > timeout/2 {
+		// A store that answers, but slowly, costs every local message
+		// its latency: three slow answers in a row count as down.
+		if g.shared.slow.Add(1) >= slowStrikes {
+			g.shared.slow.Store(0)
+			g.sharedFailed(now, fmt.Errorf("shared store slow: %v for one call (timeout %v)", took.Round(time.Millisecond), timeout))
+		}
+	} else {
+		g.shared.slow.Store(0)
+		g.sharedOK(now)
+	}
 
 	lg := logBuf{log: g.log}
 	g.mu.Lock()

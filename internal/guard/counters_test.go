@@ -13,6 +13,7 @@ import (
 // same two-bucket windows; down makes it fail like an unreachable Redis.
 type memCounters struct {
 	now   func() int64 // the store's clock
+	delay time.Duration
 	mu    sync.Mutex
 	w     map[string]*[NShared]window
 	down  bool
@@ -20,6 +21,7 @@ type memCounters struct {
 }
 
 func (c *memCounters) Count(_ context.Context, adds []CountAdd) (int64, []SharedCounts, error) {
+	time.Sleep(c.delay)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
@@ -109,4 +111,35 @@ func TestSharedCountingStoreDown(t *testing.T) {
 	if _, ok := shared.w["u:bob@corp.test"]; !ok {
 		t.Error("bob's message was not counted in the shared store")
 	}
+}
+
+// TestSharedCountingSlowStore: a store that answers, but slowly, counts
+// as down after three slow answers in a row (local limits, no waiting on
+// it), and the probe brings the status back without local traffic.
+func TestSharedCountingSlowStore(t *testing.T) {
+	shared := &memCounters{delay: 30 * time.Millisecond}
+	g, clk, _ := newTestGuard(t, Config{Local: Limits{MsgsPerMinute: 1000}, Counters: shared, CountersTimeout: 40 * time.Millisecond}, nil)
+	shared.now = func() int64 { return clk.Now().UnixMilli() }
+	rcpt := rcptList("r", 1)
+	for i := 0; i < 10; i++ {
+		g.Message(mail(alice, i, rcpt...))
+	}
+	if shared.calls != 3 {
+		t.Errorf("slow store asked %d times, want 3 (then local limits)", shared.calls)
+	}
+	if st, _ := g.SharedStatus(); st.Up {
+		t.Errorf("slow store reported up: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.ProbeShared(ctx, func(context.Context) error { return nil }, 5*time.Millisecond); close(done) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for st, _ := g.SharedStatus(); !st.Up; st, _ = g.SharedStatus() {
+		if time.Now().After(deadline) {
+			t.Fatal("the probe did not bring the status back")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
 }
