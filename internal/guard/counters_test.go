@@ -132,7 +132,10 @@ func TestSharedCountingSlowStore(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { g.ProbeShared(ctx, func(context.Context) error { return nil }, 5*time.Millisecond); close(done) }()
+	go func() {
+		g.ProbeShared(ctx, func(context.Context) error { return nil }, 5*time.Millisecond)
+		close(done)
+	}()
 	deadline := time.Now().Add(2 * time.Second)
 	for st, _ := g.SharedStatus(); !st.Up; st, _ = g.SharedStatus() {
 		if time.Now().After(deadline) {
