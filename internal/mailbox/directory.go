@@ -1,6 +1,7 @@
 package mailbox
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,9 +36,10 @@ const MinPasswordLen = 8
 // among its targets as level 2, and so on.
 const maxAliasDepth = 10
 
-// loginPersistInterval coalesces last-login writes: a login is written to
-// the store only when the stored value is at least this much older.
-const loginPersistInterval = time.Minute
+// LoginPersistInterval is how often PersistLogins writes the last-login
+// times RecordLogin kept in memory: one store transaction for all of them,
+// never on a login's path.
+const LoginPersistInterval = time.Minute
 
 // Store buckets.
 const (
@@ -699,17 +701,31 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 	d.mu.Lock()
 	u.rec.LastLogin = when
 	d.mu.Unlock()
-	if when.Sub(u.persistedLogin) < loginPersistInterval || d.offline.Load() {
-		return
-	}
-	if err := d.st.Update(func(tx store.Tx) error { return putLogin(tx, key, when) }); err != nil {
-		if errors.Is(err, store.ErrUnavailable) {
-			d.offline.Store(true) // until Follow reaches the store again
+}
+
+// PersistLogins writes the last-login times RecordLogin kept in memory
+// every interval, in one transaction, until ctx ends (then once more).
+// Logins never wait for the store; a crash loses at most an interval of
+// last-login times, which only the stale-account check reads.
+func (d *Directory) PersistLogins(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		slog.Warn("mailbox: cannot record last login", "user", key, "err", err)
-		return
+		if d.offline.Load() {
+			continue // Follow marks the store reachable again
+		}
+		if err := d.Flush(); err != nil {
+			if errors.Is(err, store.ErrUnavailable) {
+				d.offline.Store(true)
+			}
+			slog.Warn("mailbox: cannot record last logins", "err", err)
+		}
 	}
-	u.persistedLogin = when // only touched under writeMu
 }
 
 // Flush writes last-login times that RecordLogin has kept only in memory.
@@ -717,7 +733,21 @@ func (d *Directory) RecordLogin(addr string, when time.Time) {
 func (d *Directory) Flush() error {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
+	changed := false
+	d.mu.RLock()
+	for _, u := range d.users {
+		if !u.rec.LastLogin.Equal(u.persistedLogin) {
+			changed = true
+			break
+		}
+	}
+	d.mu.RUnlock()
+	if !changed {
+		return nil
+	}
 	err := d.st.Update(func(tx store.Tx) error {
+		d.mu.RLock()
+		defer d.mu.RUnlock()
 		for key, u := range d.users {
 			if u.rec.LastLogin.Equal(u.persistedLogin) {
 				continue

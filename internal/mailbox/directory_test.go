@@ -469,23 +469,30 @@ func TestPersistence(t *testing.T) {
 	}
 }
 
-func TestRecordLoginCoalesces(t *testing.T) {
+// TestRecordLoginPersistedByFlush: a login is recorded in memory at once
+// and written by Flush (PersistLogins' periodic write), never on the
+// login's path; an older login never overwrites a newer one.
+func TestRecordLoginPersistedByFlush(t *testing.T) {
 	d, _ := newDirectory(t, "example.test")
 	must(t, d.AddUser("alice@example.test", testPassword))
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 	steps := []struct {
 		when       time.Time
+		flush      bool
 		wantMemory time.Time
 		wantStored time.Time
 	}{
-		{t0, t0, t0}, // first login is written
-		{t0.Add(30 * time.Second), t0.Add(30 * time.Second), t0},                    // coalesced
-		{t0.Add(10 * time.Second), t0.Add(30 * time.Second), t0},                    // older: ignored
-		{t0.Add(2 * time.Minute), t0.Add(2 * time.Minute), t0.Add(2 * time.Minute)}, // written
+		{t0, false, t0, time.Time{}},
+		{t0, true, t0, t0},
+		{t0.Add(30 * time.Second), false, t0.Add(30 * time.Second), t0},
+		{t0.Add(10 * time.Second), true, t0.Add(30 * time.Second), t0.Add(30 * time.Second)}, // older: ignored
 	}
 	for i, s := range steps {
 		d.RecordLogin("Alice@example.test", s.when)
+		if s.flush {
+			must(t, d.Flush())
+		}
 		if got := d.Users()[0].LastLogin; !got.Equal(s.wantMemory) {
 			t.Errorf("step %d: memory LastLogin = %v, want %v", i, got, s.wantMemory)
 		}

@@ -364,6 +364,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	}
 	certMgr.Start(gctx)
 	go disableStale(gctx, c, dir, def.alert.Alert, log.With("stage", "guard"))
+	go dir.PersistLogins(gctx, mailbox.LoginPersistInterval)
 	go q.ExpireHeld(gctx, c.Queue.HeldRetention.Duration, func(n int) {
 		queueEvent(jrn, "expire", "state=held older_than="+c.Queue.HeldRetention.Duration.String(), "retention policy", n)
 	}, log.With("stage", "queue"))
