@@ -76,6 +76,7 @@ func (cl *cluster) run(ctx context.Context, g *guard.Guard, dir *mailbox.Directo
 	go dir.Follow(ctx, resyncEvery, log.With("stage", "cluster"))
 	go cl.rep.Run(ctx, g, resyncEvery)
 	go g.ProbeShared(ctx, cl.redis.Ping, 2*time.Second)
+	go cl.redis.ClaimNode(ctx, nil) // two nodes with one name would ignore each other
 }
 
 func (cl *cluster) close() {

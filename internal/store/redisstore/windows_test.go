@@ -65,3 +65,40 @@ func TestRedactAndErrorsHidePasswords(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimNode: a second process with the same node name is reported;
+// a clean stop frees the name for the next one.
+func TestClaimNode(t *testing.T) {
+	r := testutil.StartRedis(t)
+	a, b := open(t, r, "mx1"), open(t, r, "mx1")
+	ctxA, stopA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() { a.ClaimNode(ctxA, nil); close(doneA) }()
+	time.Sleep(100 * time.Millisecond)
+	clashed := make(chan string, 1)
+	ctxB, stopB := context.WithCancel(context.Background())
+	doneB := make(chan struct{})
+	go func() { b.ClaimNode(ctxB, func(n string) { clashed <- n }); close(doneB) }()
+	select {
+	case n := <-clashed:
+		if n != "mx1" {
+			t.Errorf("clash reported for %q", n)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("two processes named mx1: no clash reported")
+	}
+	stopB()
+	<-doneB
+	stopA()
+	<-doneA
+	c := open(t, r, "mx1")
+	ctxC, stopC := context.WithCancel(context.Background())
+	defer stopC()
+	clashedC := make(chan string, 1)
+	go c.ClaimNode(ctxC, func(n string) { clashedC <- n })
+	select {
+	case <-clashedC:
+		t.Error("the name was not freed by a clean stop")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
