@@ -61,7 +61,12 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 		st.Close()
 		return nil, nil, nil, err
 	}
-	ms := mailbox.NewStore(server.MailDir(c), mailbox.StoreOptions{})
+	perm, err := server.MailboxPerm(c) // anything it creates gets [mailbox] group and mode
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	ms := mailbox.NewStore(server.MailDir(c), mailbox.StoreOptions{Perm: perm})
 	return admin.Local{Dir: dir, Store: ms, DefaultQuota: c.Mailbox.Quota}, nil, func() { ms.Close(); st.Close() }, nil
 }
 

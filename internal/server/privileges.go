@@ -58,25 +58,38 @@ func BecomeServiceUser(c *config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// mailboxPerm resolves [mailbox] group and mode, and opens data_dir to
-// that group for search only (0710: its other files stay the owner's) so
-// that a reader in the group reaches the mail tree.
-func mailboxPerm(c *config.Config) (mailbox.Perm, error) {
+// MailboxPerm resolves [mailbox] group and mode into how the store
+// creates files (for serve, and for commands that open the store).
+func MailboxPerm(c *config.Config) (mailbox.Perm, error) {
 	mode, err := c.Mailbox.FileMode()
 	if err != nil {
 		return mailbox.Perm{}, err
 	}
 	p := mailbox.Perm{Mode: mode}
-	if c.Mailbox.Group == "" {
+	if c.Mailbox.Group != "" {
+		if p.GID, err = privdrop.LookupGroup(c.Mailbox.Group); err != nil {
+			return mailbox.Perm{}, fmt.Errorf("mailbox.group: %w", err)
+		}
+		p.SetGroup = true
+	}
+	return p, nil
+}
+
+// mailboxPerm is MailboxPerm, and it opens data_dir to the group for
+// search only (0710: its other files stay the owner's) so that a reader
+// in the group reaches the mail tree — or makes it private again when the
+// group option is gone.
+func mailboxPerm(c *config.Config) (mailbox.Perm, error) {
+	p, err := MailboxPerm(c)
+	if err != nil {
+		return p, err
+	}
+	if !p.SetGroup {
 		if fi, err := os.Stat(c.DataDir); err == nil && fi.Mode().Perm() == 0o710 {
 			os.Chmod(c.DataDir, 0o700) // the group option was removed: private again
 		}
 		return p, nil
 	}
-	if p.GID, err = privdrop.LookupGroup(c.Mailbox.Group); err != nil {
-		return mailbox.Perm{}, fmt.Errorf("mailbox.group: %w", err)
-	}
-	p.SetGroup = true
 	if err := os.Lchown(c.DataDir, -1, p.GID); err != nil {
 		return mailbox.Perm{}, fmt.Errorf("mailbox.group: data dir: %w (the server must be a member of group %q)", err, c.Mailbox.Group)
 	}
