@@ -62,6 +62,9 @@ type Config struct {
 	// MaxSessionTime closes a connection after this long, whatever the
 	// client does; 0 means no limit.
 	MaxSessionTime time.Duration
+	// SessionTime, when set, gives MaxSessionTime for each connection as
+	// it is admitted (a reloaded setting applies to new sessions).
+	SessionTime func() time.Duration
 	// LoginTime, when set, closes a connection that has not logged in
 	// (MarkAuthenticated) this long after it was admitted: mailbox
 	// protocols, where nothing but logging in is any use to a client.
@@ -208,7 +211,11 @@ func (l *Listener) admit(c net.Conn) {
 		l.cfg.Metrics.SessionClosed(l.cfg.Name)
 	}}
 	sc.mu.Lock()
-	if d := l.cfg.MaxSessionTime; d > 0 {
+	d := l.cfg.MaxSessionTime
+	if l.cfg.SessionTime != nil {
+		d = l.cfg.SessionTime()
+	}
+	if d > 0 {
 		sc.timer = time.AfterFunc(d, func() {
 			l.cfg.Log.Info("session time limit", "listener", l.cfg.Name, "client_ip", ip.String(), "limit", d.String())
 			sc.Close()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/admit"
@@ -64,9 +65,10 @@ func bindMailAccess(c *config.Config, addrs map[string]string) ([]accessListener
 
 // startMailAccess serves the bound listeners; errors go to errc.
 func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, ms *mailbox.Store, lc *login.Checker,
-	g *guard.Guard, trusted []netip.Prefix, mt *metrics.Metrics, log *slog.Logger, errc chan<- error) *mailAccess {
+	g *guard.Guard, trusted *atomic.Pointer[[]netip.Prefix], mt *metrics.Metrics, log *slog.Logger, errc chan<- error) *mailAccess {
 	ma := &mailAccess{ls: ls}
-	isTrusted := func(ip netip.Addr) bool { return ipnet.Contains(trusted, ip) }
+	// trusted is [relay] trusted_networks, replaced whole by a reload.
+	isTrusted := func(ip netip.Addr) bool { return ipnet.Contains(*trusted.Load(), ip) }
 	for _, x := range ls {
 		imap := x.name == "imap" || x.name == "imaps"
 		ac := admit.Config{

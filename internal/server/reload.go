@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,8 @@ type reloader struct {
 	keys  *keyHolder
 	guard *guard.Guard
 	smtp  *smtpd.Server
+	// mailTrusted is [relay] trusted_networks for IMAP and POP3.
+	mailTrusted *atomic.Pointer[[]netip.Prefix]
 	// smtpConfig builds the SMTP configuration of c with the keys given.
 	smtpConfig func(c *config.Config, keys *msgauth.Keyring) smtpd.Config
 }
@@ -92,6 +95,9 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 		}
 	}
 	r.keys.k.Store(keys)
+	if trusted, err := c.TrustedPrefixes(); err == nil && r.mailTrusted != nil {
+		r.mailTrusted.Store(&trusted)
+	}
 	res := admin.ReloadResult{NeedRestart: needRestart(r.cur, c)}
 	r.cur = c
 	r.log.Info("reloaded", "config", c.Path, "need_restart", res.NeedRestart)
@@ -124,8 +130,6 @@ func needRestart(old, new *config.Config) []string {
 	diff("dns", old.DNS, new.DNS)
 	diff("log", old.Log, new.Log)
 	diff("limits.max_inflight_bytes", old.Limits.MaxInflight, new.Limits.MaxInflight)
-	diff("guard.max_session_time", old.Guard.MaxSessionTime, new.Guard.MaxSessionTime)
-	diff("relay.trusted_networks (IMAP and POP3; SMTP applied)", old.Relay, new.Relay)
 	og, ng := old.Guard, new.Guard
 	diff("guard (dnsbl, public_ips, webhook, notify, stale accounts)",
 		[]any{og.DNSBLZones, og.DNSBLBudget, og.PublicIPs, og.CheckInterval, og.PauseOutboundWhenListed, og.Webhook, og.Notify, og.StaleDays, og.DisableStale},

@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/admin"
@@ -320,7 +321,9 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			}
 		}()
 	}
-	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, trusted, mt, log, errc)
+	mailTrusted := &atomic.Pointer[[]netip.Prefix]{}
+	mailTrusted.Store(&trusted)
+	mail := startMailAccess(c, mailLs, tlsCfg, mstore, lc, def.guard, mailTrusted, mt, log, errc)
 	dctx, dcancel := context.WithCancel(context.Background())
 	defer dcancel()
 	var dwg sync.WaitGroup
@@ -331,7 +334,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			errc <- fmt.Errorf("delivery: %w", err)
 		}
 	}()
-	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certMgr, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig}
+	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certMgr, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig, mailTrusted: mailTrusted}
 	go func() {
 		for range opt.Reload {
 			rl.reload()

@@ -17,11 +17,11 @@ import (
 // the pre-greeting test.
 func (s *Server) admission(kind Kind) admit.Config {
 	ac := admit.Config{
-		Name:           kind.String(),
-		Trusted:        s.isTrusted,
-		MaxSessionTime: s.conf().MaxSessionTime,
-		Log:            s.log,
-		Metrics:        s.conf().Metrics,
+		Name:        kind.String(),
+		Trusted:     s.isTrusted,
+		SessionTime: func() time.Duration { return s.conf().MaxSessionTime },
+		Log:         s.log,
+		Metrics:     s.conf().Metrics,
 		Refuse: func(w io.Writer, r admit.Refusal) {
 			fmt.Fprintf(w, "%d %d.%d.%d %s\r\n", r.Code, r.Enhanced[0], r.Enhanced[1], r.Enhanced[2], r.Text)
 		},
