@@ -148,9 +148,10 @@ type aggregator struct {
 	// Syslog times have no year: yearFix is set for chunks of such
 	// formats, and a jump back by more than half a year (December to
 	// January) adds a year to the rest; shift is the years added.
-	follow bool             // fed by Follow: keys remember their last event
-	latest int64            // follow: the latest key event seen
-	swept  map[string]int64 // follow: when each full table was last swept
+	follow    bool             // fed by Follow: keys remember their last event
+	hoursFull bool             // MaxHours reached (warned once)
+	latest    int64            // follow: the latest key event seen
+	swept     map[string]int64 // follow: when each full table was last swept
 
 	yearFix bool
 	shift   int
@@ -193,6 +194,9 @@ func newAggregator(o Options) *aggregator {
 	}
 	return a
 }
+
+// MaxHours bounds the per-hour table: ten years of hours.
+const MaxHours = 10 * 366 * 24
 
 // Overflow is the key under which a table counts what arrives once it
 // holds Options.MaxKeys keys.
@@ -246,12 +250,21 @@ func (a *aggregator) counters(t int64, keys ...*stat) []*Counts {
 		h := t - t%3600
 		if h != a.hourKey {
 			a.hourKey, a.hourC = h, a.hours[h]
-			if a.hourC == nil {
+			if a.hourC == nil && len(a.hours) >= MaxHours {
+				// Timestamps a log cannot really have (a JSON log with
+				// random dates): the hours table stays bounded.
+				if !a.hoursFull {
+					a.hoursFull = true
+					a.rep.Warnings = append(a.rep.Warnings, fmt.Sprintf("more than %d distinct hours: later new hours are left out of the per-hour table", MaxHours))
+				}
+			} else if a.hourC == nil {
 				a.hourC = &Counts{}
 				a.hours[h] = a.hourC
 			}
 		}
-		cs = append(cs, a.hourC)
+		if a.hourC != nil {
+			cs = append(cs, a.hourC)
+		}
 	}
 	return cs
 }

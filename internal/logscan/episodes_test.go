@@ -360,3 +360,23 @@ func TestYearAlternating(t *testing.T) {
 		t.Fatalf("%d hours (first %v), want Dec 31 2026 23:00 and Jan 1 2027 00:00", len(r.Hours), hs)
 	}
 }
+
+// TestHoursBounded: a JSON log whose lines carry dates from all over the
+// calendar does not grow the per-hour table past MaxHours.
+func TestHoursBounded(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < MaxHours+500; i++ {
+		ts := time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * 7 * time.Hour)
+		fmt.Fprintf(&b, `{"time":%q,"msg":"queued","queue_id":"q%d","client_ip":"10.0.0.5","from":"a@corp.test","rcpts":1,"size":9}`+"\n", ts.Format(time.RFC3339), i)
+	}
+	r, err := Scan([]Input{{"mamori.log", strings.NewReader(b.String())}}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Hours) != MaxHours || len(r.Warnings) == 0 {
+		t.Errorf("%d hours, warnings %v; want %d and a warning", len(r.Hours), r.Warnings, MaxHours)
+	}
+	if r.Totals.Messages != MaxHours+500 {
+		t.Errorf("totals %d: messages past the hour cap must still count", r.Totals.Messages)
+	}
+}
