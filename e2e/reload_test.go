@@ -29,10 +29,16 @@ func writeFileAtomic(t *testing.T, path string, data []byte) {
 	}
 }
 
-// sendOne sends one message over one SMTP session with net/smtp.
-func sendOne(addr, from string, to []string, body string) error {
-	c, err := smtp.Dial(addr)
+// sendMail sends one message over one SMTP session with net/smtp, from
+// the loopback address src ("" for any).
+func sendMail(src, addr, from string, to []string, body string) error {
+	conn, err := dialFrom(src, addr)
 	if err != nil {
+		return err
+	}
+	c, err := smtp.NewClient(conn, "127.0.0.1")
+	if err != nil {
+		conn.Close()
 		return err
 	}
 	defer c.Close()
@@ -51,7 +57,7 @@ func sendOne(addr, from string, to []string, body string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: reload\r\n\r\n%s\r\n", from, to[0], body)
+	fmt.Fprintf(w, "From: %s\r\nTo: %s\r\nSubject: test\r\n\r\n%s\r\n", from, to[0], body)
 	if err := w.Close(); err != nil {
 		return err
 	}
@@ -117,7 +123,7 @@ func TestReloadMidTraffic(t *testing.T) {
 					return
 				default:
 				}
-				if err := sendOne(in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test"}, "traffic"); err != nil {
+				if err := sendMail("", in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test"}, "traffic"); err != nil {
 					failed.Add(1)
 					errMu.Lock()
 					errs = append(errs, err.Error())
@@ -170,7 +176,7 @@ func TestReloadMidTraffic(t *testing.T) {
 		}
 	}
 	early.Reset()
-	err = sendOne(in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test"}, "four")
+	err = sendMail("", in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test"}, "four")
 	if err == nil || !strings.Contains(err.Error(), "452") {
 		t.Errorf("new session after reload, 4 recipients with max_recipients 3: %v", err)
 	}
@@ -195,10 +201,10 @@ func TestReloadMidTraffic(t *testing.T) {
 	if err == nil || !strings.Contains(out, "old configuration stays in force") {
 		t.Errorf("mamori reload with a broken config: err=%v\n%s", err, out)
 	}
-	if err := sendOne(in.smtp, "peer@far.test", []string{"rcpt@reload.test"}, "after broken"); err != nil {
+	if err := sendMail("", in.smtp, "peer@far.test", []string{"rcpt@reload.test"}, "after broken"); err != nil {
 		t.Errorf("server after a refused reload: %v", err)
 	}
-	err = sendOne(in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test"}, "four")
+	err = sendMail("", in.smtp, "peer@far.test", []string{"rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test", "rcpt@reload.test"}, "four")
 	if err == nil || !strings.Contains(err.Error(), "452") {
 		t.Errorf("after a refused reload the last good limit (3) should hold: %v", err)
 	}
