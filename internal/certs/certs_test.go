@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,13 +16,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mamori-mail/mamori/internal/config"
+	"github.com/mamori-mail/mamori/internal/testutil"
 )
 
 const hostname = "mx.example.test"
@@ -74,22 +73,7 @@ func issue(t *testing.T, ca *pair, names []string, notBefore time.Time, life tim
 }
 
 // syncBuffer is a log sink tests read while the manager writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // setup writes a [tls] pair (self-signed, as init does) and returns a
 // config using it; acme turns ACME on, with a CA directory nothing
