@@ -61,6 +61,7 @@ import (
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+	"golang.org/x/net/netutil"
 
 	"github.com/mamori-mail/mamori/internal/config"
 )
@@ -521,7 +522,9 @@ func (m *Manager) serveHTTP(ctx context.Context, ln net.Listener) {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+	// As many connections at once as the TLS-ALPN-01 listener takes: port
+	// 80 faces the whole Internet.
+	if err := srv.Serve(netutil.LimitListener(ln, maxChallengeConns)); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
 		m.log.Error("acme: challenge listener stopped", "err", err.Error())
 	}
 }
