@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,7 +36,11 @@ func manager(c *config.Config) (admin.Manager, *admin.Client, func(), error) {
 		}
 		cl := admin.NewClient(c.Listen.Admin, tok)
 		if c.Admin.TLS {
-			if cl, err = admin.NewTLSClient(c.Listen.Admin, tok, c.TLS.Cert); err != nil {
+			acmeName, roots, err := acmeTrust(c)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			if cl, err = admin.NewTLSClient(c.Listen.Admin, tok, c.TLS.Cert, acmeName, roots); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -465,4 +470,14 @@ func asServiceUser(c *config.Config) error {
 		return nil
 	}
 	return server.BecomeServiceUser(c, slog.New(slog.DiscardHandler))
+}
+
+// acmeTrust: with [tls] acme, the admin listener may serve the ACME
+// certificate for hostname; the CLI then checks it against the system
+// roots (a private ACME CA's root belongs in the system store).
+func acmeTrust(c *config.Config) (string, *x509.CertPool, error) {
+	if !c.TLS.ACME {
+		return "", nil, nil
+	}
+	return c.Hostname, nil, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/queue"
+	"github.com/mamori-mail/mamori/internal/testutil"
 )
 
 const webToken = "0123456789abcdef0123456789abcdef"
@@ -533,7 +534,7 @@ func TestTLSClientPinsTheCertificate(t *testing.T) {
 	if err := os.WriteFile(good, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: w.ts.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := NewTLSClient(strings.TrimPrefix(w.ts.URL, "https://"), webToken, good)
+	cl, err := NewTLSClient(strings.TrimPrefix(w.ts.URL, "https://"), webToken, good, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,15 +545,42 @@ func TestTLSClientPinsTheCertificate(t *testing.T) {
 	other.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}} // another self-signed certificate
 	other.StartTLS()
 	defer other.Close()
-	cl, err = NewTLSClient(strings.TrimPrefix(other.URL, "https://"), webToken, good)
+	cl, err = NewTLSClient(strings.TrimPrefix(other.URL, "https://"), webToken, good, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cl.Live(); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("with another server's certificate: %v, want refused", err)
 	}
-	if _, err := NewTLSClient("127.0.0.1:1", webToken, dir+"/missing.pem"); err == nil {
+	if _, err := NewTLSClient("127.0.0.1:1", webToken, dir+"/missing.pem", "", nil); err == nil {
 		t.Error("a missing certificate file is accepted")
+	}
+
+	// [tls] acme: once issued, the listener serves the ACME certificate
+	// for hostname; the client accepts it when it chains to a trusted root
+	// for that name, and still nothing else.
+	issued := testutil.NewCert(t, "mx.example.test")
+	acme := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{}`))
+	}))
+	acme.TLS = issued.Server
+	acme.StartTLS()
+	defer acme.Close()
+	addr := strings.TrimPrefix(acme.URL, "https://")
+	cl, err = NewTLSClient(addr, webToken, good, "mx.example.test", issued.Client.RootCAs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Live(); err != nil {
+		t.Errorf("with the ACME certificate for hostname: %v", err)
+	}
+	cl, _ = NewTLSClient(addr, webToken, good, "other.example.test", issued.Client.RootCAs)
+	if _, err := cl.Live(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("with a certificate for another name: %v, want refused", err)
+	}
+	cl, _ = NewTLSClient(addr, webToken, good, "mx.example.test", nil)
+	if _, err := cl.Live(); err == nil {
+		t.Error("a certificate from an untrusted CA is accepted")
 	}
 }
 

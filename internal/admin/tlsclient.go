@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,8 +16,10 @@ import (
 // ([admin] tls) with the certificate in certFile ([tls] cert). The CLI runs
 // where the server runs, so it trusts exactly that certificate (the first
 // in the file), whatever names or addresses it carries: a self-signed
-// certificate works, and nothing else is accepted.
-func NewTLSClient(addr, token, certFile string) (*Client, error) {
+// certificate works. With acmeName set ([tls] acme), a certificate for
+// that name that chains to roots (nil: the system's) is accepted too: once
+// ACME has issued one, the listener serves it instead of the file's.
+func NewTLSClient(addr, token, certFile, acmeName string, roots *x509.CertPool) (*Client, error) {
 	b, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("admin API over TLS: %w", err)
@@ -38,10 +41,24 @@ func NewTLSClient(addr, token, certFile string) (*Client, error) {
 		// certificate must instead be the very one in certFile.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, leaf) {
-				return errors.New("the admin listener's certificate is not the one in [tls] cert")
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the admin listener sent no certificate")
 			}
-			return nil
+			if bytes.Equal(cs.PeerCertificates[0].Raw, leaf) {
+				return nil
+			}
+			if acmeName != "" {
+				inter := x509.NewCertPool()
+				for _, c := range cs.PeerCertificates[1:] {
+					inter.AddCert(c)
+				}
+				_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: acmeName, Roots: roots, Intermediates: inter})
+				if err == nil {
+					return nil
+				}
+				return fmt.Errorf("the admin listener's certificate is neither the one in [tls] cert nor a valid one for %s: %w", acmeName, err)
+			}
+			return errors.New("the admin listener's certificate is not the one in [tls] cert")
 		},
 	}
 	return &Client{
