@@ -11,8 +11,8 @@
 # the guard's round trip to Redis (one Lua script over the IP's and the
 # envelope sender's windows). Postfix's smtp-source sends 1 KiB messages, one
 # per connection, at BENCH_SESSIONS sessions; accepted/s = N / its wall time
-# (it fails unless every message got a 2xx). Redis runs as it ships
-# (appendonly yes, appendfsync everysec) on a free loopback port.
+# (it fails unless every message got a 2xx). Redis runs with appendonly yes,
+# appendfsync everysec (RDB off) on a free loopback port.
 #
 # Then the guard's end-of-DATA decision alone, embedded vs Redis, with
 # `go test -bench MessageDecision ./internal/guard/share`.
@@ -119,7 +119,7 @@ OUT=$(report_path cluster)
 	echo
 	machine_rows
 	mamori_row
-	echo "| redis-server | $REDIS_VERSION (appendonly yes, appendfsync everysec) |"
+	echo "| redis-server | $REDIS_VERSION (appendonly yes, appendfsync everysec, RDB off) |"
 	echo "| smtp-source | Postfix $PF_DEB_VERSION |"
 	echo
 	echo "SMTP accepted messages per second, $SESSIONS sessions, $N × $SIZE-byte messages from a trusted client:"
