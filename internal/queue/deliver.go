@@ -117,6 +117,11 @@ func (q *Queue) Next(ctx context.Context) (*Lease, error) {
 			timer.Stop()
 		}
 	}()
+	// woken: the last wait ended with a signal meant for a message. If this
+	// call then gives up, it passes the signal on. ctx is read once per
+	// turn, under q.mu: reading it twice would let a cancel that lands
+	// between the reads swallow the signal.
+	woken := false
 	q.mu.Lock()
 	for {
 		if q.shut {
@@ -124,6 +129,9 @@ func (q *Queue) Next(ctx context.Context) (*Lease, error) {
 			return nil, ErrClosed
 		}
 		if err := ctx.Err(); err != nil {
+			if woken {
+				q.signalLocked(1)
+			}
 			q.mu.Unlock()
 			return nil, err
 		}
@@ -152,10 +160,7 @@ func (q *Queue) Next(ctx context.Context) (*Lease, error) {
 		}
 
 		q.mu.Lock()
-		if !q.dropWaiterLocked(w) && ctx.Err() != nil {
-			// We were woken for a message we will not take: pass it on.
-			q.signalLocked(1)
-		}
+		woken = !q.dropWaiterLocked(w)
 	}
 }
 

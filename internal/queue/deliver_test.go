@@ -3,8 +3,10 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -523,5 +525,74 @@ func TestBulkBeforeSendTakesAtOnce(t *testing.T) {
 	}
 	if l.BeginSend() {
 		t.Fatal("BeginSend allowed a send after the message was deleted")
+	}
+}
+
+// cancelAfterCtx is a context whose Err turns to Canceled after a given
+// number of calls, while its Done channel never closes: it lands a cancel at
+// each exact point where Next consults its context.
+type cancelAfterCtx struct {
+	context.Context
+	mu    sync.Mutex
+	calls int
+	live  int // calls answered with nil
+}
+
+func (c *cancelAfterCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.calls > c.live {
+		return context.Canceled
+	}
+	return nil
+}
+
+// Wherever a cancel lands while Next is being woken for a message, the
+// message is either leased by that call or handed to the next waiter.
+func TestNoLostWakeupAtAnyCancelPoint(t *testing.T) {
+	for live := 1; live <= 4; live++ {
+		t.Run(fmt.Sprintf("cancel-after-%d-checks", live), func(t *testing.T) {
+			q := openQueue(t, t.TempDir(), Options{NoSync: true})
+			doomedCtx := &cancelAfterCtx{Context: context.Background(), live: live}
+			doomed := nextAsync(q, doomedCtx)
+			waitWaiters(t, q, 1)
+			other := nextAsync(q, context.Background())
+			waitWaiters(t, q, 2)
+			m := mustEnqueue(t, q, msg("a@b.test", "c@d.test"), nil)
+			var r leaseResult
+			select {
+			case r = <-doomed:
+			case <-time.After(waitLimit):
+				t.Fatal("doomed Next did not return")
+			}
+			if r.err == nil {
+				if r.l.Meta.ID != m.ID {
+					t.Fatalf("leased %s, want %s", r.l.Meta.ID, m.ID)
+				}
+				return // it took the message itself; nothing to pass on
+			}
+			if !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("doomed Next: %v", r.err)
+			}
+			expectLease(t, other, m.ID)
+		})
+	}
+}
+
+func waitWaiters(t *testing.T, q *Queue, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		q.mu.Lock()
+		got := len(q.waiters)
+		q.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
