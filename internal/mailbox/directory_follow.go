@@ -36,6 +36,16 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 			failing = false
 		}
 	}
+	// again is armed while a change may have been missed: a notice whose
+	// record could not be read, or a reload that failed. Without it the
+	// change would wait for the next periodic resync.
+	var again <-chan time.Time
+	done := func(err error) {
+		note(err)
+		if err != nil && !errors.Is(err, errEmptyStore) && again == nil {
+			again = time.After(missedChangeRetry)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -45,15 +55,22 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 				return
 			}
 			if c.Resync {
-				note(d.Reload())
+				done(d.Reload())
 				continue
 			}
-			note(d.refresh(c.Bucket, c.Key))
+			done(d.refresh(c.Bucket, c.Key))
+		case <-again:
+			again = nil
+			done(d.Reload())
 		case <-t.C:
-			note(d.Reload())
+			done(d.Reload())
 		}
 	}
 }
+
+// missedChangeRetry is how soon Follow reloads after it may have missed a
+// change: well within the second in which changes reach every node.
+const missedChangeRetry = 250 * time.Millisecond
 
 // Reload reads the whole directory from the store again and puts it in
 // force. Last logins newer in memory than in the store are kept. When the

@@ -3,6 +3,7 @@ package mailbox
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -118,6 +119,10 @@ func TestFollowRedisDown(t *testing.T) {
 		t.Fatalf("login after a failed reload: %v", err)
 	}
 
+	// Down long enough for the resubscribe attempts to back off to their
+	// cap: the first change after Redis returns must still arrive within a
+	// second.
+	time.Sleep(3 * time.Second)
 	r.Start()
 	deadline := time.Now().Add(10 * time.Second)
 	for b.AddUser("dave@example.test", testPassword) != nil {
@@ -173,4 +178,30 @@ func TestReloadAfterStoreLostData(t *testing.T) {
 	if err := b.Authenticate("u1@example.test", "correct horse battery"); err != nil {
 		t.Errorf("u1 forgotten on b after the store lost its data: %v", err)
 	}
+}
+
+// A change notice whose record cannot be read at that moment (a timeout, a
+// stale connection) is not lost until the next periodic resync: the node
+// reloads soon after.
+func TestFollowUnreadableNoticeNotLost(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "state.db"))
+	flaky := &testutil.FlakyKV{KV: st}
+	a, err := OpenDirectory(flaky, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenDirectory(st, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Follow(ctx, time.Hour, nil)
+	time.Sleep(50 * time.Millisecond) // a watches
+
+	flaky.FailGets(1) // the notice's re-read fails once
+	must(t, b.AddUser("alice@example.test", testPassword))
+	within(t, "alice on a after a failed re-read", func() bool {
+		return a.Authenticate("alice@example.test", testPassword) == nil
+	})
 }

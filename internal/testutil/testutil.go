@@ -1,5 +1,6 @@
 // Package testutil holds the helpers several packages' tests share: a
-// throwaway TLS certificate and a log sink safe for concurrent writers.
+// throwaway TLS certificate, a log sink safe for concurrent writers, a real
+// Redis, and a store whose reads can be made to fail.
 // Only _test.go files import it.
 package testutil
 

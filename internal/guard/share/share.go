@@ -147,6 +147,16 @@ func (r *Replicator) Run(ctx context.Context, g Guard, resync time.Duration) {
 			failing = false
 		}
 	}
+	// again is armed while another node's decision may have been missed:
+	// a notice whose record could not be read, or a resync that failed.
+	// Without it the decision would wait for the next full resync.
+	var again <-chan time.Time
+	missed := func(err error) {
+		note(err)
+		if err != nil && again == nil {
+			again = time.After(missedChangeRetry)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -164,17 +174,25 @@ func (r *Replicator) Run(ctx context.Context, g Guard, resync time.Duration) {
 			}
 			switch {
 			case c.Resync:
-				note(r.resync(g))
+				missed(r.resync(g))
 			case c.Node == r.node:
 				// Our own write: already in force here.
 			default:
-				note(r.apply(g, c))
+				missed(r.apply(g, c))
 			}
+		case <-again:
+			again = nil
+			missed(r.resync(g))
 		case <-full.C:
-			note(r.resync(g))
+			missed(r.resync(g))
 		}
 	}
 }
+
+// missedChangeRetry is how soon Run resyncs after it may have missed
+// another node's decision: well within the second in which decisions
+// reach every node.
+const missedChangeRetry = 250 * time.Millisecond
 
 // flush writes the pending decisions in order; on the first failure the
 // rest stay pending.

@@ -3,10 +3,12 @@ package share
 import (
 	"context"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/store"
 	"github.com/mamori-mail/mamori/internal/store/redisstore"
 	"github.com/mamori-mail/mamori/internal/testutil"
 )
@@ -156,4 +158,35 @@ func TestEmptiedStoreKeepsDecisions(t *testing.T) {
 	if !suspended {
 		t.Error("b lifted a's suspension when Redis came back empty")
 	}
+}
+
+// A decision notice whose record cannot be read at that moment is not lost
+// until the next full resync: the node resyncs soon after.
+func TestUnreadableNoticeNotLost(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "state.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(name string, kv store.KV) *guard.Guard {
+		rep := New(kv, name, nil)
+		g, err := guard.New(guard.Config{Node: name, Replicator: rep}, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go rep.Run(ctx, g, time.Hour)
+		return g
+	}
+	flaky := &testutil.FlakyKV{KV: st}
+	a, b := start("a", st), start("b", flaky)
+	time.Sleep(50 * time.Millisecond) // both watch
+
+	flaky.FailGets(1) // b's re-read of the notice fails once
+	a.Ban(netip.MustParsePrefix("192.0.2.9/32"), time.Hour, "")
+	eventually(t, time.Second, "ban on b after a failed re-read", func() bool {
+		_, ok := b.Banned(netip.MustParseAddr("192.0.2.9"))
+		return ok
+	})
 }

@@ -415,6 +415,12 @@ const watchBuffer = 256
 // connection with a PING.
 const receiveWait = time.Second
 
+// maxResubscribeWait caps the pause between attempts to subscribe again
+// while Redis is unreachable. Changes must reach every node within a second,
+// also the first ones after Redis returns, so the cap stays well below that;
+// one dial every half second per node costs Redis nothing.
+const maxResubscribeWait = 500 * time.Millisecond
+
 // Watch reports the changes of every node to the given buckets (all when
 // none is named) until ctx ends. Each (re)subscription — the first one,
 // and every reconnect after Redis was unreachable — first sends a Change
@@ -458,7 +464,7 @@ func (s *Store) watch(ctx context.Context, buckets []string, ch chan<- store.Cha
 			return
 		case <-t.C:
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxResubscribeWait)
 	}
 }
 
