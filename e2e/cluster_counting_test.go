@@ -27,7 +27,7 @@ func TestClusterWormAcrossNodes(t *testing.T) {
 		cfg = setKey(cfg, "trusted_networks", `["127.0.0.64/26"]`)
 		return setKey(cfg, "msgs_per_minute", "10")
 	}
-	a, b := clusterNode(t, r, "node-a", office), clusterNode(t, r, "node-b", office)
+	a, b := clusterNode(t, r.URL, "node-a", office), clusterNode(t, r.URL, "node-b", office)
 	a.start()
 	b.start()
 	nodes := []*instance{a, b}

@@ -9,13 +9,13 @@ import (
 	"github.com/mamori-mail/mamori/internal/testutil"
 )
 
-// clusterNode is a mamori node of a cluster on Redis r; edit, if set,
+// clusterNode is a mamori node of a cluster on the Redis at url; edit, if set,
 // changes its config further.
-func clusterNode(t *testing.T, r *testutil.Redis, node string, edit ...func(string) string) *instance {
+func clusterNode(t *testing.T, url string, node string, edit ...func(string) string) *instance {
 	t.Helper()
 	in := newInstance(t, "ours.test", func(cfg string) string {
 		cfg = setKey(cfg, "backend", `"redis"`)
-		cfg = setKey(cfg, "url", strconv.Quote(r.URL))
+		cfg = setKey(cfg, "url", strconv.Quote(url))
 		for _, e := range edit {
 			cfg = e(cfg)
 		}
@@ -44,7 +44,7 @@ func (in *instance) alive() {
 // made meanwhile reaches the other node.
 func TestCluster(t *testing.T) {
 	r := testutil.StartRedis(t)
-	a, b := clusterNode(t, r, "node-a"), clusterNode(t, r, "node-b")
+	a, b := clusterNode(t, r.URL, "node-a"), clusterNode(t, r.URL, "node-b")
 	a.start()
 	b.start()
 
@@ -161,8 +161,8 @@ func TestCluster(t *testing.T) {
 func TestClusterRoutesLocalMail(t *testing.T) {
 	requireTool(t, "swaks")
 	r := testutil.StartRedis(t)
-	a := clusterNode(t, r, "node-a")
-	b := clusterNode(t, r, "node-b", func(cfg string) string {
+	a := clusterNode(t, r.URL, "node-a")
+	b := clusterNode(t, r.URL, "node-b", func(cfg string) string {
 		return setRoutes(cfg, map[string]string{"ours.test": a.smtp})
 	})
 	a.start()

@@ -3,10 +3,12 @@ package testutil
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ type Redis struct {
 	dir   string
 	cmd   *exec.Cmd
 	fsync string
+	extra []string // further redis-server arguments (cluster mode)
 }
 
 // StartRedis starts a redis-server for t and stops it when t ends. Without
@@ -42,7 +45,18 @@ func StartRedisEverySec(t testing.TB) *Redis {
 	return startRedis(t, "everysec")
 }
 
-func startRedis(t testing.TB, fsync string) *Redis {
+func startRedis(t testing.TB, fsync string, extra ...string) *Redis {
+	t.Helper()
+	bin := redisServer(t)
+	addr := freeAddr(t)
+	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir(), fsync: fsync, extra: extra}
+	r.Start()
+	t.Cleanup(r.Kill)
+	return r
+}
+
+// redisServer finds redis-server, or skips t (fails it in CI).
+func redisServer(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -51,16 +65,18 @@ func startRedis(t testing.TB, fsync string) *Redis {
 		}
 		t.Skip("redis-server not installed")
 	}
+	return bin
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir(), fsync: fsync}
-	r.Start()
-	t.Cleanup(r.Kill)
-	return r
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // Start (re)starts the server on the same port and data directory and
@@ -76,6 +92,7 @@ func (r *Redis) Start() {
 		"--save", "", "--appendonly", "yes", "--appendfsync", r.fsync,
 		"--daemonize", "no", "--protected-mode", "yes",
 		"--logfile", filepath.Join(r.dir, "redis.log"))
+	cmd.Args = append(cmd.Args, r.extra...)
 	if err := cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}
@@ -106,10 +123,15 @@ func (r *Redis) Kill() {
 	r.cmd = nil
 }
 
-// Do sends one command and returns its reply line (a test convenience for
-// commands with a one-line reply: PING, DBSIZE, FLUSHALL…).
+// Do sends one command and returns its reply: a status, an integer or a
+// bulk string (a test convenience: PING, DBSIZE, CLUSTER INFO…; of an
+// array reply only the header line).
 func (r *Redis) Do(args ...string) (string, error) {
-	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	return redisDo(r.Addr, args...)
+}
+
+func redisDo(addr string, args ...string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return "", err
 	}
@@ -123,13 +145,24 @@ func (r *Redis) Do(args ...string) (string, error) {
 	if _, err := c.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
 	if err != nil {
 		return "", err
 	}
 	line = strings.TrimRight(line, "\r\n")
 	if strings.HasPrefix(line, "-") {
 		return "", fmt.Errorf("redis: %s", line[1:])
+	}
+	if n, err := strconv.Atoi(strings.TrimPrefix(line, "$")); err == nil && strings.HasPrefix(line, "$") {
+		if n < 0 {
+			return "", nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
 	}
 	return strings.TrimLeft(line, "+:"), nil
 }

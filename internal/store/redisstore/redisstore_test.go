@@ -12,9 +12,9 @@ import (
 	"github.com/mamori-mail/mamori/internal/testutil"
 )
 
-func open(t *testing.T, r *testutil.Redis, node string) *Store {
+func open(t *testing.T, url string, node string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), Options{URL: r.URL, Node: node, Prefix: "t"})
+	s, err := Open(context.Background(), Options{URL: url, Node: node, Prefix: "t"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,9 +22,10 @@ func open(t *testing.T, r *testutil.Redis, node string) *Store {
 	return s
 }
 
-func TestRoundTrip(t *testing.T) {
-	r := testutil.StartRedis(t)
-	s := open(t, r, "a")
+func TestRoundTrip(t *testing.T) { testRoundTrip(t, testutil.StartRedis(t).URL) }
+
+func testRoundTrip(t *testing.T, url string) {
+	s := open(t, url, "a")
 	tests := []struct {
 		name, bucket, key string
 		val               []byte
@@ -68,8 +69,11 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestUpdateRollbackAndOwnWrites(t *testing.T) {
-	r := testutil.StartRedis(t)
-	s := open(t, r, "a")
+	testUpdateRollbackAndOwnWrites(t, testutil.StartRedis(t).URL)
+}
+
+func testUpdateRollbackAndOwnWrites(t *testing.T, url string) {
+	s := open(t, url, "a")
 	if err := s.Put("b", "keep", []byte("old")); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +105,11 @@ func TestUpdateRollbackAndOwnWrites(t *testing.T) {
 // Two clients (two nodes) increment one counter concurrently through
 // read-modify-write transactions: none is lost.
 func TestUpdateAtomicAcrossClients(t *testing.T) {
-	r := testutil.StartRedis(t)
-	nodes := []*Store{open(t, r, "a"), open(t, r, "b")}
+	testUpdateAtomicAcrossClients(t, testutil.StartRedis(t).URL)
+}
+
+func testUpdateAtomicAcrossClients(t *testing.T, url string) {
+	nodes := []*Store{open(t, url, "a"), open(t, url, "b")}
 	const per = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*per)
@@ -158,9 +165,10 @@ func next(t *testing.T, ch <-chan store.Change) store.Change {
 	return store.Change{}
 }
 
-func TestWatch(t *testing.T) {
-	r := testutil.StartRedis(t)
-	a, b := open(t, r, "a"), open(t, r, "b")
+func TestWatch(t *testing.T) { testWatch(t, testutil.StartRedis(t).URL) }
+
+func testWatch(t *testing.T, url string) {
+	a, b := open(t, url, "a"), open(t, url, "b")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := a.Watch(ctx, "users")
@@ -197,7 +205,7 @@ func TestWatch(t *testing.T) {
 // and changes flow again.
 func TestReconnect(t *testing.T) {
 	r := testutil.StartRedis(t)
-	a, b := open(t, r, "a"), open(t, r, "b")
+	a, b := open(t, r.URL, "a"), open(t, r.URL, "b")
 	if err := a.Put("users", "kept", []byte("1")); err != nil {
 		t.Fatal(err)
 	}

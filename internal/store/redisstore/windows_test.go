@@ -12,9 +12,10 @@ import (
 // TestAddWindows: counts add up within a bucket, roll over with Redis's
 // clock, and a key never holds more than three fields per window however
 // long it lives (no bucket left behind).
-func TestAddWindows(t *testing.T) {
-	r := testutil.StartRedis(t)
-	s := open(t, r, "a")
+func TestAddWindows(t *testing.T) { testAddWindows(t, testutil.StartRedis(t).URL) }
+
+func testAddWindows(t *testing.T, url string) {
+	s := open(t, url, "a")
 	ctx := context.Background()
 	widths := []int64{60000, 2} // a minute, and 2 ms: rolls over during the test
 	var last [][]Window
@@ -68,9 +69,10 @@ func TestRedactAndErrorsHidePasswords(t *testing.T) {
 
 // TestClaimNode: a second process with the same node name is reported;
 // a clean stop frees the name for the next one.
-func TestClaimNode(t *testing.T) {
-	r := testutil.StartRedis(t)
-	a, b := open(t, r, "mx1"), open(t, r, "mx1")
+func TestClaimNode(t *testing.T) { testClaimNode(t, testutil.StartRedis(t).URL) }
+
+func testClaimNode(t *testing.T, url string) {
+	a, b := open(t, url, "mx1"), open(t, url, "mx1")
 	ctxA, stopA := context.WithCancel(context.Background())
 	doneA := make(chan struct{})
 	go func() { a.ClaimNode(ctxA, nil); close(doneA) }()
@@ -91,7 +93,7 @@ func TestClaimNode(t *testing.T) {
 	<-doneB
 	stopA()
 	<-doneA
-	c := open(t, r, "mx1")
+	c := open(t, url, "mx1")
 	ctxC, stopC := context.WithCancel(context.Background())
 	defer stopC()
 	clashedC := make(chan string, 1)
