@@ -30,6 +30,13 @@ func TestClusterOnRedisCluster(t *testing.T) {
 		t.Fatalf("user added on node-b: AUTH on node-a answered %d\n%s", code, a.logTail(20))
 	}
 
+	// A password changed on B ends alice's IMAP session open on A.
+	end := imapIdle(t, a.imaps, "alice@ours.test", pw)
+	b.mustCLI("another long password\n", "user", "passwd", "alice@ours.test", "--password-stdin")
+	if last := end(2 * time.Second); !strings.Contains(last, "BYE Credentials changed") {
+		t.Fatalf("password changed on node-b: alice's IMAP session on node-a ended with %q (\"\" = still open)\n%s", last, a.logTail(20))
+	}
+
 	a.mustCLI("", "guard", "ban", "127.0.1.44", "--for", "1h")
 	time.Sleep(time.Second)
 	if g, _ := greetingFrom("127.0.1.44", b.smtp); !strings.HasPrefix(g, "554") {

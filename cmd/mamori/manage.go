@@ -164,7 +164,7 @@ func (e *env) readPassword(fromStdin bool) (string, error) {
 
 func (e *env) cmdUser(args []string) error {
 	if len(args) == 0 {
-		return &exitError{2, errors.New("user: want add, list, del, passwd or quota")}
+		return &exitError{2, errors.New("user: want add, list, del, passwd, quota, disable or enable")}
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
@@ -178,11 +178,13 @@ func (e *env) cmdUser(args []string) error {
 		return err
 	}
 	allowed, ok := map[string][]string{
-		"add":    {"config", "password-stdin"},
-		"passwd": {"config", "password-stdin"},
-		"del":    {"config"},
-		"quota":  {"config"},
-		"list":   {"config", "json", "stale", "days"},
+		"add":     {"config", "password-stdin"},
+		"passwd":  {"config", "password-stdin"},
+		"del":     {"config"},
+		"quota":   {"config"},
+		"disable": {"config"},
+		"enable":  {"config"},
+		"list":    {"config", "json", "stale", "days"},
 	}[sub]
 	if !ok {
 		return &exitError{2, fmt.Errorf("user: unknown subcommand %q\n%s", sub, userUsage)}
@@ -262,6 +264,18 @@ func (e *env) cmdUser(args []string) error {
 				return fmt.Errorf("user quota %s: %w", pos[0], err)
 			}
 			fmt.Fprintf(e.stdout, "quota of %s: %s\n", termsafe.String(pos[0]), pos[1])
+		case "disable", "enable":
+			if err := need(1, "ADDRESS"); err != nil {
+				return err
+			}
+			if err := m.SetDisabled(pos[0], sub == "disable"); err != nil {
+				return fmt.Errorf("user %s %s: %w", sub, pos[0], err)
+			}
+			if sub == "disable" {
+				fmt.Fprintf(e.stdout, "disabled user %s: logins refused, open sessions ended, mail still delivered\n", termsafe.String(pos[0]))
+			} else {
+				fmt.Fprintf(e.stdout, "enabled user %s\n", termsafe.String(pos[0]))
+			}
 		case "list":
 			if err := need(0, "no argument"); err != nil {
 				return err
@@ -408,7 +422,8 @@ func (e *env) cmdAlias(args []string) error {
 const userUsage = `usage: mamori user add ADDRESS [--password-stdin] --config FILE
        mamori user passwd ADDRESS [--password-stdin] --config FILE;  mamori user del ADDRESS --config FILE
        mamori user list [--json] [--stale [--days N]] --config FILE
-       mamori user quota ADDRESS SIZE|default|none --config FILE   (SIZE: bytes, or 500m, 2g)`
+       mamori user quota ADDRESS SIZE|default|none --config FILE   (SIZE: bytes, or 500m, 2g)
+       mamori user disable|enable ADDRESS --config FILE   (disable: logins refused, open sessions ended)`
 
 // parseQuota reads a quota argument: a size, "default" (follow
 // [mailbox] quota) or "none".

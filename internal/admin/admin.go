@@ -38,6 +38,9 @@ type Manager interface {
 	// SetQuota sets a user's own quota: bytes, 0 for the configured
 	// default, mailbox.QuotaNone for none.
 	SetQuota(addr string, quota int64) error
+	// SetDisabled disables logins of a user (its open sessions end; mail
+	// to it is still delivered) or enables them again.
+	SetDisabled(addr string, disabled bool) error
 	Domains() ([]string, error)
 	AddDomain(domain string) error
 	DelDomain(domain string) error
@@ -255,6 +258,22 @@ func (s *Server) routes() {
 		}
 		s.audit(r, "user quota", r.PathValue("addr"))
 		done(w, s.mgr.SetQuota(r.PathValue("addr"), req.Quota))
+	})
+	m.HandleFunc("PUT /api/v1/users/{addr}/disabled", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Disabled *bool }
+		if !decode(w, r, &req) {
+			return
+		}
+		if req.Disabled == nil {
+			writeErr(w, http.StatusBadRequest, errors.New(`bad request body: want {"disabled": true|false}`))
+			return
+		}
+		op := "user enable"
+		if *req.Disabled {
+			op = "user disable"
+		}
+		s.audit(r, op, r.PathValue("addr"))
+		done(w, s.mgr.SetDisabled(r.PathValue("addr"), *req.Disabled))
 	})
 	m.HandleFunc("GET /api/v1/domains", func(w http.ResponseWriter, r *http.Request) {
 		v, err := s.mgr.Domains()

@@ -173,3 +173,15 @@ func TestGuardArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestDisabledNeedsAValue: the disable route refuses a body without
+// "disabled" (an empty object must not silently enable an account).
+func TestDisabledNeedsAValue(t *testing.T) {
+	_, ts, _ := testAPI(t)
+	for _, body := range []string{`{}`, `{"disabled":"yes"}`, `{"disable":true}`} {
+		code, out := call(t, ts, "PUT", "/api/v1/users/x@example.org/disabled", body)
+		if code != http.StatusBadRequest || !strings.Contains(out, "error") {
+			t.Errorf("PUT disabled %s: %d %s, want 400 with an error", body, code, out)
+		}
+	}
+}

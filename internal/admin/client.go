@@ -124,6 +124,9 @@ func (c *Client) SetPassword(addr, pw string) error {
 func (c *Client) SetQuota(addr string, quota int64) error {
 	return c.do("PUT", "/api/v1/users/"+url.PathEscape(addr)+"/quota", nil, map[string]int64{"quota": quota}, nil)
 }
+func (c *Client) SetDisabled(addr string, disabled bool) error {
+	return c.do("PUT", "/api/v1/users/"+url.PathEscape(addr)+"/disabled", nil, map[string]bool{"disabled": disabled}, nil)
+}
 func (c *Client) Domains() ([]string, error) {
 	var v []string
 	return v, c.do("GET", "/api/v1/domains", nil, nil, &v)

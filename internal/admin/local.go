@@ -34,10 +34,13 @@ func (l Local) Users() ([]mailbox.User, error) {
 	}
 	return users, nil
 }
-func (l Local) AddUser(addr, pw string) error             { return l.Dir.AddUser(addr, pw) }
-func (l Local) DelUser(addr string) error                 { return l.Dir.DelUser(addr) }
-func (l Local) SetPassword(addr, pw string) error         { return l.Dir.SetPassword(addr, pw) }
-func (l Local) SetQuota(addr string, quota int64) error   { return l.Dir.SetQuota(addr, quota) }
+func (l Local) AddUser(addr, pw string) error           { return l.Dir.AddUser(addr, pw) }
+func (l Local) DelUser(addr string) error               { return l.Dir.DelUser(addr) }
+func (l Local) SetPassword(addr, pw string) error       { return l.Dir.SetPassword(addr, pw) }
+func (l Local) SetQuota(addr string, quota int64) error { return l.Dir.SetQuota(addr, quota) }
+func (l Local) SetDisabled(addr string, disabled bool) error {
+	return l.Dir.SetDisabled(addr, disabled)
+}
 func (l Local) Domains() ([]string, error)                { return l.Dir.Domains(), nil }
 func (l Local) AddDomain(d string) error                  { return l.Dir.AddDomain(d) }
 func (l Local) DelDomain(d string) error                  { return l.Dir.DelDomain(d) }

@@ -40,6 +40,7 @@ func (nopManager) AddUser(string, string) error      { return nil }
 func (nopManager) DelUser(string) error              { return nil }
 func (nopManager) SetPassword(string, string) error  { return nil }
 func (nopManager) SetQuota(string, int64) error      { return nil }
+func (nopManager) SetDisabled(string, bool) error    { return nil }
 func (nopManager) Domains() ([]string, error)        { return []string{}, nil }
 func (nopManager) AddDomain(string) error            { return nil }
 func (nopManager) DelDomain(string) error            { return nil }
@@ -308,6 +309,7 @@ func TestCookieWithoutCSRFRefusedOnEveryRoute(t *testing.T) {
 		{"DELETE", "/api/v1/users/x@example.org", ""},
 		{"PUT", "/api/v1/users/x@example.org/password", `{"password":"correct horse battery"}`},
 		{"PUT", "/api/v1/users/x@example.org/quota", `{"quota":1000}`},
+		{"PUT", "/api/v1/users/x@example.org/disabled", `{"disabled":true}`},
 		{"POST", "/api/v1/domains", `{"domain":"example.net"}`},
 		{"DELETE", "/api/v1/domains/example.net", ""},
 		{"POST", "/api/v1/aliases", `{"alias":"a@example.org","targets":["x@example.org"]}`},

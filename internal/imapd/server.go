@@ -32,6 +32,9 @@ type Config struct {
 	TLS   *tls.Config
 	Store *mailbox.Store
 	Login Authenticator
+	// Sessions, if set, registers every logged-in session, so that a
+	// revoked credential ends it (BYE) at once.
+	Sessions *login.Sessions
 	// AppendLimit is the largest message APPEND takes (APPENDLIMIT);
 	// 0 means defaultAppendLimit.
 	AppendLimit int64

@@ -32,7 +32,12 @@ type session struct {
 	addr string        // the login; "" before
 	user *mailbox.User // nil before login
 	sel  *selection    // nil unless a folder is selected
+
+	forget func() // removes the session from cfg.Sessions; nil before login
 }
+
+// revokedBye ends a session whose credentials were revoked.
+const revokedBye = "Credentials changed or revoked, log in again"
 
 var (
 	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
@@ -41,6 +46,9 @@ var (
 )
 
 func (s *session) Close() error {
+	if s.forget != nil {
+		s.forget()
+	}
 	s.closeSelection()
 	if s.user != nil {
 		s.log.Info("imap logout")
@@ -79,6 +87,11 @@ func (s *session) Login(username, password string) error {
 	}
 	s.addr, s.user = user, u
 	admit.MarkAuthenticated(s.conn.NetConn())
+	conn, log := s.conn, s.log
+	s.forget = s.srv.cfg.Sessions.Add(user, func() {
+		log.Info("imap session ended: credentials revoked", "user", user)
+		_ = conn.Bye(revokedBye)
+	})
 	s.log = s.log.With("user", user)
 	s.log.Info("imap login")
 	return nil

@@ -65,6 +65,10 @@ type Checker struct {
 	Disabled func(error) bool
 	// Metrics counts logins by protocol and result; nil: none.
 	Metrics *metrics.Metrics
+	// Sessions holds the logged-in sessions of every protocol, which end
+	// when their credentials are revoked; the front ends register with
+	// it after a successful Check. nil: sessions are not tracked.
+	Sessions *Sessions
 }
 
 // AccountDisabled is the reply to the right password of a disabled

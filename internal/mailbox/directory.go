@@ -122,6 +122,38 @@ type Directory struct {
 	// stay in memory (Flush writes them) instead of costing each login a
 	// store timeout.
 	offline atomic.Bool
+
+	// onRevoke is told of every user whose credentials stopped being
+	// valid (see SetRevokeHook).
+	onRevoke atomic.Pointer[func(addr string)]
+}
+
+// SetRevokeHook makes the directory call fn with the canonical address of
+// every user whose credentials stop being valid — password changed,
+// account disabled or deleted — whether the change was made here or, with
+// a shared store, on another node (Follow). The server ends that user's
+// logged-in sessions with it. fn is called after the change is in force,
+// with no lock held, and must not block.
+func (d *Directory) SetRevokeHook(fn func(addr string)) { d.onRevoke.Store(&fn) }
+
+// revokes reports whether replacing old by nu (nil: deleted) revokes the
+// credentials sessions were opened with.
+func revokes(old, nu *userEntry) bool {
+	if old == nil {
+		return false
+	}
+	return nu == nil || nu.rec.Hash != old.rec.Hash || (nu.rec.Disabled && !old.rec.Disabled)
+}
+
+// revoked tells the hook of addrs (called with no lock held).
+func (d *Directory) revoked(addrs ...string) {
+	fn := d.onRevoke.Load()
+	if fn == nil {
+		return
+	}
+	for _, a := range addrs {
+		(*fn)(a)
+	}
 }
 
 // OpenDirectory loads the directory from st. staticDomains are the config
@@ -573,6 +605,7 @@ func (d *Directory) DelUser(addr string) error {
 	delete(d.users, key)
 	d.mu.Unlock()
 	slog.Info("mailbox: user deleted", "user", key)
+	d.revoked(key)
 	return nil
 }
 
@@ -613,6 +646,7 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 		d.mu.Lock()
 		delete(d.users, key)
 		d.mu.Unlock()
+		d.revoked(key)
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
 	}
 	if err != nil {
@@ -622,6 +656,9 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 	d.mu.Lock()
 	d.users[key] = &nu
 	d.mu.Unlock()
+	if revokes(u, &nu) {
+		d.revoked(key)
+	}
 	return nil
 }
 

@@ -103,9 +103,16 @@ func (d *Directory) Reload() error {
 			u.rec = mergeLogin(u.rec, old.rec.LastLogin)
 		}
 	}
+	var revoked []string
+	for addr, old := range d.users {
+		if revokes(old, users[addr]) {
+			revoked = append(revoked, addr)
+		}
+	}
 	d.mu.Lock()
 	d.runtime, d.users, d.aliases = runtime, users, aliases
 	d.mu.Unlock()
+	d.revoked(revoked...)
 	return nil
 }
 
@@ -117,6 +124,8 @@ func (d *Directory) refresh(bucket, key string) error {
 	if err != nil {
 		return fmt.Errorf("refresh %s %s: %w", bucket, key, err)
 	}
+	var revoked []string
+	defer func() { d.revoked(revoked...) }() // runs last, with no lock held
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 	d.mu.Lock()
@@ -124,6 +133,9 @@ func (d *Directory) refresh(bucket, key string) error {
 	switch bucket {
 	case bucketUsers:
 		if v == nil {
+			if d.users[key] != nil {
+				revoked = append(revoked, key)
+			}
 			delete(d.users, key)
 			return nil
 		}
@@ -134,6 +146,9 @@ func (d *Directory) refresh(bucket, key string) error {
 		u := &userEntry{rec: r, persistedLogin: r.LastLogin}
 		if old := d.users[key]; old != nil {
 			u.rec = mergeLogin(r, old.rec.LastLogin)
+		}
+		if revokes(d.users[key], u) {
+			revoked = append(revoked, key)
 		}
 		d.users[key] = u
 	case bucketAliases:

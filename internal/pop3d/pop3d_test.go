@@ -497,3 +497,35 @@ func TestShutdownInterruptsHandshake(t *testing.T) {
 		t.Fatalf("shutdown with a handshake in progress: %v", err)
 	}
 }
+
+// TestRevokedSessionEndsWithoutUpdate: credentials revoked mid-session
+// close the connection; the messages marked for deletion stay (no QUIT,
+// no UPDATE state); another user's session goes on; the lock is freed.
+func TestRevokedSessionEndsWithoutUpdate(t *testing.T) {
+	sessions := &login.Sessions{}
+	e := newEnv(t, func(c *Config) { c.Sessions = sessions })
+	c := e.login(alice, alicePass)
+	other := e.login(bob, bobPass)
+	c.expect("DELE 1", "+OK")
+	if n := sessions.Count(alice); n != 1 {
+		t.Fatalf("%d sessions of alice registered, want 1", n)
+	}
+	if n := sessions.Revoke(alice); n != 1 {
+		t.Fatalf("Revoke ended %d sessions", n)
+	}
+	c.closed()
+	other.expect("STAT", "+OK 0 0")
+	c = e.loginWhenFree(alice, alicePass)
+	c.expect("STAT", "+OK 3 ")
+	if n := len(e.inbox(alice).Messages); n != 3 {
+		t.Errorf("%d messages after a revoked session, want 3", n)
+	}
+	c.expect("QUIT", "+OK")
+	deadline := time.Now().Add(time.Second)
+	for sessions.Count(alice) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a session that ended is still registered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

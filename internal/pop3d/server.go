@@ -55,6 +55,9 @@ type Config struct {
 	Store *mailbox.Store
 	// Login checks passwords (through the guard).
 	Login Authenticator
+	// Sessions, if set, registers every logged-in session, so that a
+	// revoked credential ends it at once (nothing is deleted: no QUIT).
+	Sessions *login.Sessions
 	// Log receives session events; nil discards them.
 	Log *slog.Logger
 	// IdleTimeout closes a connection idle that long; 0 means

@@ -53,6 +53,7 @@ type session struct {
 	user        string
 	drop        maildrop
 	release     func()
+	forget      func() // removes the session from cfg.Sessions; nil before login
 	uidValidity uint32
 	msgs        []message
 	retrieved   int
@@ -247,6 +248,9 @@ func (ss *session) finish(reason string) {
 		ss.unlock()
 	} else {
 		ss.srv.log.Debug("pop3 session closed", "client_ip", ss.ip.String(), "reason", reason)
+	}
+	if ss.forget != nil {
+		ss.forget()
 	}
 	_ = ss.conn.Close()
 	ss.srv.unregister(ss)
@@ -516,6 +520,13 @@ func (ss *session) login(name, password string) error {
 	}
 	ss.user, ss.drop, ss.release = user, drop, release
 	admit.MarkAuthenticated(ss.conn)
+	ss.forget = ss.srv.cfg.Sessions.Add(user, func() {
+		ss.srv.log.Info("pop3 session ended: credentials revoked", "user", user, "client_ip", ss.ip.String())
+		ss.srv.mu.Lock()
+		c := ss.conn
+		ss.srv.mu.Unlock()
+		_ = c.Close()
+	})
 	ss.uidValidity = snap.UIDValidity
 	ss.msgs = make([]message, len(snap.Messages))
 	var octets int64

@@ -92,13 +92,13 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 		var serve func(net.Listener) error
 		if imap {
 			if ma.imap == nil {
-				ma.imap = imapd.New(imapd.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc,
+				ma.imap = imapd.New(imapd.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc, Sessions: lc.Sessions,
 					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: appendMemory(c), Log: log.With("stage", "imap")})
 			}
 			serve = ma.imap.Serve
 		} else {
 			if ma.pop3 == nil {
-				ma.pop3 = pop3d.New(pop3d.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc,
+				ma.pop3 = pop3d.New(pop3d.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc, Sessions: lc.Sessions,
 					Log: log.With("stage", "pop3")})
 			}
 			serve = ma.pop3.Serve

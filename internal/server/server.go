@@ -251,8 +251,16 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	defer mstore.Close()
 
 	// One login check for SMTP AUTH, IMAP and POP3.
+	// A password changed, an account disabled or deleted — here or on
+	// another node — ends that user's open sessions on every protocol.
 	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login"),
-		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }, Metrics: mt}
+		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }, Metrics: mt,
+		Sessions: &login.Sessions{}}
+	dir.SetRevokeHook(func(addr string) {
+		if n := lc.Sessions.Revoke(addr); n > 0 {
+			log.Info("credentials revoked: ending the user's sessions", "user", addr, "sessions", n)
+		}
+	})
 	smtpConfig := func(c *config.Config, k *msgauth.Keyring) smtpd.Config {
 		pols := contentPolicies(c)
 		trusted, _ := c.TrustedPrefixes() // c is validated
@@ -273,6 +281,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			Storage:          q.Space(c.Queue.MaxBytes, c.Queue.MinFreeBytes).Check,
 			OverQuota:        mstore.OverQuota,
 			Login:            lc,
+			Sessions:         lc.Sessions,
 			Recorder:         sessionRecorder{jrn},
 			Content:          contentChecker(c, pols, mt, log.With("stage", "content")),
 			ContentMemory:    pols.MemoryBound,

@@ -111,6 +111,10 @@ type Config struct {
 	// Login checks SMTP AUTH logins, shared with IMAP and POP3; nil
 	// builds one from the directory and Guard.
 	Login *login.Checker
+	// Sessions, if set, registers every authenticated session, so that a
+	// revoked credential closes its connection at once (a message whose
+	// DATA is not finished is not accepted).
+	Sessions *login.Sessions
 	// OverQuota, when set, reports a local mailbox at or over its quota:
 	// a recipient whose mailboxes all are gets 452 4.2.2 at RCPT.
 	OverQuota func(addr string) bool

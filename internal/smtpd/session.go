@@ -64,6 +64,7 @@ type session struct {
 	tls     bool
 	user    string // authenticated login
 	log     *slog.Logger
+	forget  func() // removes the session from cfg.Sessions; nil before AUTH
 
 	hasFrom bool
 	from    string
@@ -79,6 +80,9 @@ func (s *session) Reset() {
 }
 
 func (s *session) Logout() error {
+	if s.forget != nil {
+		s.forget()
+	}
 	s.log.Debug("disconnect")
 	if r := s.cfg.Recorder; r != nil && (len(s.sum.Transactions) > 0 || len(s.sum.Rejects) > 0 || s.sum.AuthFailures > 0) {
 		s.sum.End = time.Now()

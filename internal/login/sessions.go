@@ -1,0 +1,74 @@
+package login
+
+import "sync"
+
+// Sessions tracks every logged-in session of every protocol by user, so
+// that a credential the administrator revokes — a password changed, an
+// account disabled or deleted, on this node or another — ends the
+// sessions opened with it at once: a sold password stops working in the
+// IMAP IDLE or the SMTP connection the buyer already holds, not only at
+// the next login. It is safe for concurrent use; a nil *Sessions tracks
+// nothing.
+type Sessions struct {
+	mu     sync.Mutex
+	byUser map[string]map[*session]struct{}
+}
+
+type session struct{ end func() }
+
+// Add records a session of user (the canonical login Check returned). end
+// is called, in a goroutine of its own, when the user's credentials are
+// revoked; it must end the session (close its connection). The returned
+// remove must be called when the session ends by itself.
+func (s *Sessions) Add(user string, end func()) (remove func()) {
+	if s == nil {
+		return func() {}
+	}
+	e := &session{end: end}
+	s.mu.Lock()
+	if s.byUser == nil {
+		s.byUser = make(map[string]map[*session]struct{})
+	}
+	set := s.byUser[user]
+	if set == nil {
+		set = make(map[*session]struct{})
+		s.byUser[user] = set
+	}
+	set[e] = struct{}{}
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if set := s.byUser[user]; set != nil {
+			delete(set, e)
+			if len(set) == 0 {
+				delete(s.byUser, user)
+			}
+		}
+	}
+}
+
+// Revoke ends every session of user and returns how many it ended.
+func (s *Sessions) Revoke(user string) int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	set := s.byUser[user]
+	delete(s.byUser, user)
+	s.mu.Unlock()
+	for e := range set {
+		go e.end()
+	}
+	return len(set)
+}
+
+// Count returns the number of sessions user has open.
+func (s *Sessions) Count(user string) int {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byUser[user])
+}
