@@ -126,6 +126,13 @@ type Directory struct {
 	// onRevoke is told of every user whose credentials stopped being
 	// valid (see SetRevokeHook).
 	onRevoke atomic.Pointer[func(addr string)]
+
+	// copyTo, when set, holds the node's local copy of a shared
+	// directory (directory_copy.go); copySum is the digest of the copy
+	// last written.
+	copyMu  sync.Mutex
+	copyTo  store.KV
+	copySum []byte
 }
 
 // SetRevokeHook makes the directory call fn with the canonical address of

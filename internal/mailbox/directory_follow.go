@@ -40,8 +40,15 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 	// record could not be read, or a reload that failed. Without it the
 	// change would wait for the next periodic resync.
 	var again <-chan time.Time
+	// copyDue is armed after a successful change or reload: the local
+	// copy is saved a moment later, once for a burst of changes (a
+	// minute's last logins arrive as one notice per user).
+	var copyDue <-chan time.Time
 	done := func(err error) {
 		note(err)
+		if err == nil && copyDue == nil {
+			copyDue = time.After(copyDelay)
+		}
 		if err != nil && !errors.Is(err, errEmptyStore) && again == nil {
 			again = time.After(missedChangeRetry)
 		}
@@ -62,11 +69,19 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 		case <-again:
 			again = nil
 			done(d.Reload())
+		case <-copyDue:
+			copyDue = nil
+			if err := d.saveCopy(); err != nil {
+				log.Warn("directory: cannot save the local copy", "err", err.Error())
+			}
 		case <-t.C:
 			done(d.Reload())
 		}
 	}
 }
+
+// copyDelay is how long after a change the local copy is saved.
+const copyDelay = time.Second
 
 // missedChangeRetry is how soon Follow reloads after it may have missed a
 // change: well within the second in which changes reach every node.

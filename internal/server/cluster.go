@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -28,6 +29,9 @@ type cluster struct {
 	dir   store.KV          // the directory's store
 	redis *redisstore.Store // nil: embedded
 	rep   *share.Replicator // nil: embedded
+	// down is why Redis did not answer at start (nil: it did); the node
+	// then starts from its local copy of the directory.
+	down error
 }
 
 // openCluster opens the shared store the config asks for; st is the
@@ -37,10 +41,12 @@ func openCluster(ctx context.Context, c *config.Config, st *store.Store, log *sl
 	if c.Store.Backend != "redis" {
 		return cl, nil
 	}
-	rs, err := OpenShared(ctx, c, log)
+	rs, err := redisstore.Open(ctx, redisstore.Options{URL: c.Store.URL, Node: c.Store.Node,
+		Log: log.With("stage", "cluster"), Unchecked: true})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open shared store: %w", err)
 	}
+	cl.down = rs.Ping(ctx)
 	cl.redis, cl.dir = rs, rs
 	cl.rep = share.New(rs, c.Store.Node, log.With("stage", "cluster"))
 	log.Info("clustered mode: directory and guard decisions shared", "node", c.Store.Node, "redis", redisstore.Redact(c.Store.URL))
@@ -55,6 +61,40 @@ func OpenShared(ctx context.Context, c *config.Config, log *slog.Logger) (*redis
 		return nil, fmt.Errorf("open shared store: %w", err)
 	}
 	return rs, nil
+}
+
+// openDirectory opens the directory. Clustered, it also keeps a copy of
+// it in the node's own database local, and starts from that copy when
+// Redis does not answer: a node restarted during an outage serves logins
+// and local mail as one that kept running does. Without a copy (a node
+// that never reached Redis) it cannot start.
+func (cl *cluster) openDirectory(local store.KV, domains []string, log *slog.Logger) (*mailbox.Directory, error) {
+	if cl.redis == nil {
+		return mailbox.OpenDirectory(cl.dir, domains)
+	}
+	if cl.down == nil {
+		dir, err := mailbox.OpenDirectory(cl.dir, domains)
+		if err != nil {
+			return nil, err
+		}
+		if err := dir.KeepCopy(local); err != nil {
+			log.Warn("directory: cannot save the local copy", "err", err.Error())
+		}
+		return dir, nil
+	}
+	dir, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains)
+	if errors.Is(err, mailbox.ErrNoCopy) {
+		return nil, fmt.Errorf("open shared store: %w; this node has no local copy of the directory to start from (it saves one once it has reached Redis)", cl.down)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Warn("shared store unreachable at start: serving logins and local mail from this node's copy of the directory until it answers; directory changes are refused meanwhile",
+		"redis", cl.redis.Where(), "users", len(dir.Users()), "err", cl.down.Error())
+	if err := dir.KeepCopy(local); err != nil {
+		log.Warn("directory: cannot save the local copy", "err", err.Error())
+	}
+	return dir, nil
 }
 
 // guardConfig names the node in the guard's decisions and, clustered,

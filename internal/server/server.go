@@ -190,7 +190,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 		return err
 	}
 	defer cl.close()
-	dir, err := mailbox.OpenDirectory(cl.dir, c.Domains)
+	dir, err := cl.openDirectory(st, c.Domains, log)
 	if err != nil {
 		return fmt.Errorf("open directory: %w", err)
 	}

@@ -72,6 +72,10 @@ type Options struct {
 	Prefix  string        // key prefix (several clusters on one Redis); default "mamori"
 	Timeout time.Duration // per operation; default 2 s
 	Log     *slog.Logger
+	// Unchecked: Open does not check that Redis answers (a node starting
+	// from its local copy during an outage); the client connects when
+	// Redis is back.
+	Unchecked bool
 }
 
 // Store is a store.KV on Redis. It is safe for concurrent use.
@@ -124,6 +128,9 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	}
 	s.channel = "{" + s.prefix + "}:changes"
 	s.anchor = "{" + s.prefix + "}:anchor"
+	if opt.Unchecked {
+		return s, nil
+	}
 	if err := s.Ping(ctx); err != nil {
 		rdb.Close()
 		return nil, err
@@ -145,6 +152,9 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// Where is the store's URL without credentials, for messages.
+func (s *Store) Where() string { return s.where }
 
 // Node is the name this store's changes carry.
 func (s *Store) Node() string { return s.node }

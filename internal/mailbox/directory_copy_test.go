@@ -1,0 +1,85 @@
+package mailbox
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/mamori-mail/mamori/internal/store"
+)
+
+// countingKV counts Update calls (the copy's writes).
+type countingKV struct {
+	store.KV
+	updates int
+}
+
+func (c *countingKV) Update(fn func(store.Tx) error) error { c.updates++; return c.KV.Update(fn) }
+
+// TestDirectoryCopy: the local copy holds what the directory holds
+// (users, aliases, runtime domains; deletions too), is rewritten only when
+// something changed, and a directory opened from it serves logins and
+// lookups while refusing changes to the unreachable shared store.
+func TestDirectoryCopy(t *testing.T) {
+	shared := openStore(t, filepath.Join(t.TempDir(), "shared.db"))
+	local := &countingKV{KV: openStore(t, filepath.Join(t.TempDir(), "local.db"))}
+	d, err := OpenDirectory(shared, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenDirectoryFromCopy(shared, local, nil); !errors.Is(err, ErrNoCopy) {
+		t.Fatalf("no copy yet: %v, want ErrNoCopy", err)
+	}
+	must(t, d.KeepCopy(local))
+	must(t, d.AddDomain("extra.test"))
+	must(t, d.AddUser("alice@example.test", testPassword))
+	must(t, d.AddUser("bob@extra.test", testPassword))
+	must(t, d.AddUser("gone@example.test", testPassword))
+	must(t, d.AddAlias("sales@example.test", []string{"alice@example.test"}))
+	must(t, d.DelUser("gone@example.test"))
+	must(t, d.SetDisabled("bob@extra.test", true))
+	must(t, d.saveCopy())
+	n := local.updates
+	must(t, d.saveCopy())
+	if local.updates != n {
+		t.Fatal("an unchanged directory rewrote its copy")
+	}
+
+	down := &failingKV{KV: shared}
+	c, err := OpenDirectoryFromCopy(down, local, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Authenticate("alice@example.test", testPassword); err != nil {
+		t.Fatalf("alice from the copy: %v", err)
+	}
+	if err := c.Authenticate("bob@extra.test", testPassword); !errors.Is(err, ErrDisabled) {
+		t.Fatalf("bob (disabled) from the copy: %v", err)
+	}
+	if err := c.Authenticate("gone@example.test", testPassword); !errors.Is(err, ErrAuthFailed) {
+		t.Fatalf("deleted user from the copy: %v", err)
+	}
+	if targets, ok := c.Lookup("sales@example.test"); !ok || !slices.Equal(targets, []string{"alice@example.test"}) {
+		t.Fatalf("alias from the copy: %v %v", targets, ok)
+	}
+	if !c.IsLocalDomain("extra.test") {
+		t.Fatal("runtime domain missing from the copy")
+	}
+	if err := c.AddUser("carol@example.test", testPassword); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("change with the shared store down: %v, want ErrUnavailable", err)
+	}
+	if !c.offline.Load() {
+		t.Fatal("a directory opened from the copy is not marked offline")
+	}
+}
+
+// failingKV is a shared store that does not answer.
+type failingKV struct{ store.KV }
+
+func (failingKV) Get(string, string) ([]byte, error) { return nil, store.ErrUnavailable }
+func (failingKV) Put(string, string, []byte) error   { return store.ErrUnavailable }
+func (failingKV) Update(func(store.Tx) error) error  { return store.ErrUnavailable }
+func (failingKV) ForEach(string, func(string, []byte) error) error {
+	return store.ErrUnavailable
+}
