@@ -188,3 +188,36 @@ func TestClusterRoutesLocalMail(t *testing.T) {
 		t.Fatalf("unknown user via node-b: %s", out)
 	}
 }
+
+// TestClusterPeerMailNotCountedTwice: node-b, an MX without mailboxes,
+// passes an outside sender's mail for our users to node-a, which lists
+// node-b in [store] peers. node-a trusts that mail and does not count its
+// envelope sender as a local sender's: a newsletter to many users through
+// node-b is not isolated on node-a however low its local-sender limit.
+func TestClusterPeerMailNotCountedTwice(t *testing.T) {
+	r := testutil.StartRedis(t)
+	a := clusterNode(t, r.URL, "node-a", func(cfg string) string {
+		cfg = setKey(cfg, "peers", `["127.0.0.1/32"]`) // node-b's deliveries leave from 127.0.0.1
+		return setKey(cfg, "msgs_per_minute", "5")
+	})
+	b := clusterNode(t, r.URL, "node-b", func(cfg string) string {
+		return setRoutes(cfg, map[string]string{"ours.test": a.smtp})
+	})
+	a.start()
+	b.start()
+	a.addUser("alice@ours.test", pw)
+	time.Sleep(time.Second)
+	const n = 8 // past node-a's local-sender limit of 5 a minute
+	for i := range n {
+		if err := sendMail("127.0.0.7", b.smtp, "news@far.test", []string{"alice@ours.test"}, "issue "+strconv.Itoa(i)); err != nil {
+			t.Fatalf("message %d to node-b: %v", i+1, err)
+		}
+	}
+	a.waitMail("alice@ours.test", n, 30*time.Second)
+	if snap := a.guardList(); len(snap.Isolated) != 0 {
+		t.Fatalf("node-a isolated mail its peer passed on: %+v", snap.Isolated)
+	}
+	if held := a.queueCount("--state", "held"); held != 0 {
+		t.Fatalf("node-a holds %d messages from its peer", held)
+	}
+}

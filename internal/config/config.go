@@ -126,6 +126,12 @@ type Store struct {
 	// Node names this node in the cluster (in guard list, in logs); it
 	// must be unique among the nodes. Default: the machine's host name.
 	Node string `toml:"node"`
+	// Peers are the addresses (IPs or networks) of the other nodes. Mail
+	// a peer passes on was checked and counted there — against the
+	// cluster-wide counters — so it is trusted like [relay]
+	// trusted_networks but not counted again as a local sender's (which
+	// would isolate an outside sender that mails many users through it).
+	Peers []string `toml:"peers"`
 }
 
 // StoreBackends are the values [store] backend takes.
@@ -147,6 +153,12 @@ func (s *Store) validate() []error {
 		case !ok || !slices.Contains(storeSchemes, scheme):
 			errs = append(errs, fmt.Errorf("store.url: want a URL starting with one of %s://", strings.Join(storeSchemes, "://, ")))
 		}
+	}
+	if len(s.Peers) > 0 && s.Backend != "redis" {
+		errs = append(errs, errors.New(`store.peers: only with backend = "redis" (the peers share its counters)`))
+	}
+	if _, err := s.PeerPrefixes(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.Node == "" {
 		errs = append(errs, errors.New("store.node is empty and the host name is unknown: set it"))
@@ -824,6 +836,23 @@ const (
 	minTrustedBits4 = 8
 	minTrustedBits6 = 32
 )
+
+// PeerPrefixes parses [store] peers. A peer is trusted to relay, so the
+// same limits as for trusted_networks apply.
+func (s *Store) PeerPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range s.Peers {
+		p, err := ipnet.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("store.peers: %w", err)
+		}
+		if err := checkTrusted(p); err != nil {
+			return nil, fmt.Errorf("store.peers: %s would make this server an open relay: %w", v, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
 
 // TrustedPrefixes parses [relay] trusted_networks. It refuses networks that
 // would make the server an open relay: wider than /8 (IPv4) or /32 (IPv6),

@@ -448,6 +448,10 @@ admin = ""
 		{"bad scheme", "[store]\nbackend = \"redis\"\nurl = \"http://x:1\"\n", "store.url", "", ""},
 		{"bad backend", "[store]\nbackend = \"etcd\"\n", "store.backend", "", ""},
 		{"bad node", "[store]\nnode = \"mx 1\"\n", "store.node", "", ""},
+		{"peers", "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nnode = \"mx1\"\npeers = [\"10.0.0.2\", \"192.0.2.0/29\"]\n", "", "redis", "mx1"},
+		{"peers without redis", "[store]\npeers = [\"10.0.0.2\"]\n", "store.peers: only with backend", "", ""},
+		{"peer not an address", "[store]\nbackend = \"redis\"\nurl = \"redis://h:1\"\npeers = [\"mx2.example.org\"]\n", "store.peers", "", ""},
+		{"peer network too wide", "[store]\nbackend = \"redis\"\nurl = \"redis://h:1\"\npeers = [\"0.0.0.0/0\"]\n", "open relay", "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -396,6 +396,7 @@ timeout = "{{.D.Auth.Timeout}}"                # budget for all DNS lookups of o
 backend = "{{.D.Store.Backend}}"
 # url = "redis://10.0.0.9:6379/0"   # or rediss://, redis+sentinel://H:P,H:P/MASTER, redis+cluster://H:P,H:P
 # node = "mx1"                      # this node's name in the cluster, unique; default: the host name
+# peers = ["10.0.0.2"]              # the other nodes: trusted, and the mail they pass on is not counted twice
 
 [log]
 format = "{{.D.Log.Format}}"   # or "logfmt"

@@ -74,7 +74,11 @@ type Sender struct {
 	IP      netip.Addr
 	User    string // authenticated login, "" if none
 	From    string // envelope sender
-	Trusted bool   // IP in [relay] trusted_networks
+	Trusted bool   // IP in [relay] trusted_networks (or a peer)
+	// Peer: the IP is another node of this cluster ([store] peers). It
+	// checked this mail and counted it against the shared counters, so
+	// the guard does not count it again (Rcpt and Message accept).
+	Peer bool
 }
 
 // Local reports whether s is one of ours (and so may be isolated).

@@ -161,6 +161,9 @@ func (g *Guard) isolationFor(ip netip.Addr, user string, t time.Time) *Isolation
 // detector, judged at the end of DATA. It answers Accept, except to an
 // outsider over InboundRcptsPerMinute (Defer 451 4.7.1).
 func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
+	if s.Peer {
+		return Decision{}
+	}
 	ip := normAddr(s.IP)
 	t, now := g.clock()
 	lg := logBuf{log: g.log}
@@ -208,6 +211,10 @@ func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
 //
 // An outsider is deferred past InboundMsgsPerMinute.
 func (g *Guard) Message(m Message) Decision {
+	if m.Peer {
+		g.observe("data", Decision{})
+		return Decision{}
+	}
 	m.IP = normAddr(m.IP)
 	t, now := g.clock()
 	lg := logBuf{log: g.log}

@@ -394,3 +394,26 @@ func TestInboundSpoofingSignal(t *testing.T) {
 	clk.Advance(21 * time.Minute)
 	wantVerdict(t, "after the window", g.Message(mail(spoofer, 6, "x@ours.test")), Accept, "")
 }
+
+// TestPeerMailNotCountedAgain: mail a peer node passes on (checked and
+// counted there) is not counted here — an outside sender mailing many
+// users through the other MX is not isolated on this one — while the
+// same traffic from a trusted network is.
+func TestPeerMailNotCountedAgain(t *testing.T) {
+	g, _, _ := newTestGuard(t, Config{}, nil)
+	peer := Sender{IP: addr("10.0.0.2"), From: "news@far.test", Trusted: true, Peer: true}
+	for i := range 100 {
+		wantVerdict(t, "peer rcpt", g.Rcpt(peer, "u@corp.test", i%2 == 0), Accept, "")
+		wantVerdict(t, "peer message", g.Message(mail(peer, i, "u@corp.test")), Accept, "")
+	}
+	if snap := g.Snapshot(); len(snap.Isolated) != 0 {
+		t.Fatalf("peer mail isolated something: %+v", snap.Isolated)
+	}
+	trusted := peer
+	trusted.Peer = false
+	var last Decision
+	for i := range 31 {
+		last = g.Message(mail(trusted, i, "u@corp.test"))
+	}
+	wantVerdict(t, "same traffic from a trusted network", last, Hold, "rate.msgs_per_minute")
+}

@@ -264,11 +264,13 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	smtpConfig := func(c *config.Config, k *msgauth.Keyring) smtpd.Config {
 		pols := contentPolicies(c)
 		trusted, _ := c.TrustedPrefixes() // c is validated
+		peers, _ := c.Store.PeerPrefixes()
 		return smtpd.Config{
 			Hostname:         c.Hostname,
 			Domain:           c.Domains[0],
 			TLS:              tlsCfg,
 			Trusted:          trusted,
+			Peers:            peers,
 			MaxMessageBytes:  c.Limits.MaxMessageSize,
 			MaxRecipients:    c.Limits.MaxRecipients,
 			MaxLineLength:    c.Limits.MaxLineLength,

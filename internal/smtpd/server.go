@@ -88,10 +88,13 @@ type Spool interface {
 
 // Config holds the receiving limits and identity.
 type Config struct {
-	Hostname        string
-	Domain          string      // the primary local domain: "RCPT TO:<postmaster>" means postmaster@Domain
-	TLS             *tls.Config // nil: no STARTTLS, no submission
-	Trusted         []netip.Prefix
+	Hostname string
+	Domain   string      // the primary local domain: "RCPT TO:<postmaster>" means postmaster@Domain
+	TLS      *tls.Config // nil: no STARTTLS, no submission
+	Trusted  []netip.Prefix
+	// Peers are the other nodes of a cluster ([store] peers): trusted,
+	// and their mail is not counted again by the guard (guard.Sender.Peer).
+	Peers           []netip.Prefix
 	MaxMessageBytes int64
 	MaxRecipients   int
 	MaxLineLength   int
@@ -388,7 +391,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) isTrusted(ip netip.Addr) bool { return ipnet.Contains(s.conf().Trusted, ip) }
+// isTrusted: a trusted network's client, or a peer node, may relay.
+func (s *Server) isTrusted(ip netip.Addr) bool {
+	c := s.conf()
+	return ipnet.Contains(c.Trusted, ip) || ipnet.Contains(c.Peers, ip)
+}
+
+func (s *Server) isPeer(ip netip.Addr) bool { return ipnet.Contains(s.conf().Peers, ip) }
 
 type slogAdapter struct{ l *slog.Logger }
 

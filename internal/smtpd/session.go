@@ -39,6 +39,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		conn:    c,
 		ip:      ip,
 		trusted: s.isTrusted(ip),
+		peer:    s.isPeer(ip),
 		helo:    c.Hostname(),
 		tls:     isTLS,
 	}
@@ -60,6 +61,7 @@ type session struct {
 	conn    *smtp.Conn
 	ip      netip.Addr
 	trusted bool
+	peer    bool // a node of this cluster (also trusted)
 	helo    string
 	tls     bool
 	user    string // authenticated login
@@ -280,7 +282,7 @@ func decodeSubject(s string) string {
 func (s *session) outsider() bool { return s.kind == KindMX && s.user == "" && !s.trusted }
 
 func (s *session) sender() guard.Sender {
-	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted}
+	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted, Peer: s.peer}
 }
 
 func (s *session) foreignRcpts() int {
