@@ -476,6 +476,10 @@ func TestHijackedAccount(t *testing.T) {
 		t.Fatalf("legit mail: %d of 5 delivered", far.delivered("alice@ours.test"))
 	}
 
+	// An IMAP session open on the account (the thief reading her mail, or
+	// her own): ended by the suspension.
+	imapEnd := imapIdle(t, in.imaps, "alice@ours.test", pw)
+
 	// The thief, from a network alice never used.
 	const burst = 40
 	res, err = runSend(t, in.submission, sendJob{src: "127.9.9.9", user: "alice@ours.test", pass: pw, from: "alice@ours.test",
@@ -500,6 +504,9 @@ func TestHijackedAccount(t *testing.T) {
 	}
 	if susp.Rule != "login.new_network_burst" {
 		t.Errorf("suspension rule %q, want login.new_network_burst", susp.Rule)
+	}
+	if last := imapEnd(3 * time.Second); !strings.Contains(last, "BYE") {
+		t.Errorf("the suspended account's IMAP session ended with %q, want a BYE (\"\" = still open)", last)
 	}
 	// AUTH is now refused, even with the right password from the network
 	// she used today (one day of history does not make it one of her own),

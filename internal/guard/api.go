@@ -170,6 +170,16 @@ type Hooks interface {
 	Alert(a Alert)
 }
 
+// SessionEnder may be implemented by Hooks: EndSessions ends the
+// logged-in sessions of a suspended account on this node, whether this
+// node or another suspended it (which ones is the implementation's
+// choice: the server ends mailbox access and lets SMTP go on, its mail
+// held). New logins are refused anyway (except from the owner's own
+// networks, for an automatic suspension).
+type SessionEnder interface {
+	EndSessions(user string)
+}
+
 // Persister stores the guard's state so it survives a restart.
 type Persister interface {
 	LoadGuardState() ([]byte, error) // nil, nil when there is none

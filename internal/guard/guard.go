@@ -460,6 +460,9 @@ type event struct {
 	holdIP   netip.Addr
 	holdUser string
 	noAlert  bool // a decision of another node: hold only, it alerted
+	// endSessions names a suspended account whose logged-in sessions
+	// end (Hooks implementing SessionEnder).
+	endSessions string
 }
 
 // enqueue hands ev to Run without ever blocking; called with g.mu held.
@@ -480,6 +483,9 @@ func (g *Guard) deliver(ev event) {
 	// The maps may be shared with the isolation record; the hook gets its own.
 	ev.alert.Counts = maps.Clone(ev.alert.Counts)
 	ev.alert.Extra = maps.Clone(ev.alert.Extra)
+	if e, ok := g.hooks.(SessionEnder); ok && ev.endSessions != "" {
+		e.EndSessions(ev.endSessions)
+	}
 	if ev.hold {
 		n, err := g.hooks.HoldQueued(ev.holdIP, ev.holdUser, ev.alert.Rule)
 		if err != nil {

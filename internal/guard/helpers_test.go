@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +42,19 @@ type fakeHooks struct {
 	mu     sync.Mutex
 	holds  []holdCall
 	alerts []Alert
+	ended  []string // EndSessions calls
+}
+
+func (h *fakeHooks) EndSessions(user string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = append(h.ended, user)
+}
+
+func (h *fakeHooks) endedSessions() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.ended)
 }
 
 func (h *fakeHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {

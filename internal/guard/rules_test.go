@@ -417,3 +417,24 @@ func TestPeerMailNotCountedAgain(t *testing.T) {
 	}
 	wantVerdict(t, "same traffic from a trusted network", last, Hold, "rate.msgs_per_minute")
 }
+
+// TestSuspensionEndsSessions: a suspension — by hand, by a rule, or made
+// on another node — ends the account's sessions (SessionEnder); an
+// isolation does not.
+func TestSuspensionEndsSessions(t *testing.T) {
+	g, _, hooks := newTestGuard(t, Config{}, nil)
+	g.Suspend("Alice@corp.test", "")
+	g.ApplyShared(Shared{Kind: SharedSuspend, User: "bob@corp.test", Rule: "auth.spray", Node: "mx2", Time: t0})
+	for i := range 31 { // pc5 isolated by rate: not a suspension
+		g.Message(mail(pc5, i, "x@ext.test"))
+	}
+	flush(g)
+	if got := hooks.endedSessions(); !slices.Equal(got, []string{"alice@corp.test", "bob@corp.test"}) {
+		t.Fatalf("sessions ended for %q, want alice then bob", got)
+	}
+	g.Suspend("alice@corp.test", "") // already suspended: nothing new
+	flush(g)
+	if got := hooks.endedSessions(); len(got) != 2 {
+		t.Fatalf("a repeated suspension ended sessions again: %q", got)
+	}
+}

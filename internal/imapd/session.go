@@ -88,7 +88,7 @@ func (s *session) Login(username, password string) error {
 	s.addr, s.user = user, u
 	admit.MarkAuthenticated(s.conn.NetConn())
 	conn, log := s.conn, s.log
-	s.forget = s.srv.cfg.Sessions.Add(user, func() {
+	s.forget = s.srv.cfg.Sessions.Add(user, "imap", func() {
 		log.Info("imap session ended: credentials revoked", "user", user)
 		_ = conn.Bye(revokedBye)
 	})

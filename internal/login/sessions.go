@@ -1,6 +1,9 @@
 package login
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // Sessions tracks every logged-in session of every protocol by user, so
 // that a credential the administrator revokes — a password changed, an
@@ -14,17 +17,21 @@ type Sessions struct {
 	byUser map[string]map[*session]struct{}
 }
 
-type session struct{ end func() }
+type session struct {
+	protocol string
+	end      func()
+}
 
-// Add records a session of user (the canonical login Check returned). end
-// is called, in a goroutine of its own, when the user's credentials are
-// revoked; it must end the session (close its connection). The returned
-// remove must be called when the session ends by itself.
-func (s *Sessions) Add(user string, end func()) (remove func()) {
+// Add records a session of user (the canonical login Check returned) over
+// protocol ("smtp", "imap", "pop3"). end is called, in a goroutine of its
+// own, when the session is revoked; it must end the session (close its
+// connection). The returned remove must be called when the session ends
+// by itself.
+func (s *Sessions) Add(user, protocol string, end func()) (remove func()) {
 	if s == nil {
 		return func() {}
 	}
-	e := &session{end: end}
+	e := &session{protocol: protocol, end: end}
 	s.mu.Lock()
 	if s.byUser == nil {
 		s.byUser = make(map[string]map[*session]struct{})
@@ -48,19 +55,28 @@ func (s *Sessions) Add(user string, end func()) (remove func()) {
 	}
 }
 
-// Revoke ends every session of user and returns how many it ended.
-func (s *Sessions) Revoke(user string) int {
+// Revoke ends the sessions of user over the given protocols (every
+// protocol when none is named) and returns how many it ended.
+func (s *Sessions) Revoke(user string, protocols ...string) int {
 	if s == nil {
 		return 0
 	}
+	var ended []*session
 	s.mu.Lock()
-	set := s.byUser[user]
-	delete(s.byUser, user)
+	for e := range s.byUser[user] {
+		if len(protocols) == 0 || slices.Contains(protocols, e.protocol) {
+			ended = append(ended, e)
+			delete(s.byUser[user], e)
+		}
+	}
+	if len(s.byUser[user]) == 0 {
+		delete(s.byUser, user)
+	}
 	s.mu.Unlock()
-	for e := range set {
+	for _, e := range ended {
 		go e.end()
 	}
-	return len(set)
+	return len(ended)
 }
 
 // Count returns the number of sessions user has open.

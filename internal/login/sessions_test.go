@@ -11,9 +11,9 @@ func TestSessionsRevoke(t *testing.T) {
 	var ended [4]atomic.Bool
 	done := make(chan int, 4)
 	end := func(i int) func() { return func() { ended[i].Store(true); done <- i } }
-	s.Add("alice@example.test", end(0))
-	removeA1 := s.Add("alice@example.test", end(1))
-	s.Add("bob@example.test", end(2))
+	s.Add("alice@example.test", "imap", end(0))
+	removeA1 := s.Add("alice@example.test", "smtp", end(1))
+	s.Add("bob@example.test", "imap", end(2))
 	removeA1() // ended by itself: not ended again
 	if n := s.Count("alice@example.test"); n != 1 {
 		t.Fatalf("alice has %d sessions, want 1", n)
@@ -40,8 +40,31 @@ func TestSessionsRevoke(t *testing.T) {
 	}
 	// A nil registry tracks nothing and does not panic.
 	var none *Sessions
-	none.Add("x", func() { t.Error("ended") })()
+	none.Add("x", "imap", func() { t.Error("ended") })()
 	if none.Revoke("x") != 0 || none.Count("x") != 0 {
 		t.Fatal("nil Sessions counted something")
+	}
+}
+
+func TestSessionsRevokeByProtocol(t *testing.T) {
+	var s Sessions
+	done := make(chan string, 3)
+	s.Add("carol@example.test", "smtp", func() { done <- "smtp" })
+	s.Add("carol@example.test", "imap", func() { done <- "imap" })
+	s.Add("carol@example.test", "pop3", func() { done <- "pop3" })
+	if n := s.Revoke("carol@example.test", "imap", "pop3"); n != 2 {
+		t.Fatalf("ended %d sessions, want 2", n)
+	}
+	got := map[string]bool{<-done: true, <-done: true}
+	if !got["imap"] || !got["pop3"] {
+		t.Fatalf("ended %v, want imap and pop3", got)
+	}
+	if n := s.Count("carol@example.test"); n != 1 {
+		t.Fatalf("%d sessions left, want the SMTP one", n)
+	}
+	select {
+	case p := <-done:
+		t.Fatalf("%s ended too", p)
+	case <-time.After(50 * time.Millisecond):
 	}
 }

@@ -520,7 +520,7 @@ func (ss *session) login(name, password string) error {
 	}
 	ss.user, ss.drop, ss.release = user, drop, release
 	admit.MarkAuthenticated(ss.conn)
-	ss.forget = ss.srv.cfg.Sessions.Add(user, func() {
+	ss.forget = ss.srv.cfg.Sessions.Add(user, "pop3", func() {
 		ss.srv.log.Info("pop3 session ended: credentials revoked", "user", user, "client_ip", ss.ip.String())
 		ss.srv.mu.Lock()
 		c := ss.conn

@@ -13,6 +13,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/dnsbl"
 	"github.com/mamori-mail/mamori/internal/guard"
 	"github.com/mamori-mail/mamori/internal/journal"
+	"github.com/mamori-mail/mamori/internal/login"
 	"github.com/mamori-mail/mamori/internal/mailbox"
 	"github.com/mamori-mail/mamori/internal/metrics"
 	"github.com/mamori-mail/mamori/internal/queue"
@@ -74,11 +75,22 @@ const mailClientConnFactor = 5
 
 // guardHooks let the guard act on the queue and tell the administrator.
 type guardHooks struct {
-	q       *queue.Queue
-	alert   *alert.Notifier
-	journal *journal.Journal
-	metrics *metrics.Metrics
-	log     *slog.Logger
+	q        *queue.Queue
+	alert    *alert.Notifier
+	journal  *journal.Journal
+	metrics  *metrics.Metrics
+	sessions *login.Sessions
+	log      *slog.Logger
+}
+
+// EndSessions ends a suspended account's mailbox sessions (IMAP, POP3):
+// whoever holds them stops reading its mail (password-reset messages
+// included). Its SMTP sessions go on: what they send is held, as evidence,
+// and the sender is not told.
+func (h *guardHooks) EndSessions(user string) {
+	if n := h.sessions.Revoke(user, "imap", "pop3"); n > 0 {
+		h.log.Warn("account suspended: its IMAP/POP3 sessions ended", "user", user, "sessions", n)
+	}
 }
 
 func (h *guardHooks) HoldQueued(ip netip.Addr, user, rule string) (int, error) {
@@ -123,10 +135,13 @@ type defences struct {
 	dnsbl  *dnsbl.Checker
 	self   *dnsbl.SelfMonitor
 	paused func() bool
+	// sessions are the logged-in sessions of every protocol: ended when
+	// the guard suspends their account or the directory revokes it.
+	sessions *login.Sessions
 }
 
 func startDefences(ctx context.Context, c *config.Config, st *store.Store, cl *cluster, q *queue.Queue, res *resolver.Resolver, jrn *journal.Journal, sign func([]byte) []byte, mt *metrics.Metrics, log *slog.Logger) (*defences, error) {
-	d := &defences{paused: func() bool { return false }}
+	d := &defences{paused: func() bool { return false }, sessions: &login.Sessions{}}
 	d.alert = alert.New(alert.Config{
 		Hostname:   c.Hostname,
 		Postmaster: postmaster(c),
@@ -138,7 +153,7 @@ func startDefences(ctx context.Context, c *config.Config, st *store.Store, cl *c
 	gc := guardConfig(c)
 	gc.OnDecision = guardDecisions(mt)
 	cl.guardConfig(&gc)
-	g, err := guard.New(gc, &guardHooks{q: q, alert: d.alert, journal: jrn, metrics: mt, log: log.With("stage", "guard")},
+	g, err := guard.New(gc, &guardHooks{q: q, alert: d.alert, journal: jrn, metrics: mt, sessions: d.sessions, log: log.With("stage", "guard")},
 		storePersister{st}, log.With("stage", "guard"))
 	if err != nil {
 		return nil, err

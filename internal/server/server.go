@@ -255,7 +255,7 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 	// another node — ends that user's open sessions on every protocol.
 	lc := &login.Checker{Dir: dir, Guard: def.guard, Log: log.With("stage", "login"),
 		Disabled: func(err error) bool { return errors.Is(err, mailbox.ErrDisabled) }, Metrics: mt,
-		Sessions: &login.Sessions{}}
+		Sessions: def.sessions}
 	dir.SetRevokeHook(func(addr string) {
 		if n := lc.Sessions.Revoke(addr); n > 0 {
 			log.Info("credentials revoked: ending the user's sessions", "user", addr, "sessions", n)

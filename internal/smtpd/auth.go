@@ -57,7 +57,7 @@ func (a *authSession) authenticate(username, password string) error {
 	a.user = user
 	a.log.Info("auth", "user", a.user, "tls", a.tls)
 	nc, log := a.conn.Conn(), a.log
-	a.forget = a.cfg.Sessions.Add(user, func() {
+	a.forget = a.cfg.Sessions.Add(user, "smtp", func() {
 		log.Info("smtp session ended: credentials revoked", "user", user)
 		_ = nc.Close()
 	})
