@@ -839,33 +839,25 @@ const (
 
 // PeerPrefixes parses [store] peers. A peer is trusted to relay, so the
 // same limits as for trusted_networks apply.
-func (s *Store) PeerPrefixes() ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, v := range s.Peers {
-		p, err := ipnet.ParsePrefix(v)
-		if err != nil {
-			return nil, fmt.Errorf("store.peers: %w", err)
-		}
-		if err := checkTrusted(p); err != nil {
-			return nil, fmt.Errorf("store.peers: %s would make this server an open relay: %w", v, err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
+func (s *Store) PeerPrefixes() ([]netip.Prefix, error) { return trustedList("store.peers", s.Peers) }
 
 // TrustedPrefixes parses [relay] trusted_networks. It refuses networks that
 // would make the server an open relay: wider than /8 (IPv4) or /32 (IPv6),
 // and any that covers public address space beyond a /16 (IPv4) or /48 (IPv6).
 func (c *Config) TrustedPrefixes() ([]netip.Prefix, error) {
+	return trustedList("relay.trusted_networks", c.Relay.TrustedNetworks)
+}
+
+// trustedList parses the networks of config key, each allowed to relay.
+func trustedList(key string, list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range c.Relay.TrustedNetworks {
+	for _, s := range list {
 		p, err := ipnet.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("relay.trusted_networks: %w", err)
+			return nil, fmt.Errorf("%s: %w", key, err)
 		}
 		if err := checkTrusted(p); err != nil {
-			return nil, fmt.Errorf("relay.trusted_networks: %s would make this server an open relay: %w", s, err)
+			return nil, fmt.Errorf("%s: %s would make this server an open relay: %w", key, s, err)
 		}
 		out = append(out, p)
 	}
