@@ -23,8 +23,16 @@ func TestClusterNodeStartsDuringOutage(t *testing.T) {
 	a.addUser("alice@ours.test", pw)
 	a.addUser("gone@ours.test", pw)
 	a.mustCLI("", "user", "del", "gone@ours.test") // the copy follows deletions too
-	time.Sleep(2 * time.Second)                    // the copy is saved a second after a change
+	a.addUser("bob@ours.test", pw)
+	a.addUser("carol@ours.test", pw)
+	time.Sleep(2 * time.Second) // the copy is saved a second after a change
 	a.stop()
+	// While node-a is stopped, the directory changes (the CLI writes to
+	// Redis itself): node-a's copy is now old.
+	a.mustCLI("", "user", "del", "bob@ours.test")
+	a.mustCLI("", "user", "del", "carol@ours.test")
+	const newPW = "alice's new long password"
+	a.mustCLI(newPW+"\n", "user", "passwd", "alice@ours.test", "--password-stdin")
 
 	r.Kill()
 	a.start()
@@ -49,7 +57,7 @@ func TestClusterNodeStartsDuringOutage(t *testing.T) {
 	if err := sendMail("127.0.0.3", a.smtp, "someone@far.test", []string{"nobody@ours.test"}, "x"); err == nil || !strings.Contains(err.Error(), "550") {
 		t.Fatalf("unknown recipient during the outage: %v, want a 550", err)
 	}
-	if out, err := a.cli(pw+"\n", "user", "add", "carol@ours.test", "--password-stdin"); err == nil || !strings.Contains(out, "shared store unavailable") {
+	if out, err := a.cli(pw+"\n", "user", "add", "erin@ours.test", "--password-stdin"); err == nil || !strings.Contains(out, "shared store unavailable") {
 		t.Fatalf("user add during the outage: err %v, output %q", err, out)
 	}
 
@@ -60,8 +68,22 @@ func TestClusterNodeStartsDuringOutage(t *testing.T) {
 		t.Fatalf("node without a copy, Redis down: err %v\n%s", err, out)
 	}
 
-	// Redis back: the node joins again.
+	// Redis back: the node joins again, and what changed while it was
+	// stopped is in force: the copy it started from does not outvote Redis.
 	r.Start()
+	if !waitFor(15*time.Second, func() bool { return strings.Contains(a.log(), "change notifications back") }) {
+		t.Fatalf("node-a never resubscribed\n%s", a.logTail(20))
+	}
+	time.Sleep(time.Second)
+	if code, _ := authFrom("127.0.0.5", a.submission, "bob@ours.test", pw); code == 235 {
+		t.Fatalf("bob, deleted while node-a was stopped, still logs in after Redis returned\n%s", a.logTail(20))
+	}
+	if code, _ := authFrom("127.0.0.6", a.submission, "alice@ours.test", pw); code == 235 {
+		t.Fatal("alice's old password still works after Redis returned")
+	}
+	if code, _ := authFrom("127.0.0.1", a.submission, "alice@ours.test", newPW); code != 235 {
+		t.Fatalf("alice's new password after Redis returned: AUTH %d", code)
+	}
 	if !waitFor(15*time.Second, func() bool {
 		_, err := a.cli(pw+"\n", "user", "add", "dave@ours.test", "--password-stdin")
 		return err == nil

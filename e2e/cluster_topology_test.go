@@ -81,9 +81,7 @@ func TestClusterSentinelFailover(t *testing.T) {
 	b.start()
 
 	b.addUser("alice@ours.test", pw)
-	if n, err := rs.Master.Do("WAIT", "1", "2000"); err != nil || n != "1" {
-		t.Fatalf("WAIT for the replica: %q, %v", n, err)
-	}
+	rs.WaitReplicated(t, "{mamori}:b:mailbox.users", "alice@ours.test")
 	time.Sleep(time.Second)
 
 	rs.Master.Kill()

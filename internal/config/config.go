@@ -126,7 +126,7 @@ type Store struct {
 	// Node names this node in the cluster (in guard list, in logs); it
 	// must be unique among the nodes. Default: the machine's host name.
 	Node string `toml:"node"`
-	// Peers are the addresses (IPs or networks) of the other nodes. Mail
+	// Peers are the addresses (one IP each) of the other nodes. Mail
 	// a peer passes on was checked and counted there — against the
 	// cluster-wide counters — so it is trusted like [relay]
 	// trusted_networks but not counted again as a local sender's (which
@@ -839,7 +839,17 @@ const (
 
 // PeerPrefixes parses [store] peers. A peer is trusted to relay, so the
 // same limits as for trusted_networks apply.
-func (s *Store) PeerPrefixes() ([]netip.Prefix, error) { return trustedList("store.peers", s.Peers) }
+// Each peer is one address: a whole network would exempt every host in
+// it from the guard.
+func (s *Store) PeerPrefixes() ([]netip.Prefix, error) {
+	ps, err := trustedList("store.peers", s.Peers)
+	for i, p := range ps {
+		if !p.IsSingleIP() {
+			return nil, fmt.Errorf("store.peers: %s: name each node's address, not a network", s.Peers[i])
+		}
+	}
+	return ps, err
+}
 
 // TrustedPrefixes parses [relay] trusted_networks. It refuses networks that
 // would make the server an open relay: wider than /8 (IPv4) or /32 (IPv6),

@@ -58,6 +58,7 @@ func (s *session) Close() error {
 }
 
 func (s *session) Login(username, password string) error {
+	gen := s.srv.cfg.Sessions.Gen(login.Key(username))
 	user, err := s.srv.cfg.Login.Check(s.ip, "imap", username, password)
 	if err != nil {
 		le, ok := login.AsError(err)
@@ -88,7 +89,7 @@ func (s *session) Login(username, password string) error {
 	s.addr, s.user = user, u
 	admit.MarkAuthenticated(s.conn.NetConn())
 	conn, log := s.conn, s.log
-	s.forget = s.srv.cfg.Sessions.Add(user, "imap", func() {
+	s.forget = s.srv.cfg.Sessions.Add(user, "imap", gen, func() {
 		log.Info("imap session ended: credentials revoked", "user", user)
 		_ = conn.Bye(revokedBye)
 	})

@@ -84,10 +84,7 @@ const MaxUsername = 320
 // for an unknown user, a dummy hash of the same cost computed — for
 // every login the guard does not refuse outright by address.
 func (c *Checker) Check(ip netip.Addr, protocol, username, password string) (string, error) {
-	username = strings.TrimSpace(username)
-	if len(username) > MaxUsername {
-		username = username[:MaxUsername]
-	}
+	username = trimUsername(username)
 	user := Canonical(username)
 	var err error
 	verified := false
@@ -127,6 +124,19 @@ func (c *Checker) Check(ip netip.Addr, protocol, username, password string) (str
 	log.Info("login", "protocol", protocol, "client_ip", ip.String(), "user", user)
 	return user, nil
 }
+
+// trimUsername is the name a client sent as Check reads it.
+func trimUsername(username string) string {
+	username = strings.TrimSpace(username)
+	if len(username) > MaxUsername {
+		username = username[:MaxUsername]
+	}
+	return username
+}
+
+// Key is the login Check returns for username when it succeeds (for
+// Sessions.Gen before the check).
+func Key(username string) string { return Canonical(trimUsername(username)) }
 
 // Canonical is the login name as the guard counts it: the address in
 // its canonical form, lower-case.

@@ -15,6 +15,9 @@ import (
 type Sessions struct {
 	mu     sync.Mutex
 	byUser map[string]map[*session]struct{}
+	// gen counts each user's revocations, so that a login checked
+	// before a revocation and registered after it is ended too.
+	gen map[string]uint64
 }
 
 type session struct {
@@ -22,17 +25,34 @@ type session struct {
 	end      func()
 }
 
+// Gen returns user's revocation count: a front end reads it before it
+// checks the password (with Key(username)) and passes it to Add.
+func (s *Sessions) Gen(user string) uint64 {
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen[user]
+}
+
 // Add records a session of user (the canonical login Check returned) over
-// protocol ("smtp", "imap", "pop3"). end is called, in a goroutine of its
-// own, when the session is revoked; it must end the session (close its
-// connection). The returned remove must be called when the session ends
-// by itself.
-func (s *Sessions) Add(user, protocol string, end func()) (remove func()) {
+// protocol ("smtp", "imap", "pop3"). gen is what Gen said before the
+// password was checked: if user was revoked since, the session is ended
+// at once. end is called, in a goroutine of its own, when the session is
+// revoked; it must end the session (close its connection). The returned
+// remove must be called when the session ends by itself.
+func (s *Sessions) Add(user, protocol string, gen uint64, end func()) (remove func()) {
 	if s == nil {
 		return func() {}
 	}
 	e := &session{protocol: protocol, end: end}
 	s.mu.Lock()
+	if s.gen[user] != gen {
+		s.mu.Unlock()
+		go end()
+		return func() {}
+	}
 	if s.byUser == nil {
 		s.byUser = make(map[string]map[*session]struct{})
 	}
@@ -63,6 +83,10 @@ func (s *Sessions) Revoke(user string, protocols ...string) int {
 	}
 	var ended []*session
 	s.mu.Lock()
+	if s.gen == nil {
+		s.gen = make(map[string]uint64)
+	}
+	s.gen[user]++
 	for e := range s.byUser[user] {
 		if len(protocols) == 0 || slices.Contains(protocols, e.protocol) {
 			ended = append(ended, e)

@@ -11,9 +11,9 @@ func TestSessionsRevoke(t *testing.T) {
 	var ended [4]atomic.Bool
 	done := make(chan int, 4)
 	end := func(i int) func() { return func() { ended[i].Store(true); done <- i } }
-	s.Add("alice@example.test", "imap", end(0))
-	removeA1 := s.Add("alice@example.test", "smtp", end(1))
-	s.Add("bob@example.test", "imap", end(2))
+	s.Add("alice@example.test", "imap", 0, end(0))
+	removeA1 := s.Add("alice@example.test", "smtp", 0, end(1))
+	s.Add("bob@example.test", "imap", 0, end(2))
 	removeA1() // ended by itself: not ended again
 	if n := s.Count("alice@example.test"); n != 1 {
 		t.Fatalf("alice has %d sessions, want 1", n)
@@ -40,7 +40,7 @@ func TestSessionsRevoke(t *testing.T) {
 	}
 	// A nil registry tracks nothing and does not panic.
 	var none *Sessions
-	none.Add("x", "imap", func() { t.Error("ended") })()
+	none.Add("x", "imap", 0, func() { t.Error("ended") })()
 	if none.Revoke("x") != 0 || none.Count("x") != 0 {
 		t.Fatal("nil Sessions counted something")
 	}
@@ -49,9 +49,9 @@ func TestSessionsRevoke(t *testing.T) {
 func TestSessionsRevokeByProtocol(t *testing.T) {
 	var s Sessions
 	done := make(chan string, 3)
-	s.Add("carol@example.test", "smtp", func() { done <- "smtp" })
-	s.Add("carol@example.test", "imap", func() { done <- "imap" })
-	s.Add("carol@example.test", "pop3", func() { done <- "pop3" })
+	s.Add("carol@example.test", "smtp", 0, func() { done <- "smtp" })
+	s.Add("carol@example.test", "imap", 0, func() { done <- "imap" })
+	s.Add("carol@example.test", "pop3", 0, func() { done <- "pop3" })
 	if n := s.Revoke("carol@example.test", "imap", "pop3"); n != 2 {
 		t.Fatalf("ended %d sessions, want 2", n)
 	}
@@ -66,5 +66,32 @@ func TestSessionsRevokeByProtocol(t *testing.T) {
 	case p := <-done:
 		t.Fatalf("%s ended too", p)
 	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// TestSessionsLoginRacingRevoke: a login whose password was checked
+// before a revocation and that registers after it is ended at once.
+func TestSessionsLoginRacingRevoke(t *testing.T) {
+	var s Sessions
+	user := Key("  Dave@Example.test ")
+	if user != "dave@example.test" {
+		t.Fatalf("Key = %q", user)
+	}
+	gen := s.Gen(user) // before the password check
+	s.Revoke(user)     // the administrator, meanwhile
+	done := make(chan struct{})
+	s.Add(user, "imap", gen, func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("a session checked before the revocation survived it")
+	}
+	if n := s.Count(user); n != 0 {
+		t.Fatalf("%d sessions registered", n)
+	}
+	// A login after the revocation stays.
+	s.Add(user, "imap", s.Gen(user), func() { t.Error("ended") })
+	if n := s.Count(user); n != 1 {
+		t.Fatalf("%d sessions registered, want 1", n)
 	}
 }

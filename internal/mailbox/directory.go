@@ -127,12 +127,17 @@ type Directory struct {
 	// valid (see SetRevokeHook).
 	onRevoke atomic.Pointer[func(addr string)]
 
+	// fromCopy is set while the directory holds a local copy it started
+	// from, older than the store, and has not yet reloaded from the store
+	// (directory_copy.go).
+	fromCopy atomic.Bool
+
 	// copyTo, when set, holds the node's local copy of a shared
-	// directory (directory_copy.go); copySum is the digest of the copy
-	// last written.
-	copyMu  sync.Mutex
-	copyTo  store.KV
-	copySum []byte
+	// directory (directory_copy.go); copyRows is the copy last written
+	// (bucket → key → stored value).
+	copyMu   sync.Mutex
+	copyTo   store.KV
+	copyRows map[string]map[string][]byte
 }
 
 // SetRevokeHook makes the directory call fn with the canonical address of
@@ -600,6 +605,8 @@ func (d *Directory) DelUser(addr string) error {
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
 	}
+	var revoked []string
+	defer func() { d.revoked(revoked...) }() // runs last, with no lock held
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 	if _, ok := d.users[key]; !ok {
@@ -612,7 +619,7 @@ func (d *Directory) DelUser(addr string) error {
 	delete(d.users, key)
 	d.mu.Unlock()
 	slog.Info("mailbox: user deleted", "user", key)
-	d.revoked(key)
+	revoked = append(revoked, key)
 	return nil
 }
 
@@ -623,6 +630,8 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	var revoked []string
+	defer func() { d.revoked(revoked...) }() // runs last, with no lock held
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 	u, ok := d.users[key]
@@ -653,7 +662,7 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 		d.mu.Lock()
 		delete(d.users, key)
 		d.mu.Unlock()
-		d.revoked(key)
+		revoked = append(revoked, key)
 		return fmt.Errorf("%s %s: %w", op, key, ErrNotFound)
 	}
 	if err != nil {
@@ -664,7 +673,7 @@ func (d *Directory) updateUser(op, addr string, change func(*userEntry)) error {
 	d.users[key] = &nu
 	d.mu.Unlock()
 	if revokes(u, &nu) {
-		d.revoked(key)
+		revoked = append(revoked, key)
 	}
 	return nil
 }

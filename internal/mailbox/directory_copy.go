@@ -2,11 +2,9 @@ package mailbox
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/mamori-mail/mamori/internal/store"
 )
@@ -16,8 +14,8 @@ import (
 // while the shared store is unreachable. Without it a node restarted
 // during a Redis outage would refuse every message. The copy is written
 // when the directory is loaded from the shared store and after each
-// change or reload that altered it (a digest avoids rewriting an
-// unchanged copy), so it is at most one resync period old.
+// change or reload that altered it (only the records that differ), so it
+// is at most a second or so old.
 
 // copyPrefix names the local buckets that hold the copy.
 const copyPrefix = "copy."
@@ -42,8 +40,8 @@ func (d *Directory) KeepCopy(local store.KV) error {
 	return d.saveCopy()
 }
 
-// saveCopy writes the copy when the directory differs from the last copy
-// written. Without KeepCopy it does nothing.
+// saveCopy writes to the copy what differs from the copy last written.
+// Without KeepCopy it does nothing.
 func (d *Directory) saveCopy() error {
 	d.copyMu.Lock()
 	defer d.copyMu.Unlock()
@@ -72,30 +70,60 @@ func (d *Directory) saveCopy() error {
 	if err != nil {
 		return fmt.Errorf("save directory copy: %w", err)
 	}
-	sum := digest(rows)
-	if bytes.Equal(sum, d.copySum) {
+	// Only what differs from the copy last written is written: last
+	// logins change a few records a minute, not the whole directory.
+	type change struct {
+		bucket, key string
+		val         []byte // nil: delete
+	}
+	var changes []change
+	for bucket, want := range rows {
+		had := d.copyRows[bucket]
+		for k, v := range want {
+			if old, ok := had[k]; !ok || !bytes.Equal(old, v) {
+				changes = append(changes, change{bucket, k, v})
+			}
+		}
+		for k := range had {
+			if _, ok := want[k]; !ok {
+				changes = append(changes, change{bucket, k, nil})
+			}
+		}
+	}
+	if d.copyRows != nil && len(changes) == 0 {
 		return nil
 	}
+	first := d.copyRows == nil
 	err = d.copyTo.Update(func(tx store.Tx) error {
-		for bucket, want := range rows {
-			var stale []string
-			if err := tx.ForEach(copyPrefix+bucket, func(k string, _ []byte) error {
-				if _, ok := want[k]; !ok {
-					stale = append(stale, k)
+		if first {
+			// The first save of this process: whatever an earlier one
+			// left that is no longer in the directory goes.
+			for bucket, want := range rows {
+				var stale []string
+				if err := tx.ForEach(copyPrefix+bucket, func(k string, _ []byte) error {
+					if _, ok := want[k]; !ok {
+						stale = append(stale, k)
+					}
+					return nil
+				}); err != nil {
+					return err
 				}
-				return nil
-			}); err != nil {
+				for _, k := range stale {
+					if err := tx.Delete(copyPrefix+bucket, k); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		for _, c := range changes {
+			var err error
+			if c.val == nil {
+				err = tx.Delete(copyPrefix+c.bucket, c.key)
+			} else {
+				err = tx.Put(copyPrefix+c.bucket, c.key, c.val)
+			}
+			if err != nil {
 				return err
-			}
-			for _, k := range stale {
-				if err := tx.Delete(copyPrefix+bucket, k); err != nil {
-					return err
-				}
-			}
-			for k, v := range want {
-				if err := tx.Put(copyPrefix+bucket, k, v); err != nil {
-					return err
-				}
 			}
 		}
 		// The marker says a copy was saved, even of an empty directory.
@@ -104,31 +132,18 @@ func (d *Directory) saveCopy() error {
 	if err != nil {
 		return fmt.Errorf("save directory copy: %w", err)
 	}
-	d.copySum = sum
+	d.copyRows = rows
 	return nil
 }
 
-// digest is a hash of every row, in a fixed order.
-func digest(rows map[string]map[string][]byte) []byte {
-	h := sha256.New()
-	for _, bucket := range []string{bucketUsers, bucketAliases, bucketDomains} {
-		keys := make([]string, 0, len(rows[bucket]))
-		for k := range rows[bucket] {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(h, "%s\x00%d:%s\x00%d:%s\n", bucket, len(k), k, len(rows[bucket][k]), rows[bucket][k])
-		}
-	}
-	return h.Sum(nil)
-}
-
-// OpenDirectoryFromCopy opens a directory on the shared store st, which
-// is unreachable, from the copy KeepCopy saved in local. The directory
-// serves logins and lookups from that copy and refuses changes until
-// Follow reaches st and reloads it. ErrNoCopy: there is no copy.
-func OpenDirectoryFromCopy(st, local store.KV, staticDomains []string) (*Directory, error) {
+// OpenDirectoryFromCopy opens a directory on the shared store st from the
+// copy KeepCopy saved in local. The directory serves logins and lookups
+// from that copy and refuses changes until Follow reaches st and reloads
+// it. catchUp says the store, once reachable, is newer than the copy (the
+// node was away while it changed): its first reload is then taken whole,
+// even when it drops many users, instead of being refused as a store that
+// lost its data. ErrNoCopy: there is no copy.
+func OpenDirectoryFromCopy(st, local store.KV, staticDomains []string, catchUp bool) (*Directory, error) {
 	saved, err := local.Get(copyPrefix+"meta", "saved")
 	if err != nil {
 		return nil, fmt.Errorf("open directory from the local copy: %w", err)
@@ -142,5 +157,6 @@ func OpenDirectoryFromCopy(st, local store.KV, staticDomains []string) (*Directo
 	}
 	d.st = st
 	d.offline.Store(true)
+	d.fromCopy.Store(catchUp)
 	return d, nil
 }

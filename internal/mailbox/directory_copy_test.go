@@ -28,7 +28,7 @@ func TestDirectoryCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenDirectoryFromCopy(shared, local, nil); !errors.Is(err, ErrNoCopy) {
+	if _, err := OpenDirectoryFromCopy(shared, local, nil, true); !errors.Is(err, ErrNoCopy) {
 		t.Fatalf("no copy yet: %v, want ErrNoCopy", err)
 	}
 	must(t, d.KeepCopy(local))
@@ -47,7 +47,7 @@ func TestDirectoryCopy(t *testing.T) {
 	}
 
 	down := &failingKV{KV: shared}
-	c, err := OpenDirectoryFromCopy(down, local, []string{"example.test"})
+	c, err := OpenDirectoryFromCopy(down, local, []string{"example.test"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +82,83 @@ func (failingKV) Put(string, string, []byte) error   { return store.ErrUnavailab
 func (failingKV) Update(func(store.Tx) error) error  { return store.ErrUnavailable }
 func (failingKV) ForEach(string, func(string, []byte) error) error {
 	return store.ErrUnavailable
+}
+
+// TestCopyCatchesUp: a node that started from an old copy takes in, on
+// its first reload, what changed while it was away — even users deleted
+// in bulk, which a running node would take for a store that lost its
+// data — and revokes what changed. Without catchUp (a store believed to
+// have lost its data) the same reload is refused.
+func TestCopyCatchesUp(t *testing.T) {
+	for _, catchUp := range []bool{true, false} {
+		shared := openStore(t, filepath.Join(t.TempDir(), "shared.db"))
+		local := openStore(t, filepath.Join(t.TempDir(), "local.db"))
+		d, err := OpenDirectory(shared, []string{"example.test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range []string{"a", "b", "c"} {
+			must(t, d.AddUser(u+"@example.test", testPassword))
+		}
+		must(t, d.KeepCopy(local)) // the copy the node leaves with
+		// While the node is away:
+		must(t, d.DelUser("b@example.test"))
+		must(t, d.DelUser("c@example.test"))
+		must(t, d.SetPassword("a@example.test", "a new long password"))
+
+		c, err := OpenDirectoryFromCopy(shared, local, []string{"example.test"}, catchUp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log revokeLog
+		c.SetRevokeHook(log.hook)
+		if err := c.Authenticate("b@example.test", testPassword); err != nil {
+			t.Fatalf("catchUp %v: b from the copy before the reload: %v", catchUp, err)
+		}
+		err = c.Reload()
+		if !catchUp {
+			if !errors.Is(err, errEmptyStore) {
+				t.Fatalf("without catchUp: reload %v, want it refused", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("first reload after starting from the copy: %v", err)
+		}
+		if err := c.Authenticate("b@example.test", testPassword); !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("b deleted while away still logs in: %v", err)
+		}
+		if err := c.Authenticate("a@example.test", testPassword); !errors.Is(err, ErrAuthFailed) {
+			t.Fatalf("a's old password still works: %v", err)
+		}
+		got := log.take()
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"a@example.test", "b@example.test", "c@example.test"}) {
+			t.Fatalf("revoked %q, want a, b and c", got)
+		}
+		// From then on the usual protection holds again.
+		if c.fromCopy.Load() {
+			t.Fatal("fromCopy still set after the reload")
+		}
+	}
+}
+
+// TestCopyOfAnEarlierProcessReplaced: the first save of a process drops
+// what an earlier process's copy held that the directory no longer has.
+func TestCopyOfAnEarlierProcessReplaced(t *testing.T) {
+	local := openStore(t, filepath.Join(t.TempDir(), "local.db"))
+	old, _ := newDirectory(t, "example.test")
+	must(t, old.AddUser("a@example.test", testPassword))
+	must(t, old.AddUser("b@example.test", testPassword))
+	must(t, old.KeepCopy(local))
+	now, _ := newDirectory(t, "example.test")
+	must(t, now.AddUser("a@example.test", testPassword))
+	must(t, now.KeepCopy(local))
+	c, err := OpenDirectoryFromCopy(&failingKV{}, local, []string{"example.test"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if users := c.Users(); len(users) != 1 || users[0].Address != "a@example.test" {
+		t.Fatalf("copy holds %+v, want only a", users)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/mamori-mail/mamori/internal/store"
 )
 
 // Follow keeps the directory's memory in step with a store that other
@@ -44,13 +46,21 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 	// copy is saved a moment later, once for a burst of changes (a
 	// minute's last logins arrive as one notice per user).
 	var copyDue <-chan time.Time
+	// Only an unreachable store is worth retrying soon (a record that
+	// does not decode waits for the periodic resync), and less often the
+	// longer it lasts.
+	retryWait := missedChangeRetry
 	done := func(err error) {
 		note(err)
-		if err == nil && copyDue == nil {
-			copyDue = time.After(copyDelay)
+		if err == nil {
+			retryWait = missedChangeRetry
+			if copyDue == nil {
+				copyDue = time.After(copyDelay)
+			}
 		}
-		if err != nil && !errors.Is(err, errEmptyStore) && again == nil {
-			again = time.After(missedChangeRetry)
+		if errors.Is(err, store.ErrUnavailable) && again == nil {
+			again = time.After(retryWait)
+			retryWait = min(2*retryWait, maxMissedChangeRetry)
 		}
 	}
 	for {
@@ -80,6 +90,10 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 	}
 }
 
+// maxMissedChangeRetry bounds the retry interval while the store stays
+// unreachable (Watch's resubscription says Resync when it is back anyway).
+const maxMissedChangeRetry = 4 * time.Second
+
 // copyDelay is how long after a change the local copy is saved.
 const copyDelay = time.Second
 
@@ -102,6 +116,8 @@ func (d *Directory) Reload() error {
 	if err != nil {
 		return fmt.Errorf("reload directory: %w", err)
 	}
+	var revoked []string
+	defer func() { d.revoked(revoked...) }() // runs last, with no lock held
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 	if len(users) == 0 && len(d.users) > 0 {
@@ -110,7 +126,9 @@ func (d *Directory) Reload() error {
 	// Deletions reach this node one by one, as change notices; a reload
 	// that would drop most users at once is a store that lost its data
 	// (and has had a user or two added since), not an administrator.
-	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) {
+	// Except for a node that started from its local copy: it heard no
+	// notices while it was away, so the store is right and its copy old.
+	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) && !d.fromCopy.Load() {
 		return fmt.Errorf("reload directory: the store lacks %d of the %d users known here: %w", gone, len(d.users), errEmptyStore)
 	}
 	for addr, u := range users {
@@ -118,7 +136,6 @@ func (d *Directory) Reload() error {
 			u.rec = mergeLogin(u.rec, old.rec.LastLogin)
 		}
 	}
-	var revoked []string
 	for addr, old := range d.users {
 		if revokes(old, users[addr]) {
 			revoked = append(revoked, addr)
@@ -127,7 +144,7 @@ func (d *Directory) Reload() error {
 	d.mu.Lock()
 	d.runtime, d.users, d.aliases = runtime, users, aliases
 	d.mu.Unlock()
-	d.revoked(revoked...)
+	d.fromCopy.Store(false)
 	return nil
 }
 

@@ -121,3 +121,28 @@ func TestRevokeHookFollows(t *testing.T) {
 		t.Fatalf("reload told the hook %q, want bob", got)
 	}
 }
+
+// TestRevokeHookMayUseTheDirectory: the hook runs with no lock held, so
+// it may call back into the directory (here: a change of its own).
+func TestRevokeHookMayUseTheDirectory(t *testing.T) {
+	d, _ := newDirectory(t, "example.test")
+	must(t, d.AddUser("alice@example.test", testPassword))
+	must(t, d.AddUser("bob@example.test", testPassword))
+	d.SetRevokeHook(func(addr string) { _ = d.SetQuota(addr, 1000) })
+	for name, change := range map[string]func() error{
+		"password": func() error { return d.SetPassword("alice@example.test", "another password") },
+		"delete":   func() error { return d.DelUser("bob@example.test") },
+	} {
+		done := make(chan error, 1)
+		go func() { done <- change() }()
+		select {
+		case err := <-done:
+			must(t, err)
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s: deadlock: the hook ran with the directory's lock held", name)
+		}
+	}
+	if q := d.QuotaOf("alice@example.test", 0); q != 1000 {
+		t.Fatalf("the hook's own change: quota %d", q)
+	}
+}

@@ -481,6 +481,7 @@ func (ss *session) failLogin(text string) error {
 // login checks the credentials, takes the maildrop lock and the snapshot,
 // and enters the TRANSACTION state.
 func (ss *session) login(name, password string) error {
+	gen := ss.srv.cfg.Sessions.Gen(login.Key(name))
 	user, err := ss.srv.cfg.Login.Check(ss.ip, "pop3", name, password)
 	if err != nil {
 		le, ok := login.AsError(err)
@@ -520,7 +521,7 @@ func (ss *session) login(name, password string) error {
 	}
 	ss.user, ss.drop, ss.release = user, drop, release
 	admit.MarkAuthenticated(ss.conn)
-	ss.forget = ss.srv.cfg.Sessions.Add(user, "pop3", func() {
+	ss.forget = ss.srv.cfg.Sessions.Add(user, "pop3", gen, func() {
 		ss.srv.log.Info("pop3 session ended: credentials revoked", "user", user, "client_ip", ss.ip.String())
 		ss.srv.mu.Lock()
 		c := ss.conn

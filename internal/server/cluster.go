@@ -77,12 +77,28 @@ func (cl *cluster) openDirectory(local store.KV, domains []string, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
+		if len(dir.Users()) == 0 {
+			// Redis answers but holds no users: a Redis that lost its
+			// data, if this node's copy has some. Serve from the copy
+			// (as a running node keeps its memory) rather than
+			// overwrite the copy with nothing.
+			if cp, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains, false); err == nil && len(cp.Users()) > 0 {
+				log.Error("shared store holds no users but this node's copy of the directory has some: serving from the copy; restore Redis from its backup (or delete the users one by one)",
+					"redis", cl.redis.Where(), "users_in_copy", len(cp.Users()))
+				return cp, nil
+			}
+		}
 		if err := dir.KeepCopy(local); err != nil {
 			log.Warn("directory: cannot save the local copy", "err", err.Error())
 		}
 		return dir, nil
 	}
-	dir, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains)
+	if !errors.Is(cl.down, store.ErrUnavailable) {
+		// Redis answered, with an error (a wrong password, say): not an
+		// outage to ride out on an old copy.
+		return nil, fmt.Errorf("open shared store: %w", cl.down)
+	}
+	dir, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains, true)
 	if errors.Is(err, mailbox.ErrNoCopy) {
 		return nil, fmt.Errorf("open shared store: %w; this node has no local copy of the directory to start from (it saves one once it has reached Redis)", cl.down)
 	}

@@ -41,6 +41,7 @@ func (a *authSession) authenticate(username, password string) error {
 			lc.Guard = g
 		}
 	}
+	gen := a.cfg.Sessions.Gen(login.Key(username))
 	user, err := lc.Check(a.ip, "smtp", username, password)
 	if err != nil {
 		a.sum.AuthFailures++
@@ -57,7 +58,7 @@ func (a *authSession) authenticate(username, password string) error {
 	a.user = user
 	a.log.Info("auth", "user", a.user, "tls", a.tls)
 	nc, log := a.conn.Conn(), a.log
-	a.forget = a.cfg.Sessions.Add(user, "smtp", func() {
+	a.forget = a.cfg.Sessions.Add(user, "smtp", gen, func() {
 		log.Info("smtp session ended: credentials revoked", "user", user)
 		_ = nc.Close()
 	})

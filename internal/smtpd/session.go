@@ -282,7 +282,10 @@ func decodeSubject(s string) string {
 func (s *session) outsider() bool { return s.kind == KindMX && s.user == "" && !s.trusted }
 
 func (s *session) sender() guard.Sender {
-	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted, Peer: s.peer}
+	// Only what a peer passes on to port 25 unauthenticated is mail it
+	// checked and counted already; a login through it is a user's.
+	peer := s.peer && s.user == "" && s.kind == KindMX
+	return guard.Sender{IP: s.ip, User: s.user, From: s.from, Trusted: s.trusted, Peer: peer}
 }
 
 func (s *session) foreignRcpts() int {

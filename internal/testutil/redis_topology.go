@@ -128,6 +128,23 @@ sentinel parallel-syncs %s 1
 	return s
 }
 
+// WaitReplicated waits up to 10 s until the replica holds field of the
+// hash key (a write a test made on the master), so that a failover after
+// it cannot lose it.
+func (s *RedisSentinel) WaitReplicated(t testing.TB, key, field string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, err := s.Replica.Do("HEXISTS", key, field); err == nil && n == "1" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s never got %s %s", s.Replica.Addr, key, field)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Role returns the replication role ("master" or "slave") r reports.
 func (r *Redis) Role() string {
 	info, err := r.Do("INFO", "replication")

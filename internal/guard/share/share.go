@@ -24,6 +24,7 @@ package share
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -151,10 +152,18 @@ func (r *Replicator) Run(ctx context.Context, g Guard, resync time.Duration) {
 	// a notice whose record could not be read, or a resync that failed.
 	// Without it the decision would wait for the next full resync.
 	var again <-chan time.Time
+	// Only an unreachable store is worth retrying soon (a record that
+	// does not decode waits for the full resync), and less often the
+	// longer it lasts.
+	retryWait := missedChangeRetry
 	missed := func(err error) {
 		note(err)
-		if err != nil && again == nil {
-			again = time.After(missedChangeRetry)
+		if err == nil {
+			retryWait = missedChangeRetry
+		}
+		if errors.Is(err, store.ErrUnavailable) && again == nil {
+			again = time.After(retryWait)
+			retryWait = min(2*retryWait, maxMissedChangeRetry)
 		}
 	}
 	for {
@@ -188,6 +197,10 @@ func (r *Replicator) Run(ctx context.Context, g Guard, resync time.Duration) {
 		}
 	}
 }
+
+// maxMissedChangeRetry bounds the retry interval while the store stays
+// unreachable (the resubscription says Resync when it is back anyway).
+const maxMissedChangeRetry = 4 * time.Second
 
 // missedChangeRetry is how soon Run resyncs after it may have missed
 // another node's decision: well within the second in which decisions

@@ -65,10 +65,8 @@ func TestSentinelFailover(t *testing.T) {
 	if err := a.Put("users", "before", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	// The replica has it before the master goes (WAIT 1 replica).
-	if n, err := rs.Master.Do("WAIT", "1", "2000"); err != nil || n != "1" {
-		t.Fatalf("WAIT for the replica: %q, %v", n, err)
-	}
+	// The replica has it before the master goes.
+	rs.WaitReplicated(t, a.key("users"), "before")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := a.Watch(ctx, "users")

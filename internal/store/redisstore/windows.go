@@ -106,4 +106,9 @@ func (s *Store) AddWindows(ctx context.Context, widths []int64, keys []string, i
 
 // FlushForTest empties the Redis database (tests of a Redis that lost its
 // data).
-func (s *Store) FlushForTest(ctx context.Context) error { return s.rdb.FlushDB(ctx).Err() }
+func (s *Store) FlushForTest(ctx context.Context) error {
+	if c, ok := s.rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushDB(ctx).Err() })
+	}
+	return s.rdb.FlushDB(ctx).Err()
+}
