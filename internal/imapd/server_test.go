@@ -57,13 +57,17 @@ const (
 	testPass = "correct horse"
 )
 
-func startServer(t *testing.T) *testEnv {
+func startServer(t *testing.T, opts ...func(*Config)) *testEnv {
 	t.Helper()
 	store := mailbox.NewStore(t.TempDir(), mailbox.StoreOptions{PerFileSync: false})
 	t.Cleanup(func() { store.Close() })
 	fl := &fakeLogin{users: map[string]string{testUser: testPass}}
 	tlsConf := testTLS(t)
-	srv := New(Config{Hostname: "imap.ours.test", TLS: tlsConf, Store: store, Login: fl, AppendLimit: 1 << 20})
+	cfg := Config{Hostname: "imap.ours.test", TLS: tlsConf, Store: store, Login: fl, AppendLimit: 1 << 20}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv := New(cfg)
 
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -389,5 +393,51 @@ func TestAppendMemoryBounded(t *testing.T) {
 	env.srv.appendMem.Release(all)
 	if err := appendMsg(); err != nil {
 		t.Fatalf("APPEND with room: %v", err)
+	}
+}
+
+// TestRevokedSessionGetsBye: a revoked login's session — here in IDLE —
+// gets a BYE and is closed; it is registered under the canonical login
+// and forgotten when it ends by itself.
+func TestRevokedSessionGetsBye(t *testing.T) {
+	sessions := &login.Sessions{}
+	env := startServer(t, func(c *Config) { c.Sessions = sessions })
+	c := dial(t, env, nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := sessions.Count(testUser); n != 1 {
+		t.Fatalf("%d sessions registered for %s, want 1", n, testUser)
+	}
+	other := dial(t, env, nil)
+	if n := sessions.Revoke(testUser, "imap"); n != 2 {
+		t.Fatalf("Revoke ended %d sessions, want 2", n)
+	}
+	select {
+	case <-c.Closed():
+	case <-time.After(3 * time.Second):
+		t.Fatal("the revoked IDLE session is still open")
+	}
+	_ = idle.Close()
+	select {
+	case <-other.Closed():
+	case <-time.After(3 * time.Second):
+		t.Fatal("the second revoked session is still open")
+	}
+	// A new login is registered again, and forgotten when it logs out.
+	c2 := dial(t, env, nil)
+	if err := c2.Logout().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for sessions.Count(testUser) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a session that logged out is still registered")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/login"
 )
 
 // authDir is a Directory with one user and a count of password checks.
@@ -213,5 +214,58 @@ func TestAuthOwnerUnaffected(t *testing.T) {
 				t.Fatal("the right password from a new network got in")
 			}
 		})
+	}
+}
+
+// TestRevokedAuthSessionClosed: an authenticated session is registered
+// under its login and closed when the login is revoked; a message whose
+// DATA had not finished is not accepted.
+func TestRevokedAuthSessionClosed(t *testing.T) {
+	sessions := &login.Sessions{}
+	dir := &authDir{user: authUser, pass: authPass}
+	srv := New(Config{Hostname: "mx.corp.test", TLS: testutil.NewCert(t, "mx.corp.test").Server, CommandTimeout: 10 * time.Second,
+		Sessions: sessions}, dir, nil, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(KindSubmissions, l) }()
+	defer func() { _ = srv.Shutdown(t.Context()); l.Close(); <-done }()
+
+	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c := smtp.NewClient(conn)
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(sasl.NewPlainClient("", authUser, authPass)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sessions.Count(login.Key(authUser)); n != 1 {
+		t.Fatalf("%d sessions registered, want 1", n)
+	}
+	if err := c.Mail(authUser, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("someone@far.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("Subject: half\r\n\r\nhalf a message")); err != nil {
+		t.Fatal(err)
+	}
+	if n := sessions.Revoke(login.Key(authUser)); n != 1 {
+		t.Fatalf("Revoke ended %d sessions", n)
+	}
+	if err := w.Close(); err == nil {
+		t.Fatal("the end of DATA was answered after the login was revoked")
 	}
 }
