@@ -94,6 +94,13 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, t target, options *imap.Fe
 		if t.vm.gone {
 			return false, nil
 		}
+		if takesApart(options) {
+			release, err := s.reserveRead(m.Size, "FETCH")
+			if err != nil {
+				return false, err
+			}
+			defer release()
+		}
 		f, err := s.sel.folder.Open(m.UID)
 		if errors.Is(err, mailbox.ErrNoMessage) {
 			return false, nil
@@ -184,6 +191,20 @@ func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.Rea
 		resp.WriteBinarySectionSize(bss, imapserver.ExtractBinarySectionSize(r, bss))
 	}
 	return nil
+}
+
+// takesApart reports whether a FETCH holds parts of the message in
+// memory (everything that needs the file but BODY[], which is streamed).
+func takesApart(options *imap.FetchOptions) bool {
+	if options.Envelope || options.BodyStructure != nil || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+		return true
+	}
+	for _, bs := range options.BodySection {
+		if !isWholeMessage(bs) {
+			return true
+		}
+	}
+	return false
 }
 
 // isWholeMessage reports whether bs is BODY[] (perhaps partial), which

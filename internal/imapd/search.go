@@ -374,6 +374,11 @@ func (sm *searchMsg) matchText(text string, withHeader bool) (bool, error) {
 		return true, nil
 	}
 	needle := []byte(strings.ToLower(text))
+	release, err := sm.sess.reserveRead(sm.m.Size, "SEARCH")
+	if err != nil {
+		return false, err
+	}
+	defer release()
 	r, err := sm.open()
 	if err != nil {
 		return false, err

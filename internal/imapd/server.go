@@ -43,7 +43,13 @@ type Config struct {
 	// APPEND waits up to appendWait for room, then gets NO [LIMIT].
 	// 0 means 4 × AppendLimit; less than 2 × AppendLimit is raised to it.
 	AppendMemory int64
-	Log          *slog.Logger
+	// ReadMemory bounds what all FETCH and SEARCH commands together hold
+	// in memory while they take messages apart (BODY[section], BINARY,
+	// BODYSTRUCTURE, SEARCH BODY/TEXT); BODY[] is streamed and costs
+	// nothing. A command waits up to readWait for room, then gets
+	// NO [LIMIT]. 0 means AppendMemory.
+	ReadMemory int64
+	Log        *slog.Logger
 }
 
 // defaultAppendLimit is go-imap's own default.
@@ -86,6 +92,8 @@ type Server struct {
 	recent *recentTracker
 	// appendMem is the APPEND memory budget (Config.AppendMemory).
 	appendMem *semaphore.Weighted
+	// readMem is the FETCH/SEARCH memory budget (Config.ReadMemory).
+	readMem *semaphore.Weighted
 
 	mu       sync.Mutex
 	closed   bool
@@ -113,7 +121,11 @@ func newServer(cfg Config, insecureAuth bool) *Server {
 	case cfg.AppendMemory < 2*cfg.AppendLimit:
 		cfg.AppendMemory = 2 * cfg.AppendLimit
 	}
-	s := &Server{cfg: cfg, log: log, recent: newRecentTracker(), appendMem: semaphore.NewWeighted(cfg.AppendMemory)}
+	if cfg.ReadMemory <= 0 {
+		cfg.ReadMemory = cfg.AppendMemory
+	}
+	s := &Server{cfg: cfg, log: log, recent: newRecentTracker(), appendMem: semaphore.NewWeighted(cfg.AppendMemory),
+		readMem: semaphore.NewWeighted(cfg.ReadMemory)}
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         caps,

@@ -441,3 +441,51 @@ func TestRevokedSessionGetsBye(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestReadBudget: FETCH and SEARCH that take messages apart reserve room
+// in the server's read budget first; with the budget taken they answer
+// NO [LIMIT] (after readWait) instead of growing memory, while BODY[]
+// (streamed) still works; with room again they work.
+func TestReadBudget(t *testing.T) {
+	old := readWait
+	readWait = 100 * time.Millisecond
+	t.Cleanup(func() { readWait = old })
+	env := startServer(t, func(c *Config) { c.ReadMemory = 1 << 20 })
+	deliver(t, env, "R1", "budget", "a body to search for needle")
+	c := dial(t, env, nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	text := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Specifier: imap.PartSpecifierText, Peek: true}}}
+	whole := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
+	search := &imap.SearchCriteria{Body: []string{"needle"}}
+
+	if err := env.srv.readMem.Acquire(context.Background(), 1<<20); err != nil { // every byte taken
+		t.Fatal(err)
+	}
+	for name, run := range map[string]func() error{
+		"FETCH BODY[TEXT]": func() error { _, err := c.Fetch(imap.SeqSetNum(1), text).Collect(); return err },
+		"SEARCH BODY":      func() error { _, err := c.Search(search, nil).Wait(); return err },
+	} {
+		err := run()
+		var ie *imap.Error
+		if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeLimit {
+			t.Fatalf("%s with the budget taken: %v, want NO [LIMIT]", name, err)
+		}
+	}
+	if msgs, err := c.Fetch(imap.SeqSetNum(1), whole).Collect(); err != nil || len(msgs) != 1 {
+		t.Fatalf("BODY[] (streamed) with the budget taken: %v %v", msgs, err)
+	}
+	env.srv.readMem.Release(1 << 20)
+	if msgs, err := c.Fetch(imap.SeqSetNum(1), text).Collect(); err != nil || len(msgs) != 1 {
+		t.Fatalf("FETCH BODY[TEXT] with room: %v %v", msgs, err)
+	}
+	if data, err := c.Search(search, nil).Wait(); err != nil || len(data.AllSeqNums()) != 1 {
+		t.Fatalf("SEARCH BODY with room: %v %v", data, err)
+	}
+	// Nothing stays reserved.
+	if !env.srv.readMem.TryAcquire(1 << 20) {
+		t.Fatal("the read budget leaked")
+	}
+	env.srv.readMem.Release(1 << 20)
+}

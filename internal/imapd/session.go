@@ -115,6 +115,30 @@ const binaryOverhead = 10
 // budget (a variable for tests).
 var appendWait = 30 * time.Second
 
+// readWait is how long a FETCH or SEARCH waits for room in the read
+// memory budget (a variable for tests).
+var readWait = 30 * time.Second
+
+// readOverhead is what taking a message apart holds, in message sizes:
+// the extracted section and the parser's buffers (BINARY decodes too).
+const readOverhead = 3
+
+// reserveRead reserves what taking a message of size bytes apart costs
+// from the server's read budget, waiting up to readWait; a message
+// larger than the whole budget reserves all of it (it then runs alone).
+// The returned release must be called.
+func (s *session) reserveRead(size int64, what string) (release func(), err error) {
+	need := min(readOverhead*max(size, 1), s.srv.cfg.ReadMemory)
+	ctx, cancel := context.WithTimeout(context.Background(), readWait)
+	err = s.srv.readMem.Acquire(ctx, need)
+	cancel()
+	if err != nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+			Text: "Server busy, try the " + what + " again later"}
+	}
+	return func() { s.srv.readMem.Release(need) }, nil
+}
+
 func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.AppendLimit) }
 
 func (s *session) Namespace() (*imap.NamespaceData, error) {
@@ -282,6 +306,10 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 func (s *session) storeErr(op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return ie // already a reply (a busy budget, say)
 	}
 	no := func(code imap.ResponseCode, text string) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}

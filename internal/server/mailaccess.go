@@ -93,7 +93,7 @@ func startMailAccess(c *config.Config, ls []accessListener, tlsCfg *tls.Config, 
 		if imap {
 			if ma.imap == nil {
 				ma.imap = imapd.New(imapd.Config{Hostname: c.Hostname, TLS: tlsCfg, Store: ms, Login: lc, Sessions: lc.Sessions,
-					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: appendMemory(c), Log: log.With("stage", "imap")})
+					AppendLimit: c.Limits.MaxMessageSize, AppendMemory: appendMemory(c), ReadMemory: appendMemory(c), Log: log.With("stage", "imap")})
 			}
 			serve = ma.imap.Serve
 		} else {
