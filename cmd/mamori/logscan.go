@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -262,9 +263,40 @@ func writeLogscan(w io.Writer, r *logscan.Report, top int) {
 	table("SENDERS", "address", len(r.Senders), top, func(i int) (string, logscan.Counts) { return r.Senders[i].Address, r.Senders[i].Counts })
 	table("CLIENTS", "ip", len(r.Clients), top, func(i int) (string, logscan.Counts) { return r.Clients[i].IP, r.Clients[i].Counts })
 	table("USERS", "user", len(r.Users), top, func(i int) (string, logscan.Counts) { return r.Users[i].User, r.Users[i].Counts })
-	table("HOURS", "hour", len(r.Hours), len(r.Hours), func(i int) (string, logscan.Counts) {
-		return r.Hours[i].Hour.In(loc).Format("Jan _2 15:00"), r.Hours[i].Counts
+	hours := r.Hours
+	title := "HOURS"
+	if len(hours) > maxTextHours {
+		// A log of weeks has hundreds of hours: the text report shows
+		// the busiest, in time order (--json and --html have them all).
+		hours = busiestHours(hours, maxTextHours)
+		title = fmt.Sprintf("HOURS, the %d busiest of %d (all in --json and --html)", len(hours), len(r.Hours))
+	}
+	table(title, "hour", len(hours), len(hours), func(i int) (string, logscan.Counts) {
+		return hours[i].Hour.In(loc).Format("Jan _2 15:00"), hours[i].Counts
 	})
+}
+
+// maxTextHours is how many hour rows the text report prints at most.
+const maxTextHours = 48
+
+// busiestHours returns the n hours with the most messages (then
+// recipients, then rejects), in time order.
+func busiestHours(hours []logscan.HourRow, n int) []logscan.HourRow {
+	idx := make([]int, len(hours))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		ca, cb := hours[a].Counts, hours[b].Counts
+		return cmp.Or(cmp.Compare(cb.Messages, ca.Messages), cmp.Compare(cb.Recipients, ca.Recipients), cmp.Compare(cb.Rejects, ca.Rejects))
+	})
+	idx = idx[:n]
+	slices.Sort(idx)
+	out := make([]logscan.HourRow, n)
+	for i, j := range idx {
+		out[i] = hours[j]
+	}
+	return out
 }
 
 // findingCounts is the evidence of a finding in words: "312 messages,

@@ -257,3 +257,46 @@ func TestSpanEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestLogscanTextHoursBounded: a log of many days prints its busiest 48
+// hours in time order, not hundreds of rows; --json keeps every hour.
+func TestLogscanTextHoursBounded(t *testing.T) {
+	start := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	var lines []string
+	for d := range 5 { // five quiet days…
+		g := loggen.New(uint64(100+d), start.AddDate(0, 0, d))
+		g.NormalDay(1, 10)
+		lines = append(lines, g.Lines()...)
+	}
+	peak := time.Date(2026, 5, 6, 14, 0, 0, 0, time.UTC)
+	g := loggen.New(7, peak)
+	g.Worm("10.0.9.99", peak, 12*time.Minute, 300) // …and one busy hour
+	lines = append(lines, g.Lines()...)
+	p := filepath.Join(t.TempDir(), "maillog")
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run([]string{"logscan", p, "--year", "2026"}, nil, &out, &errb); err != nil {
+		t.Fatal(err, errb.String())
+	}
+	_, hours, ok := strings.Cut(out.String(), "\nHOURS")
+	if !ok {
+		t.Fatalf("no HOURS table:\n%s", out.String())
+	}
+	rows := strings.Count(hours, "\n") - 2 // the title and header lines
+	if !strings.Contains(hours, "busiest") || rows != maxTextHours {
+		t.Fatalf("HOURS table has %d rows (want %d, the busiest):\n%s", rows, maxTextHours, hours)
+	}
+	if !strings.Contains(hours, peak.In(time.Local).Format("Jan _2 15:00")) {
+		t.Errorf("the busiest hour is not listed:\n%s", hours)
+	}
+	out.Reset()
+	if err := run([]string{"logscan", "--json", p, "--year", "2026"}, nil, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct{ Hours []json.RawMessage }
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || len(rep.Hours) <= maxTextHours {
+		t.Fatalf("--json has %d hours (%v), want them all", len(rep.Hours), err)
+	}
+}
