@@ -279,8 +279,9 @@ func writeLogscan(w io.Writer, r *logscan.Report, top int) {
 // maxTextHours is how many hour rows the text report prints at most.
 const maxTextHours = 48
 
-// busiestHours returns the n hours with the most messages (then
-// recipients, then rejects), in time order.
+// busiestHours returns the n hours with the most events — messages,
+// rejects and deferrals together, so that an hour of refused spraying
+// ranks with an hour of mail — in time order.
 func busiestHours(hours []logscan.HourRow, n int) []logscan.HourRow {
 	idx := make([]int, len(hours))
 	for i := range idx {
@@ -288,7 +289,8 @@ func busiestHours(hours []logscan.HourRow, n int) []logscan.HourRow {
 	}
 	slices.SortStableFunc(idx, func(a, b int) int {
 		ca, cb := hours[a].Counts, hours[b].Counts
-		return cmp.Or(cmp.Compare(cb.Messages, ca.Messages), cmp.Compare(cb.Recipients, ca.Recipients), cmp.Compare(cb.Rejects, ca.Rejects))
+		return cmp.Or(cmp.Compare(cb.Messages+cb.Rejects+cb.Deferrals, ca.Messages+ca.Rejects+ca.Deferrals),
+			cmp.Compare(cb.Recipients, ca.Recipients))
 	})
 	idx = idx[:n]
 	slices.Sort(idx)

@@ -460,9 +460,6 @@ type event struct {
 	holdIP   netip.Addr
 	holdUser string
 	noAlert  bool // a decision of another node: hold only, it alerted
-	// endSessions names a suspended account whose logged-in sessions
-	// end (Hooks implementing SessionEnder).
-	endSessions string
 }
 
 // enqueue hands ev to Run without ever blocking; called with g.mu held.
@@ -483,9 +480,6 @@ func (g *Guard) deliver(ev event) {
 	// The maps may be shared with the isolation record; the hook gets its own.
 	ev.alert.Counts = maps.Clone(ev.alert.Counts)
 	ev.alert.Extra = maps.Clone(ev.alert.Extra)
-	if e, ok := g.hooks.(SessionEnder); ok && ev.endSessions != "" {
-		e.EndSessions(ev.endSessions)
-	}
 	if ev.hold {
 		n, err := g.hooks.HoldQueued(ev.holdIP, ev.holdUser, ev.alert.Rule)
 		if err != nil {
@@ -512,6 +506,10 @@ type logBuf struct {
 	log  *slog.Logger
 	n    int
 	recs [3]logRec
+	// ends are accounts whose sessions end (a suspension), told to ender
+	// by emit, after the lock: never dropped with a full hook queue.
+	ends  []string
+	ender SessionEnder
 }
 
 // on reports whether decisions are logged at all; the paths a flood takes
@@ -534,6 +532,19 @@ func (b *logBuf) add(level slog.Level, msg string, attrs ...slog.Attr) {
 func (b *logBuf) emit() {
 	for _, r := range b.recs[:b.n] {
 		b.log.LogAttrs(context.Background(), r.level, r.msg, r.attrs...)
+	}
+	if b.ender != nil {
+		for _, u := range b.ends {
+			b.ender.EndSessions(u)
+		}
+	}
+}
+
+// endSessions asks emit to end user's sessions (called with g.mu held).
+func (g *Guard) endSessions(user string, lg *logBuf) {
+	if e, ok := g.hooks.(SessionEnder); ok {
+		lg.ender = e
+		lg.ends = append(lg.ends, user)
 	}
 }
 

@@ -454,7 +454,8 @@ func (g *Guard) suspend(user, rule string, ip netip.Addr, counts map[string]int,
 	}
 	g.dirty = true
 	g.share(Shared{Kind: SharedSuspend, Time: t, Rule: rule, User: user, IP: ipStr, Counts: counts})
-	g.enqueue(event{hold: true, holdUser: user, endSessions: user, alert: Alert{Time: t, Kind: "suspended", IP: ipStr, User: user,
+	g.endSessions(user, lg)
+	g.enqueue(event{hold: true, holdUser: user, alert: Alert{Time: t, Kind: "suspended", IP: ipStr, User: user,
 		Rule: rule, Counts: counts, Subjects: subjects, Rcpts: rcpts,
 		Detail: detail + "; AUTH is refused and the account's mail held"}}, lg)
 	lg.add(slog.LevelWarn, "guard suspended account", slog.String("rule", rule), slog.String("ip", ipStr),

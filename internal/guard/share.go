@@ -102,7 +102,8 @@ func (g *Guard) ApplyShared(s Shared) {
 			g.isoUser[user] = &Isolation{IP: s.IP, User: user, Rule: s.Rule, Since: since, Node: s.Node}
 		}
 		g.dirty = true
-		g.enqueue(event{hold: true, holdUser: user, endSessions: user, noAlert: true, alert: Alert{Rule: s.Rule, User: user}}, &lg)
+		g.endSessions(user, &lg)
+		g.enqueue(event{hold: true, holdUser: user, noAlert: true, alert: Alert{Rule: s.Rule, User: user}}, &lg)
 		lg.add(slog.LevelWarn, "guard suspended account by another node", slog.String("rule", s.Rule),
 			slog.String("user", user), slog.String("node", s.Node))
 	case SharedRelease:

@@ -89,17 +89,19 @@ func needsFile(options *imap.FetchOptions) bool {
 // is gone and its content was asked for.
 func (s *session) fetchOne(w *imapserver.FetchWriter, t target, options *imap.FetchOptions, flagsChanged bool) (bool, error) {
 	m := t.vm.m
+	hold := &readHold{s: s, what: "FETCH"}
+	defer hold.release()
 	var file io.ReadSeekCloser
 	if needsFile(options) {
 		if t.vm.gone {
 			return false, nil
 		}
 		if takesApart(options) {
-			release, err := s.reserveRead(m.Size, "FETCH")
-			if err != nil {
+			// Reserved before the reply begins, so that a busy budget
+			// is a clean NO [LIMIT]; fetchContent shrinks and grows it.
+			if err := hold.to(apartCost(m.Size)); err != nil {
 				return false, err
 			}
-			defer release()
 		}
 		f, err := s.sel.folder.Open(m.UID)
 		if errors.Is(err, mailbox.ErrNoMessage) {
@@ -126,7 +128,7 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, t target, options *imap.Fe
 		resp.WriteRFC822Size(m.Size)
 	}
 	if file != nil {
-		if err := s.fetchContent(resp, file, options); err != nil {
+		if err := s.fetchContent(resp, file, m.Size, hold, options); err != nil {
 			// The reply is half written: the connection cannot go on.
 			resp.Close()
 			return false, fmt.Errorf("imapd: fetch uid %d: %w", m.UID, err)
@@ -135,60 +137,82 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, t target, options *imap.Fe
 	return true, resp.Close()
 }
 
-func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.ReadSeeker, options *imap.FetchOptions) error {
+// fetchContent writes what the FETCH asks of the message's content. Each
+// part taken apart holds apartCost(size) of the read budget while it is
+// extracted and only its result while that is written (nothing while
+// BODY[] streams from the file). The hold grows again for the next part;
+// if the budget is exhausted then, the reply is half written and the
+// connection ends (a FETCH of several sections of large messages under
+// memory pressure).
+func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.ReadSeeker, size int64, hold *readHold, options *imap.FetchOptions) error {
 	rewind := func() (io.Reader, error) {
 		if _, err := file.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
 		return bufio.NewReader(file), nil
 	}
+	apart := func() (io.Reader, error) {
+		if err := hold.to(apartCost(size)); err != nil {
+			return nil, err
+		}
+		return rewind()
+	}
 	if options.Envelope {
-		r, err := rewind()
+		r, err := apart()
 		if err != nil {
 			return err
 		}
 		h, _ := textproto.ReadHeader(r.(*bufio.Reader))
-		resp.WriteEnvelope(envelope(h))
+		env := envelope(h)
+		_ = hold.to(0)
+		resp.WriteEnvelope(env)
 	}
 	if options.BodyStructure != nil {
-		r, err := rewind()
+		r, err := apart()
 		if err != nil {
 			return err
 		}
-		resp.WriteBodyStructure(imapserver.ExtractBodyStructure(r))
+		bs := imapserver.ExtractBodyStructure(r)
+		_ = hold.to(0)
+		resp.WriteBodyStructure(bs)
 	}
 	for _, bs := range options.BodySection {
 		if isWholeMessage(bs) {
+			_ = hold.to(0)
 			if err := writeWhole(resp, file, bs); err != nil {
 				return err
 			}
 			continue
 		}
-		r, err := rewind()
+		r, err := apart()
 		if err != nil {
 			return err
 		}
 		b := imapserver.ExtractBodySection(r, bs)
+		_ = hold.to(int64(len(b)))
 		if err := writeLiteral(resp.WriteBodySection(bs, int64(len(b))), b); err != nil {
 			return err
 		}
 	}
 	for _, bs := range options.BinarySection {
-		r, err := rewind()
+		r, err := apart()
 		if err != nil {
 			return err
 		}
 		b := imapserver.ExtractBinarySection(r, bs)
+		_ = hold.to(int64(len(b)))
 		if err := writeLiteral(resp.WriteBinarySection(bs, int64(len(b))), b); err != nil {
 			return err
 		}
 	}
 	for _, bss := range options.BinarySectionSize {
-		r, err := rewind()
+		r, err := apart()
 		if err != nil {
 			return err
 		}
-		resp.WriteBinarySectionSize(bss, imapserver.ExtractBinarySectionSize(r, bss))
+		n := imapserver.ExtractBinarySectionSize(r, bss)
+		_ = hold.to(0)
+		resp.WriteBinarySectionSize(bss, n)
 	}
 	return nil
 }

@@ -374,11 +374,11 @@ func (sm *searchMsg) matchText(text string, withHeader bool) (bool, error) {
 		return true, nil
 	}
 	needle := []byte(strings.ToLower(text))
-	release, err := sm.sess.reserveRead(sm.m.Size, "SEARCH")
-	if err != nil {
+	hold := &readHold{s: sm.sess, what: "SEARCH"}
+	if err := hold.to(apartCost(sm.m.Size)); err != nil {
 		return false, err
 	}
-	defer release()
+	defer hold.release()
 	r, err := sm.open()
 	if err != nil {
 		return false, err

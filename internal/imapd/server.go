@@ -124,6 +124,9 @@ func newServer(cfg Config, insecureAuth bool) *Server {
 	if cfg.ReadMemory <= 0 {
 		cfg.ReadMemory = cfg.AppendMemory
 	}
+	// Room to take one message of the largest size apart (three times
+	// its size) without taking the whole budget.
+	cfg.ReadMemory = max(cfg.ReadMemory, 4*cfg.AppendLimit)
 	s := &Server{cfg: cfg, log: log, recent: newRecentTracker(), appendMem: semaphore.NewWeighted(cfg.AppendMemory),
 		readMem: semaphore.NewWeighted(cfg.ReadMemory)}
 	s.imap = imapserver.New(&imapserver.Options{

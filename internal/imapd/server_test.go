@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -460,7 +461,8 @@ func TestReadBudget(t *testing.T) {
 	whole := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}
 	search := &imap.SearchCriteria{Body: []string{"needle"}}
 
-	if err := env.srv.readMem.Acquire(context.Background(), 1<<20); err != nil { // every byte taken
+	all := env.srv.cfg.ReadMemory
+	if err := env.srv.readMem.Acquire(context.Background(), all); err != nil { // every byte taken
 		t.Fatal(err)
 	}
 	for name, run := range map[string]func() error{
@@ -476,7 +478,7 @@ func TestReadBudget(t *testing.T) {
 	if msgs, err := c.Fetch(imap.SeqSetNum(1), whole).Collect(); err != nil || len(msgs) != 1 {
 		t.Fatalf("BODY[] (streamed) with the budget taken: %v %v", msgs, err)
 	}
-	env.srv.readMem.Release(1 << 20)
+	env.srv.readMem.Release(all)
 	if msgs, err := c.Fetch(imap.SeqSetNum(1), text).Collect(); err != nil || len(msgs) != 1 {
 		t.Fatalf("FETCH BODY[TEXT] with room: %v %v", msgs, err)
 	}
@@ -484,8 +486,41 @@ func TestReadBudget(t *testing.T) {
 		t.Fatalf("SEARCH BODY with room: %v %v", data, err)
 	}
 	// Nothing stays reserved.
-	if !env.srv.readMem.TryAcquire(1 << 20) {
+	if !env.srv.readMem.TryAcquire(all) {
 		t.Fatal("the read budget leaked")
 	}
-	env.srv.readMem.Release(1 << 20)
+	env.srv.readMem.Release(all)
+}
+
+// TestSlowReaderHoldsOnlyItsBytes: a client that asks for a large
+// section and stops reading holds only the section's bytes of the read
+// budget while the server waits to write it, not the cost of taking the
+// message apart; other sessions' FETCHes go on.
+func TestSlowReaderHoldsOnlyItsBytes(t *testing.T) {
+	old := readWait
+	readWait = 2 * time.Second
+	t.Cleanup(func() { readWait = old })
+	env := startServer(t, func(c *Config) { c.ReadMemory = 64 << 20 })
+	big := strings.Repeat("0123456789abcdef", 1<<20) // 16 MiB of text: more than the socket buffers
+	deliver(t, env, "S1", "big", big)
+	deliver(t, env, "S2", "medium", strings.Repeat("x", 6<<20)) // apart cost 18 MiB
+
+	slow, err := tls.Dial("tcp", env.imaps, clientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "a LOGIN %q %q\r\nb SELECT INBOX\r\nc FETCH 1 BODY.PEEK[TEXT]\r\n", testUser, testPass)
+	// …and never reads. Its FETCH takes the message apart (48 MiB of the
+	// 64 MiB budget) and then waits to write 16 MiB; the FETCH below
+	// needs 18 MiB and waits up to readWait for room.
+	time.Sleep(200 * time.Millisecond)
+	c := dial(t, env, nil)
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	text := &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Specifier: imap.PartSpecifierText, Peek: true}}}
+	if msgs, err := c.Fetch(imap.SeqSetNum(2), text).Collect(); err != nil || len(msgs) != 1 {
+		t.Fatalf("another session's FETCH while a slow reader waits: %v %v", len(msgs), err)
+	}
 }

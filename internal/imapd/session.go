@@ -58,7 +58,7 @@ func (s *session) Close() error {
 }
 
 func (s *session) Login(username, password string) error {
-	gen := s.srv.cfg.Sessions.Gen(login.Key(username))
+	gen := s.srv.cfg.Sessions.Gen(login.Key(username), "imap")
 	user, err := s.srv.cfg.Login.Check(s.ip, "imap", username, password)
 	if err != nil {
 		le, ok := login.AsError(err)
@@ -123,21 +123,42 @@ var readWait = 30 * time.Second
 // the extracted section and the parser's buffers (BINARY decodes too).
 const readOverhead = 3
 
-// reserveRead reserves what taking a message of size bytes apart costs
-// from the server's read budget, waiting up to readWait; a message
-// larger than the whole budget reserves all of it (it then runs alone).
-// The returned release must be called.
-func (s *session) reserveRead(size int64, what string) (release func(), err error) {
-	need := min(readOverhead*max(size, 1), s.srv.cfg.ReadMemory)
-	ctx, cancel := context.WithTimeout(context.Background(), readWait)
-	err = s.srv.readMem.Acquire(ctx, need)
-	cancel()
-	if err != nil {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
-			Text: "Server busy, try the " + what + " again later"}
-	}
-	return func() { s.srv.readMem.Release(need) }, nil
+// readHold is a session's share of the server's read budget. It grows
+// (waiting up to readWait) before a message is taken apart and shrinks
+// to what stays in memory once it is — in particular while the result is
+// written to a client that may read slowly — so a slow reader holds only
+// the bytes it is being sent.
+type readHold struct {
+	s    *session
+	what string // "FETCH", "SEARCH": for the NO [LIMIT] text
+	n    int64
 }
+
+// to makes the hold n bytes (at most the whole budget: a message larger
+// than the budget is taken apart alone).
+func (h *readHold) to(n int64) error {
+	n = min(max(n, 0), h.s.srv.cfg.ReadMemory)
+	switch {
+	case n < h.n:
+		h.s.srv.readMem.Release(h.n - n)
+	case n > h.n:
+		ctx, cancel := context.WithTimeout(context.Background(), readWait)
+		err := h.s.srv.readMem.Acquire(ctx, n-h.n)
+		cancel()
+		if err != nil {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+				Text: "Server busy, try the " + h.what + " again later"}
+		}
+	}
+	h.n = n
+	return nil
+}
+
+// release gives the whole hold back.
+func (h *readHold) release() { _ = h.to(0) }
+
+// apartCost is what taking a message of size bytes apart may hold.
+func apartCost(size int64) int64 { return readOverhead * max(size, 1) }
 
 func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.AppendLimit) }
 

@@ -15,8 +15,9 @@ import (
 type Sessions struct {
 	mu     sync.Mutex
 	byUser map[string]map[*session]struct{}
-	// gen counts each user's revocations, so that a login checked
-	// before a revocation and registered after it is ended too.
+	// gen counts each user's revocations per protocol (key: user NUL
+	// protocol), so that a login checked before a revocation and
+	// registered after it is ended too.
 	gen map[string]uint64
 }
 
@@ -25,15 +26,18 @@ type session struct {
 	end      func()
 }
 
-// Gen returns user's revocation count: a front end reads it before it
-// checks the password (with Key(username)) and passes it to Add.
-func (s *Sessions) Gen(user string) uint64 {
+// Protocols are the protocols sessions are registered for.
+var Protocols = []string{"smtp", "imap", "pop3"}
+
+// Gen returns user's revocation count for protocol: a front end reads it
+// before it checks the password (with Key(username)) and passes it to Add.
+func (s *Sessions) Gen(user, protocol string) uint64 {
 	if s == nil {
 		return 0
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.gen[user]
+	return s.gen[user+"\x00"+protocol]
 }
 
 // Add records a session of user (the canonical login Check returned) over
@@ -48,7 +52,7 @@ func (s *Sessions) Add(user, protocol string, gen uint64, end func()) (remove fu
 	}
 	e := &session{protocol: protocol, end: end}
 	s.mu.Lock()
-	if s.gen[user] != gen {
+	if s.gen[user+"\x00"+protocol] != gen {
 		s.mu.Unlock()
 		go end()
 		return func() {}
@@ -86,7 +90,13 @@ func (s *Sessions) Revoke(user string, protocols ...string) int {
 	if s.gen == nil {
 		s.gen = make(map[string]uint64)
 	}
-	s.gen[user]++
+	bump := protocols
+	if len(bump) == 0 {
+		bump = Protocols
+	}
+	for _, p := range bump {
+		s.gen[user+"\x00"+p]++
+	}
 	for e := range s.byUser[user] {
 		if len(protocols) == 0 || slices.Contains(protocols, e.protocol) {
 			ended = append(ended, e)

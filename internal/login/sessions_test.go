@@ -77,8 +77,8 @@ func TestSessionsLoginRacingRevoke(t *testing.T) {
 	if user != "dave@example.test" {
 		t.Fatalf("Key = %q", user)
 	}
-	gen := s.Gen(user) // before the password check
-	s.Revoke(user)     // the administrator, meanwhile
+	gen := s.Gen(user, "imap") // before the password check
+	s.Revoke(user)             // the administrator, meanwhile
 	done := make(chan struct{})
 	s.Add(user, "imap", gen, func() { close(done) })
 	select {
@@ -90,8 +90,16 @@ func TestSessionsLoginRacingRevoke(t *testing.T) {
 		t.Fatalf("%d sessions registered", n)
 	}
 	// A login after the revocation stays.
-	s.Add(user, "imap", s.Gen(user), func() { t.Error("ended") })
+	s.Add(user, "imap", s.Gen(user, "imap"), func() {})
 	if n := s.Count(user); n != 1 {
-		t.Fatalf("%d sessions registered, want 1", n)
+		t.Fatalf("a login after the revocation: %d sessions registered, want 1", n)
+	}
+	// A revocation of mailbox access only does not end a racing SMTP login.
+	smtpGen := s.Gen(user, "smtp")
+	s.Revoke(user, "imap", "pop3")
+	s.Add(user, "smtp", smtpGen, func() { t.Error("SMTP login ended by an IMAP/POP3 revocation") })
+	time.Sleep(50 * time.Millisecond)
+	if n := s.Count(user); n != 1 {
+		t.Fatalf("%d sessions registered, want the SMTP one", n)
 	}
 }

@@ -481,7 +481,7 @@ func (ss *session) failLogin(text string) error {
 // login checks the credentials, takes the maildrop lock and the snapshot,
 // and enters the TRANSACTION state.
 func (ss *session) login(name, password string) error {
-	gen := ss.srv.cfg.Sessions.Gen(login.Key(name))
+	gen := ss.srv.cfg.Sessions.Gen(login.Key(name), "pop3")
 	user, err := ss.srv.cfg.Login.Check(ss.ip, "pop3", name, password)
 	if err != nil {
 		le, ok := login.AsError(err)

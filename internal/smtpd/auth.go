@@ -41,7 +41,7 @@ func (a *authSession) authenticate(username, password string) error {
 			lc.Guard = g
 		}
 	}
-	gen := a.cfg.Sessions.Gen(login.Key(username))
+	gen := a.cfg.Sessions.Gen(login.Key(username), "smtp")
 	user, err := lc.Check(a.ip, "smtp", username, password)
 	if err != nil {
 		a.sum.AuthFailures++

@@ -172,13 +172,26 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) key(bucket string) string { return "{" + s.prefix + "}:b:" + bucket }
 
 // fail wraps a Redis error with context; a failure to reach the server
-// (anything but an error reply) also wraps store.ErrUnavailable.
+// (anything but an error reply), and the replies of a server that cannot
+// serve yet (loading its data, a failover or a resharding under way),
+// also wrap store.ErrUnavailable.
 func (s *Store) fail(op string, err error) error {
 	var reply redis.Error
-	if errors.As(err, &reply) && !errors.Is(err, redis.TxFailedErr) {
+	if errors.As(err, &reply) && !errors.Is(err, redis.TxFailedErr) && !notReady(err) {
 		return fmt.Errorf("redisstore: %s on %s: %w", op, s.where, err)
 	}
 	return fmt.Errorf("redisstore: %s on %s: %w: %w", op, s.where, store.ErrUnavailable, err)
+}
+
+// notReady reports an error reply that means "not now" rather than "no".
+func notReady(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "BUSY "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) ctx() (context.Context, context.CancelFunc) {
