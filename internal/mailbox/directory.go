@@ -46,6 +46,9 @@ const (
 	bucketUsers   = "mailbox.users"
 	bucketAliases = "mailbox.aliases"
 	bucketDomains = "mailbox.domains"
+	// bucketMeta holds the dataset marker (key "dataset", see
+	// directory_copy.go).
+	bucketMeta = "mailbox.meta"
 )
 
 // User is a mailbox account as listed by Directory.Users.
@@ -131,6 +134,8 @@ type Directory struct {
 	// from, older than the store, and has not yet reloaded from the store
 	// (directory_copy.go).
 	fromCopy atomic.Bool
+	// dataset is the store's dataset marker as last seen (guarded by mu).
+	dataset string
 
 	// copyTo, when set, holds the node's local copy of a shared
 	// directory (directory_copy.go); copyRows is the copy last written
@@ -191,6 +196,11 @@ func OpenDirectory(st store.KV, staticDomains []string) (*Directory, error) {
 	var err error
 	if d.runtime, d.users, d.aliases, err = load(st); err != nil {
 		return nil, fmt.Errorf("open directory: %w", err)
+	}
+	if _, isCopy := st.(copyKV); !isCopy {
+		if d.dataset, err = ensureDataset(st); err != nil {
+			return nil, fmt.Errorf("open directory: %w", err)
+		}
 	}
 	for addr := range d.users {
 		if !d.isLocalLocked(domainOf(addr)) {

@@ -2,6 +2,8 @@ package mailbox
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,41 @@ import (
 // when the directory is loaded from the shared store and after each
 // change or reload that altered it (only the records that differ), so it
 // is at most a second or so old.
+
+// The dataset marker tells a store that kept its data from one that lost
+// it: a random id put in the store when a directory first opens on it
+// (and whenever it is missing), saved with the copy. A node that starts
+// from its copy takes the store's directory whole on its first reload —
+// deletions made while it was away included — only when the store still
+// carries the copy's marker; an emptied store has none (or a new one), so
+// its near-emptiness is refused as data loss, as on a running node.
+
+// datasetKey is the marker's key in bucketMeta (and in the copy's meta).
+const datasetKey = "dataset"
+
+// ensureDataset returns st's dataset marker, putting a new one there
+// first if it has none.
+func ensureDataset(st store.KV) (string, error) {
+	var id string
+	err := st.Update(func(tx store.Tx) error {
+		v, err := tx.Get(bucketMeta, datasetKey)
+		if err != nil {
+			return err
+		}
+		if v != nil {
+			id = string(v)
+			return nil
+		}
+		var b [12]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+		return tx.Put(bucketMeta, datasetKey, []byte(id))
+	})
+	if err != nil {
+		return "", fmt.Errorf("dataset marker: %w", err)
+	}
+	return id, nil
+}
 
 // copyPrefix names the local buckets that hold the copy.
 const copyPrefix = "copy."
@@ -49,7 +86,7 @@ func (d *Directory) saveCopy() error {
 		return nil
 	}
 	d.mu.RLock()
-	rows := map[string]map[string][]byte{bucketUsers: {}, bucketAliases: {}, bucketDomains: {}}
+	rows := map[string]map[string][]byte{bucketUsers: {}, bucketAliases: {}, bucketDomains: {}, "meta": {datasetKey: []byte(d.dataset)}}
 	var err error
 	for k, u := range d.users {
 		if rows[bucketUsers][k], err = json.Marshal(u.rec); err != nil {
@@ -99,6 +136,9 @@ func (d *Directory) saveCopy() error {
 			// The first save of this process: whatever an earlier one
 			// left that is no longer in the directory goes.
 			for bucket, want := range rows {
+				if bucket == "meta" {
+					continue // holds "saved" too
+				}
 				var stale []string
 				if err := tx.ForEach(copyPrefix+bucket, func(k string, _ []byte) error {
 					if _, ok := want[k]; !ok {
@@ -126,7 +166,7 @@ func (d *Directory) saveCopy() error {
 				return err
 			}
 		}
-		// The marker says a copy was saved, even of an empty directory.
+		// "saved" says a copy was saved, even of an empty directory.
 		return tx.Put(copyPrefix+"meta", "saved", []byte("1"))
 	})
 	if err != nil {
@@ -136,13 +176,33 @@ func (d *Directory) saveCopy() error {
 	return nil
 }
 
+// LostData reports whether the store d was opened from looks like one that
+// lost its data, judged against the copy cp this node saved: a different
+// dataset marker and no users, or most of the copy's users missing (the
+// rule Reload applies on a running node).
+func (d *Directory) LostData(cp *Directory) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	cp.mu.RLock()
+	defer cp.mu.RUnlock()
+	if d.dataset == cp.dataset && cp.dataset != "" {
+		return false // the same store: what it lacks was deleted
+	}
+	if len(cp.users) == 0 {
+		return false
+	}
+	gone := len(cp.users) - countKnown(d.users, cp.users)
+	return len(d.users) == 0 || gone >= 2 && gone*2 > len(cp.users)
+}
+
 // OpenDirectoryFromCopy opens a directory on the shared store st from the
 // copy KeepCopy saved in local. The directory serves logins and lookups
 // from that copy and refuses changes until Follow reaches st and reloads
 // it. catchUp says the store, once reachable, is newer than the copy (the
 // node was away while it changed): its first reload is then taken whole,
 // even when it drops many users, instead of being refused as a store that
-// lost its data. ErrNoCopy: there is no copy.
+// lost its data — if the store still carries the copy's dataset marker.
+// ErrNoCopy: there is no copy.
 func OpenDirectoryFromCopy(st, local store.KV, staticDomains []string, catchUp bool) (*Directory, error) {
 	saved, err := local.Get(copyPrefix+"meta", "saved")
 	if err != nil {
@@ -155,7 +215,12 @@ func OpenDirectoryFromCopy(st, local store.KV, staticDomains []string, catchUp b
 	if err != nil {
 		return nil, fmt.Errorf("open directory from the local copy: %w", err)
 	}
+	ds, err := local.Get(copyPrefix+"meta", datasetKey)
+	if err != nil {
+		return nil, fmt.Errorf("open directory from the local copy: %w", err)
+	}
 	d.st = st
+	d.dataset = string(ds)
 	d.offline.Store(true)
 	d.fromCopy.Store(catchUp)
 	return d, nil

@@ -162,3 +162,70 @@ func TestCopyOfAnEarlierProcessReplaced(t *testing.T) {
 		t.Fatalf("copy holds %+v, want only a", users)
 	}
 }
+
+// TestCopyNotWipedByAnEmptiedStore: a node started from its copy while
+// the store had lost its data does not take a store that has since had a
+// user added for the truth: its dataset marker is not the copy's.
+func TestCopyNotWipedByAnEmptiedStore(t *testing.T) {
+	shared := openStore(t, filepath.Join(t.TempDir(), "shared.db"))
+	local := openStore(t, filepath.Join(t.TempDir(), "local.db"))
+	d, err := OpenDirectory(shared, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"a", "b", "c", "d", "e"} {
+		must(t, d.AddUser(u+"@example.test", testPassword))
+	}
+	must(t, d.KeepCopy(local))
+
+	emptied := openStore(t, filepath.Join(t.TempDir(), "emptied.db")) // the store, after losing its data
+	c, err := OpenDirectoryFromCopy(emptied, local, []string{"example.test"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Reload(); !errors.Is(err, errEmptyStore) {
+		t.Fatalf("reload from an empty store: %v, want refused", err)
+	}
+	other, err := OpenDirectory(emptied, []string{"example.test"}) // another node, adding a user
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, other.AddUser("z@example.test", testPassword))
+	if err := c.Reload(); !errors.Is(err, errEmptyStore) {
+		t.Fatalf("reload from an emptied store with one new user: %v, want refused", err)
+	}
+	if n := len(c.Users()); n != 5 {
+		t.Fatalf("%d users in memory, want the copy's 5", n)
+	}
+}
+
+// TestLostData: a store is taken for one that lost its data only when it
+// is not the dataset the copy was saved from and lacks most of the copy.
+func TestLostData(t *testing.T) {
+	mk := func(dataset string, users ...string) *Directory {
+		d := &Directory{dataset: dataset, users: map[string]*userEntry{}}
+		for _, u := range users {
+			d.users[u] = &userEntry{}
+		}
+		return d
+	}
+	copyOf := mk("A", "a", "b", "c", "d")
+	for _, tc := range []struct {
+		name  string
+		store *Directory
+		want  bool
+	}{
+		{"same dataset, most users deleted meanwhile", mk("A", "a"), false},
+		{"same dataset, empty", mk("A"), false},
+		{"new dataset, empty", mk("B"), true},
+		{"new dataset, one user re-added", mk("B", "z"), true},
+		{"new dataset, most users there", mk("B", "a", "b", "c"), false},
+	} {
+		if got := tc.store.LostData(copyOf); got != tc.want {
+			t.Errorf("%s: LostData = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if mk("B").LostData(mk("A")) {
+		t.Error("an empty copy: nothing to lose")
+	}
+}

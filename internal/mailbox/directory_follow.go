@@ -116,6 +116,10 @@ func (d *Directory) Reload() error {
 	if err != nil {
 		return fmt.Errorf("reload directory: %w", err)
 	}
+	ds, err := d.st.Get(bucketMeta, datasetKey)
+	if err != nil {
+		return fmt.Errorf("reload directory: %w", err)
+	}
 	var revoked []string
 	defer func() { d.revoked(revoked...) }() // runs last, with no lock held
 	d.writeMu.Lock()
@@ -128,7 +132,10 @@ func (d *Directory) Reload() error {
 	// (and has had a user or two added since), not an administrator.
 	// Except for a node that started from its local copy: it heard no
 	// notices while it was away, so the store is right and its copy old.
-	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) && !d.fromCopy.Load() {
+	d.mu.RLock()
+	catchUp := d.fromCopy.Load() && len(ds) > 0 && string(ds) == d.dataset
+	d.mu.RUnlock()
+	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) && !catchUp {
 		return fmt.Errorf("reload directory: the store lacks %d of the %d users known here: %w", gone, len(d.users), errEmptyStore)
 	}
 	for addr, u := range users {
@@ -141,8 +148,18 @@ func (d *Directory) Reload() error {
 			revoked = append(revoked, addr)
 		}
 	}
+	if len(ds) == 0 {
+		// A store without a marker that is nonetheless whole (written
+		// before markers existed): give it one.
+		id, err := ensureDataset(d.st)
+		if err != nil {
+			return fmt.Errorf("reload directory: %w", err)
+		}
+		ds = []byte(id)
+	}
 	d.mu.Lock()
 	d.runtime, d.users, d.aliases = runtime, users, aliases
+	d.dataset = string(ds)
 	d.mu.Unlock()
 	d.fromCopy.Store(false)
 	return nil

@@ -77,16 +77,17 @@ func (cl *cluster) openDirectory(local store.KV, domains []string, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		if len(dir.Users()) == 0 {
-			// Redis answers but holds no users: a Redis that lost its
-			// data, if this node's copy has some. Serve from the copy
-			// (as a running node keeps its memory) rather than
-			// overwrite the copy with nothing.
-			if cp, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains, false); err == nil && len(cp.Users()) > 0 {
-				log.Error("shared store holds no users but this node's copy of the directory has some: serving from the copy; restore Redis from its backup (or delete the users one by one)",
-					"redis", cl.redis.Where(), "users_in_copy", len(cp.Users()))
-				return cp, nil
+		// Redis answers, but if it lost its data (another dataset
+		// marker, and no users or most of this node's copy missing),
+		// serve from the copy — as a running node keeps its memory —
+		// rather than overwrite the copy with what is left.
+		if cp, err := mailbox.OpenDirectoryFromCopy(cl.dir, local, domains, false); err == nil && dir.LostData(cp) {
+			log.Error("shared store looks like it lost its data (not the dataset this node's copy of the directory was saved from, most users missing): serving from the copy; restore Redis from its backup",
+				"redis", cl.redis.Where(), "users_in_store", len(dir.Users()), "users_in_copy", len(cp.Users()))
+			if err := cp.KeepCopy(local); err != nil {
+				log.Warn("directory: cannot save the local copy", "err", err.Error())
 			}
+			return cp, nil
 		}
 		if err := dir.KeepCopy(local); err != nil {
 			log.Warn("directory: cannot save the local copy", "err", err.Error())
