@@ -77,7 +77,9 @@ type Sender struct {
 	Trusted bool   // IP in [relay] trusted_networks (or a peer)
 	// Peer: the IP is another node of this cluster ([store] peers). It
 	// checked this mail and counted it against the shared counters, so
-	// the guard does not count it again (Rcpt and Message accept).
+	// the guard does not count it again (Rcpt accepts; Message accepts
+	// mail for our own domains, and judges mail to other domains as any
+	// trusted sender's).
 	Peer bool
 }
 

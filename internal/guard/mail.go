@@ -211,7 +211,10 @@ func (g *Guard) Rcpt(s Sender, rcpt string, accepted bool) Decision {
 //
 // An outsider is deferred past InboundMsgsPerMinute.
 func (g *Guard) Message(m Message) Decision {
-	if m.Peer {
+	if m.Peer && m.Foreign == 0 {
+		// Local mail a peer passes on: counted there. Mail a peer
+		// relays to other domains is not what peers exchange, so it is
+		// judged as any trusted sender's below.
 		g.observe("data", Decision{})
 		return Decision{}
 	}

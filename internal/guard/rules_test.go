@@ -416,6 +416,16 @@ func TestPeerMailNotCountedAgain(t *testing.T) {
 		last = g.Message(mail(trusted, i, "u@corp.test"))
 	}
 	wantVerdict(t, "same traffic from a trusted network", last, Hold, "rate.msgs_per_minute")
+
+	// A peer relaying to other domains is judged like any trusted sender.
+	g2, _, _ := newTestGuard(t, Config{}, nil)
+	relay := Sender{IP: addr("10.0.0.3"), From: "x@corp.test", Trusted: true, Peer: true}
+	for i := range 31 {
+		m := mail(relay, i, "v@far.test")
+		m.Foreign = 1
+		last = g2.Message(m)
+	}
+	wantVerdict(t, "a peer relaying out", last, Hold, "rate.msgs_per_minute")
 }
 
 // TestSuspensionEndsSessions: a suspension — by hand, by a rule, or made
