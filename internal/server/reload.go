@@ -115,7 +115,9 @@ func needRestart(old, new *config.Config) []string {
 	}
 	diff("hostname", old.Hostname, new.Hostname)
 	diff("data_dir", old.DataDir, new.DataDir)
-	diff("store", old.Store, new.Store)
+	// [store] peers apply at once (the SMTP settings are rebuilt); the
+	// rest of [store] is read at start.
+	diff("store", []any{old.Store.Backend, old.Store.URL, old.Store.Node}, []any{new.Store.Backend, new.Store.URL, new.Store.Node})
 	diff("tls (acme)", []any{old.TLS.ACME, old.TLS.ACMEEmail, old.TLS.ACMEDirectory, old.TLS.ACMENames, old.TLS.ACMEChallenge, old.TLS.ACMEListen, old.TLS.ACMECA},
 		[]any{new.TLS.ACME, new.TLS.ACMEEmail, new.TLS.ACMEDirectory, new.TLS.ACMENames, new.TLS.ACMEChallenge, new.TLS.ACMEListen, new.TLS.ACMECA})
 	diff("tls (turning TLS on or off)", old.TLS.Cert == "", new.TLS.Cert == "")
