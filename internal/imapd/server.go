@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mamori-mail/mamori/internal/admit"
@@ -94,10 +95,26 @@ type Server struct {
 	appendMem *semaphore.Weighted
 	// readMem is the FETCH/SEARCH memory budget (Config.ReadMemory).
 	readMem *semaphore.Weighted
+	// appendLimit is the APPENDLIMIT in force (Config.AppendLimit, then
+	// SetAppendLimit).
+	appendLimit atomic.Int64
 
 	mu       sync.Mutex
 	closed   bool
 	sessions sync.WaitGroup
+}
+
+// SetAppendLimit changes the largest message APPEND takes, for sessions
+// that begin afterwards and commands after it (a reload). The memory
+// budgets were sized at New: a limit above half the APPEND budget is
+// lowered to it, and the limit in force is returned.
+func (s *Server) SetAppendLimit(n int64) int64 {
+	if n <= 0 || n > 1<<32-1 {
+		n = defaultAppendLimit
+	}
+	n = min(n, s.cfg.AppendMemory/2)
+	s.appendLimit.Store(n)
+	return n
 }
 
 // New returns a server for cfg.
@@ -129,6 +146,7 @@ func newServer(cfg Config, insecureAuth bool) *Server {
 	cfg.ReadMemory = max(cfg.ReadMemory, 4*cfg.AppendLimit)
 	s := &Server{cfg: cfg, log: log, recent: newRecentTracker(), appendMem: semaphore.NewWeighted(cfg.AppendMemory),
 		readMem: semaphore.NewWeighted(cfg.ReadMemory)}
+	s.appendLimit.Store(cfg.AppendLimit)
 	s.imap = imapserver.New(&imapserver.Options{
 		NewSession:   s.newSession,
 		Caps:         caps,

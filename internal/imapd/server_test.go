@@ -524,3 +524,37 @@ func TestSlowReaderHoldsOnlyItsBytes(t *testing.T) {
 		t.Fatalf("another session's FETCH while a slow reader waits: %v %v", len(msgs), err)
 	}
 }
+
+// TestSetAppendLimit: a reload's new limit holds for the next APPEND and
+// the capability; a limit past what the APPEND budget holds is lowered.
+func TestSetAppendLimit(t *testing.T) {
+	env := startServer(t) // AppendLimit 1 MiB, AppendMemory 4 MiB
+	msg := "From: a@far.test\r\nSubject: s\r\n\r\n" + strings.Repeat("x", 2000) + "\r\n"
+	appendMsg := func() error {
+		c := dial(t, env, nil)
+		cmd := c.Append("INBOX", int64(len(msg)), nil)
+		cmd.Write([]byte(msg))
+		cmd.Close()
+		_, err := cmd.Wait()
+		return err
+	}
+	if got := env.srv.SetAppendLimit(1000); got != 1000 {
+		t.Fatalf("SetAppendLimit(1000) = %d", got)
+	}
+	caps, err := dial(t, env, nil).Capability().Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lim, ok := caps.AppendLimit(); !ok || lim == nil || *lim != 1000 {
+		t.Fatalf("APPENDLIMIT after the change: %v %v", lim, ok)
+	}
+	if err := appendMsg(); err == nil {
+		t.Fatal("APPEND over the new limit accepted")
+	}
+	if got := env.srv.SetAppendLimit(100 << 20); got != 2<<20 {
+		t.Fatalf("SetAppendLimit(100 MiB) = %d, want it lowered to half the 4 MiB APPEND budget", got)
+	}
+	if err := appendMsg(); err != nil {
+		t.Fatalf("APPEND under the raised limit: %v", err)
+	}
+}

@@ -160,7 +160,7 @@ func (h *readHold) release() { _ = h.to(0) }
 // apartCost is what taking a message of size bytes apart may hold.
 func apartCost(size int64) int64 { return readOverhead * max(size, 1) }
 
-func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.AppendLimit) }
+func (s *session) AppendLimit() uint32 { return uint32(s.srv.appendLimit.Load()) }
 
 func (s *session) Namespace() (*imap.NamespaceData, error) {
 	return &imap.NamespaceData{

@@ -13,6 +13,7 @@ import (
 	"github.com/mamori-mail/mamori/internal/certs"
 	"github.com/mamori-mail/mamori/internal/config"
 	"github.com/mamori-mail/mamori/internal/guard"
+	"github.com/mamori-mail/mamori/internal/imapd"
 	"github.com/mamori-mail/mamori/internal/msgauth"
 	"github.com/mamori-mail/mamori/internal/smtpd"
 )
@@ -48,6 +49,9 @@ type reloader struct {
 	mailTrusted *atomic.Pointer[[]netip.Prefix]
 	// smtpConfig builds the SMTP configuration of c with the keys given.
 	smtpConfig func(c *config.Config, keys *msgauth.Keyring) smtpd.Config
+	// imap is the IMAP server, if one listens (its APPEND limit follows
+	// [limits] max_message_size).
+	imap *imapd.Server
 }
 
 // reload re-reads the config file and applies what can change while
@@ -98,6 +102,12 @@ func (r *reloader) reload() (admin.ReloadResult, error) {
 	if trusted, err := c.TrustedPrefixes(); err == nil && r.mailTrusted != nil {
 		r.mailTrusted.Store(&trusted)
 	}
+	if r.imap != nil {
+		if got := r.imap.SetAppendLimit(c.Limits.MaxMessageSize); got < c.Limits.MaxMessageSize {
+			r.log.Warn("reload: IMAP APPEND limit lowered to what the APPEND memory budget (half of max_inflight_bytes at start) holds; restart to raise it",
+				"max_message_size", c.Limits.MaxMessageSize, "append_limit", got)
+		}
+	}
 	res := admin.ReloadResult{NeedRestart: needRestart(r.cur, c)}
 	r.cur = c
 	r.log.Info("reloaded", "config", c.Path, "need_restart", res.NeedRestart)
@@ -129,7 +139,6 @@ func needRestart(old, new *config.Config) []string {
 	diff("mailbox", old.Mailbox, new.Mailbox)
 	diff("queue.max_messages", old.Queue.MaxMessages, new.Queue.MaxMessages)
 	diff("queue.held_retention", old.Queue.HeldRetention, new.Queue.HeldRetention)
-	diff("limits.max_message_size (IMAP APPEND)", old.Limits.MaxMessageSize, new.Limits.MaxMessageSize)
 	diff("delivery", old.Delivery, new.Delivery)
 	diff("dns", old.DNS, new.DNS)
 	diff("log", old.Log, new.Log)

@@ -345,7 +345,8 @@ func Run(ctx context.Context, c *config.Config, log *slog.Logger, opt Options) e
 			errc <- fmt.Errorf("delivery: %w", err)
 		}
 	}()
-	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certMgr, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig, mailTrusted: mailTrusted}
+	rl := &reloader{cur: c, log: log.With("stage", "reload"), certs: certMgr, keys: keys, guard: def.guard, smtp: smtpSrv, smtpConfig: smtpConfig, mailTrusted: mailTrusted,
+		imap: mail.imap}
 	go func() {
 		for range opt.Reload {
 			rl.reload()
