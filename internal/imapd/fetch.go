@@ -139,11 +139,10 @@ func (s *session) fetchOne(w *imapserver.FetchWriter, t target, options *imap.Fe
 
 // fetchContent writes what the FETCH asks of the message's content. Each
 // part taken apart holds apartCost(size) of the read budget while it is
-// extracted and only its result while that is written (nothing while
-// BODY[] streams from the file). The hold grows again for the next part;
-// if the budget is exhausted then, the reply is half written and the
-// connection ends (a FETCH of several sections of large messages under
-// memory pressure).
+// extracted, only its result while that is written, and nothing after
+// (nor while BODY[] streams from the file). The hold grows again for the
+// next part; if the budget is exhausted then, the FETCH line of this
+// message is ended short and the command answers NO [LIMIT].
 func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.ReadSeeker, size int64, hold *readHold, options *imap.FetchOptions) error {
 	rewind := func() (io.Reader, error) {
 		if _, err := file.Seek(0, io.SeekStart); err != nil {
@@ -193,6 +192,7 @@ func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.Rea
 		if err := writeLiteral(resp.WriteBodySection(bs, int64(len(b))), b); err != nil {
 			return err
 		}
+		_ = hold.to(0)
 	}
 	for _, bs := range options.BinarySection {
 		r, err := apart()
@@ -204,6 +204,7 @@ func (s *session) fetchContent(resp *imapserver.FetchResponseWriter, file io.Rea
 		if err := writeLiteral(resp.WriteBinarySection(bs, int64(len(b))), b); err != nil {
 			return err
 		}
+		_ = hold.to(0)
 	}
 	for _, bss := range options.BinarySectionSize {
 		r, err := apart()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +115,42 @@ func TestAppendJunkAfterLiteral(t *testing.T) {
 		t.Fatalf("APPEND followed by junk: %q, want a tagged error", ln)
 	}
 	rc.ok("NOOP") // the connection is in step again
+}
+
+// TestRefusedNonSyncLiteralNotRunAsCommands: an APPEND over APPENDLIMIT
+// sent as a non-synchronizing literal is refused and the connection
+// closed; the literal's lines are never run as commands.
+func TestRefusedNonSyncLiteralNotRunAsCommands(t *testing.T) {
+	env := startServer(t)
+	env.srv.SetAppendLimit(100)
+	conn, err := tls.Dial("tcp", env.imaps, clientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// Lines before the first empty one: a parse error would end the
+	// connection before a line after it ran.
+	body := "x1 CREATE Injected\r\nSubject: " + strings.Repeat("y", 200) + "\r\n\r\nbody\r\n"
+	fmt.Fprintf(conn, "a LOGIN %q %q\r\nb APPEND INBOX {%d+}\r\n%s\r\n", testUser, testPass, len(body), body)
+	out, _ := io.ReadAll(conn)
+	if !strings.Contains(string(out), "b NO [TOOBIG]") {
+		t.Fatalf("APPEND over the limit: %q", out)
+	}
+	if strings.Contains(string(out), "x1 ") {
+		t.Fatalf("the literal's lines ran as commands: %q", out)
+	}
+	boxes, err := env.store.User(testUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	folders, err := boxes.Folders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range folders {
+		if f.Name == "Injected" {
+			t.Fatal("folder Injected created from the literal")
+		}
+	}
 }

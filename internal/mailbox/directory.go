@@ -198,8 +198,10 @@ func OpenDirectory(st store.KV, staticDomains []string) (*Directory, error) {
 		return nil, fmt.Errorf("open directory: %w", err)
 	}
 	if _, isCopy := st.(copyKV); !isCopy {
+		// A store that cannot take a marker now still opens (its copy
+		// then records none, which never allows a catch-up).
 		if d.dataset, err = ensureDataset(st); err != nil {
-			return nil, fmt.Errorf("open directory: %w", err)
+			slog.Warn("mailbox: cannot write the directory's dataset marker", "err", err.Error())
 		}
 	}
 	for addr := range d.users {

@@ -229,3 +229,39 @@ func TestLostData(t *testing.T) {
 		t.Error("an empty copy: nothing to lose")
 	}
 }
+
+// readOnlyKV reads but refuses every write.
+type readOnlyKV struct{ store.KV }
+
+func (readOnlyKV) Update(func(store.Tx) error) error { return store.ErrUnavailable }
+func (readOnlyKV) Put(string, string, []byte) error  { return store.ErrUnavailable }
+
+// TestMarkerWriteFailureHarmless: a store without a marker that cannot
+// take one still opens and reloads (and a reload that applies nothing
+// new revokes nothing).
+func TestMarkerWriteFailureHarmless(t *testing.T) {
+	shared := openStore(t, filepath.Join(t.TempDir(), "shared.db"))
+	d, err := OpenDirectory(shared, []string{"example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, d.AddUser("alice@example.test", testPassword))
+	must(t, shared.Delete(bucketMeta, datasetKey)) // a store from before markers
+	ro, err := OpenDirectory(readOnlyKV{shared}, []string{"example.test"})
+	if err != nil {
+		t.Fatalf("open on a store that refuses the marker: %v", err)
+	}
+	var log revokeLog
+	ro.SetRevokeHook(log.hook)
+	for range 3 {
+		if err := ro.Reload(); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	if got := log.take(); len(got) != 0 {
+		t.Fatalf("reloads that changed nothing revoked %q", got)
+	}
+	if err := ro.Authenticate("alice@example.test", testPassword); err != nil {
+		t.Fatal(err)
+	}
+}

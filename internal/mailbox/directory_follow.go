@@ -150,12 +150,14 @@ func (d *Directory) Reload() error {
 	}
 	if len(ds) == 0 {
 		// A store without a marker that is nonetheless whole (written
-		// before markers existed): give it one.
-		id, err := ensureDataset(d.st)
-		if err != nil {
-			return fmt.Errorf("reload directory: %w", err)
+		// before markers existed): give it one. A store that cannot
+		// take it now is reloaded all the same (the copy then records
+		// no marker, which never allows a catch-up).
+		if id, err := ensureDataset(d.st); err == nil {
+			ds = []byte(id)
+		} else {
+			slog.Warn("mailbox: cannot write the directory's dataset marker", "err", err.Error())
 		}
-		ds = []byte(id)
 	}
 	d.mu.Lock()
 	d.runtime, d.users, d.aliases = runtime, users, aliases

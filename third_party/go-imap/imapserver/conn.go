@@ -392,22 +392,35 @@ func (c *Conn) handleUnsubscribe(dec *imapwire.Decoder) error {
 
 func (c *Conn) checkBufferedLiteral(size int64, nonSync bool) error {
 	if size > 4096 {
-		return &imap.Error{
+		return c.refuseLiteral(nonSync, &imap.Error{
 			Type: imap.StatusResponseTypeNo,
 			Code: imap.ResponseCodeTooBig,
 			Text: "Literals are limited to 4096 bytes for this command",
-		}
+		})
 	}
 
 	return c.acceptLiteral(size, nonSync)
 }
 
+// refuseLiteral answers a literal the server will not read (mamori patch
+// 11). The client of a synchronizing literal waits for "+" and sends
+// nothing; the bytes of a non-synchronizing one are already on their way
+// and would be parsed as commands (a message's lines run as IMAP
+// commands), so after the reply the connection is closed (RFC 7888 4).
+func (c *Conn) refuseLiteral(nonSync bool, err *imap.Error) error {
+	if nonSync {
+		c.state = imap.ConnStateLogout
+		err.Text += "; closing the connection (the literal was sent without waiting)"
+	}
+	return err
+}
+
 func (c *Conn) acceptLiteral(size int64, nonSync bool) error {
 	if nonSync && size > 4096 && !c.server.options.caps().Has(imap.CapLiteralPlus) {
-		return &imap.Error{
+		return c.refuseLiteral(nonSync, &imap.Error{
 			Type: imap.StatusResponseTypeBad,
 			Text: "Non-synchronizing literals are limited to 4096 bytes",
-		}
+		})
 	}
 
 	if nonSync {
