@@ -30,6 +30,9 @@ func (d *Directory) Follow(ctx context.Context, resync time.Duration, log *slog.
 	note := func(err error) {
 		d.offline.Store(err != nil && !errors.Is(err, errEmptyStore))
 		switch {
+		case err != nil && !failing && errors.Is(err, errEmptyStore):
+			log.Error("directory: the shared store looks like it lost its data; keeping the directory in memory — restore it from its backup", "err", err.Error())
+			failing = true
 		case err != nil && !failing:
 			log.Warn("directory: shared store unreachable; serving logins and lookups from memory", "err", err.Error())
 			failing = true
