@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,9 @@ type Redis struct {
 	cmd   *exec.Cmd
 	fsync string
 	extra []string // further redis-server arguments (cluster mode)
+	// exited is closed when the running server's process has been
+	// waited for.
+	exited chan struct{}
 }
 
 // StartRedis starts a redis-server for t and stops it when t ends. Without
@@ -47,12 +51,32 @@ func StartRedisEverySec(t testing.TB) *Redis {
 
 func startRedis(t testing.TB, fsync string, extra ...string) *Redis {
 	t.Helper()
+	return startRedisWith(t, fsync, func() []string { return extra })
+}
+
+// startRedisWith starts a server whose further arguments extra gives
+// (called again for each attempt: it may name ports of its own). A port
+// found free can be taken by another process before redis-server binds
+// it; the start is then tried again on other ports.
+func startRedisWith(t testing.TB, fsync string, extra func() []string) *Redis {
+	t.Helper()
 	bin := redisServer(t)
-	addr := freeAddr(t)
-	r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: t.TempDir(), fsync: fsync, extra: extra}
-	r.Start()
-	t.Cleanup(r.Kill)
-	return r
+	dir := t.TempDir()
+	var lastErr error
+	for range 5 {
+		addr := freeAddr(t)
+		r := &Redis{Addr: addr, URL: "redis://" + addr, t: t, bin: bin, dir: dir, fsync: fsync, extra: extra()}
+		if lastErr = r.start(); lastErr == nil {
+			t.Cleanup(r.Kill)
+			return r
+		}
+		if !strings.Contains(lastErr.Error(), "Address already in use") {
+			break
+		}
+		os.Remove(filepath.Join(dir, "nodes.conf")) // a cluster node's identity from the failed try
+	}
+	t.Fatal(lastErr)
+	return nil
 }
 
 // redisServer finds redis-server, or skips t (fails it in CI).
@@ -83,8 +107,15 @@ func freeAddr(t testing.TB) string {
 // waits until it answers PING.
 func (r *Redis) Start() {
 	r.t.Helper()
+	if err := r.start(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// start is Start, returning its error (with the server's log).
+func (r *Redis) start() error {
 	if r.cmd != nil {
-		r.t.Fatal("redis-server already running")
+		return errors.New("redis-server already running")
 	}
 	_, port, _ := net.SplitHostPort(r.Addr)
 	cmd := exec.Command(r.bin,
@@ -94,19 +125,27 @@ func (r *Redis) Start() {
 		"--logfile", filepath.Join(r.dir, "redis.log"))
 	cmd.Args = append(cmd.Args, r.extra...)
 	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	r.cmd = cmd
+	exited := make(chan struct{})
+	r.exited = exited
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := r.ping()
 		if err == nil {
-			return
+			return nil
+		}
+		select {
+		case <-exited:
+			deadline = time.Time{} // it gave up (a port taken, say): no need to wait
+		default:
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
 			r.Kill()
-			r.t.Fatalf("redis-server on %s does not answer: %v\n%s", r.Addr, err, log)
+			return fmt.Errorf("redis-server on %s does not answer: %v\n%s", r.Addr, err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -119,7 +158,7 @@ func (r *Redis) Kill() {
 		return
 	}
 	r.cmd.Process.Kill()
-	r.cmd.Wait()
+	<-r.exited
 	r.cmd = nil
 }
 

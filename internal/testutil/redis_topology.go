@@ -26,12 +26,19 @@ type RedisCluster struct {
 func StartRedisCluster(t testing.TB) *RedisCluster {
 	t.Helper()
 	c := &RedisCluster{}
-	var addrs []string
+	var addrs, buses []string
 	for range 3 {
-		r := startRedis(t, "always", "--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		// The cluster bus port is chosen free too: by default it is the
+		// client port + 10000, which another process may hold.
+		var bus string
+		r := startRedisWith(t, "always", func() []string {
+			_, bus, _ = net.SplitHostPort(freeAddr(t))
+			return []string{"--cluster-enabled", "yes", "--cluster-port", bus,
+				"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}
+		})
 		c.Nodes = append(c.Nodes, r)
 		addrs = append(addrs, r.Addr)
+		buses = append(buses, bus)
 	}
 	c.URL = "redis+cluster://" + strings.Join(addrs, ",")
 	slots := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
@@ -43,7 +50,7 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 			continue
 		}
 		host, port, _ := net.SplitHostPort(r.Addr)
-		if _, err := c.Nodes[0].Do("CLUSTER", "MEET", host, port); err != nil {
+		if _, err := c.Nodes[0].Do("CLUSTER", "MEET", host, port, buses[i]); err != nil {
 			t.Fatalf("cluster: MEET %s: %v", r.Addr, err)
 		}
 	}
