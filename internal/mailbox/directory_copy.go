@@ -191,8 +191,8 @@ func (d *Directory) LostData(cp *Directory) bool {
 	if len(cp.users) == 0 {
 		return false
 	}
-	gone := len(cp.users) - countKnown(d.users, cp.users)
-	return len(d.users) == 0 || gone >= 2 && gone*2 > len(cp.users)
+	_, lost := lacksMost(d.users, cp.users)
+	return len(d.users) == 0 || lost
 }
 
 // OpenDirectoryFromCopy opens a directory on the shared store st from the

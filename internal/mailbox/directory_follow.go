@@ -138,7 +138,7 @@ func (d *Directory) Reload() error {
 	d.mu.RLock()
 	catchUp := d.fromCopy.Load() && len(ds) > 0 && string(ds) == d.dataset
 	d.mu.RUnlock()
-	if gone := len(d.users) - countKnown(users, d.users); gone >= 2 && gone*2 > len(d.users) && !catchUp {
+	if gone, lost := lacksMost(users, d.users); lost && !catchUp {
 		return fmt.Errorf("reload directory: the store lacks %d of the %d users known here: %w", gone, len(d.users), errEmptyStore)
 	}
 	for addr, u := range users {
@@ -230,6 +230,15 @@ func (d *Directory) refresh(bucket, key string) error {
 }
 
 // countKnown counts the users of known that users still has.
+// lacksMost reports how many of the users known here users lacks, and
+// whether that is most of them (at least two): a store that lost its
+// data rather than an administrator's deletions, which arrive one by one.
+// The one rule for Reload and for a node (re)starting against its copy.
+func lacksMost[U any](users, known map[string]U) (gone int, lost bool) {
+	gone = len(known) - countKnown(users, known)
+	return gone, gone >= 2 && gone*2 > len(known)
+}
+
 func countKnown[U any](users, known map[string]U) int {
 	n := 0
 	for k := range known {
