@@ -165,12 +165,19 @@ type searchMsg struct {
 
 	file   io.ReadSeekCloser
 	header *textproto.Header
+	// hold is the read budget the parsed header holds (a header may be
+	// as large as the message) until the message is done with.
+	hold *readHold
 }
 
 func (sm *searchMsg) close() {
 	if sm.file != nil {
 		sm.file.Close()
 		sm.file = nil
+	}
+	if sm.hold != nil {
+		sm.hold.release()
+		sm.hold = nil
 	}
 }
 
@@ -191,6 +198,10 @@ func (sm *searchMsg) open() (io.ReadSeeker, error) {
 func (sm *searchMsg) getHeader() (*textproto.Header, error) {
 	if sm.header != nil {
 		return sm.header, nil
+	}
+	sm.hold = &readHold{s: sm.sess, what: "SEARCH"}
+	if err := sm.hold.to(sm.m.Size); err != nil {
+		return nil, err
 	}
 	r, err := sm.open()
 	if err != nil {

@@ -468,6 +468,10 @@ func TestReadBudget(t *testing.T) {
 	for name, run := range map[string]func() error{
 		"FETCH BODY[TEXT]": func() error { _, err := c.Fetch(imap.SeqSetNum(1), text).Collect(); return err },
 		"SEARCH BODY":      func() error { _, err := c.Search(search, nil).Wait(); return err },
+		"SEARCH SUBJECT": func() error { // the header may be as large as the message
+			_, err := c.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: "budget"}}}, nil).Wait()
+			return err
+		},
 	} {
 		err := run()
 		var ie *imap.Error
